@@ -1,0 +1,370 @@
+"""LSMDC 2016 file formats: description files (6 columns) and FIB question files (8 columns).
+
+Both are tab separated, without header and without quoting (sentences contain quotes), one row per
+line. Time stamps are ``hh.mm.ss.mmm``; records carry them in seconds. Reading a file and writing the
+records back reproduces it byte for byte (the original time-stamp strings are kept for that).
+
+Errors name the file, the line and the reason. ``errors="strict"`` (default) raises on the first bad
+row; ``errors="skip"`` drops bad rows and reports each one in :attr:`ReadResult.problems`. Known quirks of
+the original release are kept and reported in :attr:`ReadResult.warnings`, never dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Literal, Sequence
+
+BLANK = "_____"
+DESCRIPTION_COLUMNS = (
+    "CLIP_ID", "START_ALIGNED", "END_ALIGNED", "START_EXTRACTED", "END_EXTRACTED", "SENTENCE",
+)
+FIB_COLUMNS = DESCRIPTION_COLUMNS + ("FILL_IN", "BLANK")
+
+ErrorMode = Literal["strict", "skip"]
+
+_TIME_RE = re.compile(r"^(\d{1,3})\.(\d{2})\.(\d{2})\.(\d{1,3})$")
+# <4-digit movie id>_<MOVIE_NAME>_<start>-<end>; the movie name may itself contain underscores.
+_CLIP_RE = re.compile(
+    r"^(?P<movie>(?P<movie_id>\d{4})_(?P<name>.+))_(?P<start>[\d.]+)-(?P<end>[\d.]+)$"
+)
+
+
+class FormatError(ValueError):
+    """A row (or a whole file) that does not follow the LSMDC layout."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, reason: str):
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One bad row (an error) or one kept quirk (a warning) found while reading a file.
+
+    Attributes:
+        path: the file read.
+        line: 1-based line number.
+        reason: what is wrong, in words.
+        kind: a short machine-readable code (``columns``, ``timestamp``, ``blank_inside_word``...).
+    """
+
+    path: str
+    line: int
+    reason: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+def parse_timestamp(text: str) -> float:
+    """``hh.mm.ss.mmm`` -> seconds. Raises ValueError on anything else."""
+    m = _TIME_RE.match(text)
+    if not m:
+        raise ValueError(f"malformed time stamp {text!r} (expected hh.mm.ss.mmm)")
+    h, mi, s, frac = m.groups()
+    if int(mi) >= 60 or int(s) >= 60:
+        raise ValueError(f"malformed time stamp {text!r} (minutes and seconds must be < 60)")
+    return int(h) * 3600 + int(mi) * 60 + int(s) + int(frac) / 10 ** len(frac)
+
+
+def format_timestamp(seconds: float) -> str:
+    """Seconds -> ``hh.mm.ss.mmm`` (rounded to the millisecond)."""
+    if seconds < 0:
+        raise ValueError(f"negative time {seconds}")
+    ms = round(seconds * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    mi, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}.{mi:02d}.{s:02d}.{ms:03d}"
+
+
+@dataclass(frozen=True)
+class ClipId:
+    """A parsed LSMDC clip id such as ``3009_BATTLE_LOS_ANGELES_00.03.07.170-00.03.09.675``.
+
+    Attributes:
+        clip_id: the id as written.
+        movie: the movie folder name (the clip id without its last ``_`` field).
+        movie_id: the 4-digit movie number (``3xxx`` M-VAD, ``1xxx`` MPII-MD AD, ``0xxx`` MPII-MD scripts).
+        movie_name: the movie name part (``BATTLE_LOS_ANGELES``).
+        start: start time in the movie, in seconds (from the id).
+        end: end time in the movie, in seconds (from the id).
+    """
+
+    clip_id: str
+    movie: str
+    movie_id: str
+    movie_name: str
+    start: float
+    end: float
+
+    @classmethod
+    def parse(cls, clip_id: str) -> "ClipId":
+        m = _CLIP_RE.match(clip_id)
+        if not m:
+            raise ValueError(
+                f"malformed clip id {clip_id!r} (expected <4-digit movie id>_<MOVIE_NAME>_<start>-<end>)"
+            )
+        return cls(
+            clip_id=clip_id,
+            movie=m["movie"],
+            movie_id=m["movie_id"],
+            movie_name=m["name"],
+            start=parse_timestamp(m["start"]),
+            end=parse_timestamp(m["end"]),
+        )
+
+    @property
+    def source(self) -> str:
+        """``M-VAD``, ``MPII-MD`` (audio description) or ``MPII-MD-script``."""
+        return {"3": "M-VAD", "1": "MPII-MD", "0": "MPII-MD-script"}.get(self.movie_id[0], "unknown")
+
+    def video_path(self, video_root: str | os.PathLike) -> Path:
+        """Where the clip's video lives: ``<video_root>/<movie>/<clip_id>.avi``."""
+        return Path(video_root) / self.movie / f"{self.clip_id}.avi"
+
+
+def movie_of(clip_id: str) -> str:
+    """The movie folder of a clip id (its id without the last ``_`` field), without full parsing."""
+    return clip_id.rsplit("_", 1)[0]
+
+
+@dataclass(frozen=True)
+class DescriptionRow:
+    """One row of a 6-column description file.
+
+    Attributes:
+        clip_id: the LSMDC clip id (not unique: a clip may carry several sentences).
+        start_aligned, end_aligned: the annotated times, seconds into the movie.
+        start_extracted, end_extracted: the times of the cut clip (padded to at least 2 s).
+        sentence: the description sentence, as written.
+        line: 1-based line number in the file it was read from (0 when built in memory).
+    """
+
+    clip_id: str
+    start_aligned: float
+    end_aligned: float
+    start_extracted: float
+    end_extracted: float
+    sentence: str
+    line: int = field(default=0, compare=False)
+    # The four time stamps as written, so that writing back is byte-identical.
+    raw_times: tuple[str, str, str, str] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def clip(self) -> ClipId:
+        return ClipId.parse(self.clip_id)
+
+    @property
+    def movie(self) -> str:
+        return movie_of(self.clip_id)
+
+    def time_fields(self) -> list[str]:
+        secs = (self.start_aligned, self.end_aligned, self.start_extracted, self.end_extracted)
+        if self.raw_times is not None and all(
+            abs(parse_timestamp(r) - s) < 5e-4 for r, s in zip(self.raw_times, secs)
+        ):
+            return list(self.raw_times)
+        return [format_timestamp(s) for s in secs]
+
+    def fields(self) -> list[str]:
+        return [self.clip_id, *self.time_fields(), self.sentence]
+
+
+@dataclass(frozen=True)
+class FIBRow(DescriptionRow):
+    """One row of an 8-column FIB file: a description row plus the question and its answer.
+
+    Attributes:
+        fill_in: the sentence with the blank written as ``_____``.
+        blank: the answer (the blanked word).
+    """
+
+    fill_in: str = ""
+    blank: str = ""
+
+    def fields(self) -> list[str]:
+        return [*super().fields(), self.fill_in, self.blank]
+
+
+@dataclass
+class ReadResult:
+    """What a reader returns: the rows kept, the rows skipped (errors) and the quirks kept (warnings)."""
+
+    path: str
+    rows: list
+    problems: list[RowProblem] = field(default_factory=list)
+    warnings: list[RowProblem] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def warning_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for w in self.warnings:
+            counts[w.kind] = counts.get(w.kind, 0) + 1
+        return counts
+
+
+class _RowError(Exception):
+    def __init__(self, reason: str, kind: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text) for each line; accepts a UTF-8 BOM and CRLF line ends."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield lineno, _RowError(f"invalid UTF-8 at byte {exc.start}", "encoding")  # type: ignore[misc]
+                continue
+            yield lineno, text
+
+
+def _parse_times(cols: Sequence[str]) -> tuple[float, float, float, float]:
+    names = DESCRIPTION_COLUMNS[1:5]
+    secs = []
+    for name, text in zip(names, cols):
+        try:
+            secs.append(parse_timestamp(text))
+        except ValueError as exc:
+            raise _RowError(f"{name}: {exc}", "timestamp") from None
+    sa, ea, se, ee = secs
+    if sa > ea:
+        raise _RowError(f"START_ALIGNED {cols[0]} is after END_ALIGNED {cols[1]}", "start_after_end")
+    if se > ee:
+        raise _RowError(f"START_EXTRACTED {cols[2]} is after END_EXTRACTED {cols[3]}", "start_after_end")
+    return sa, ea, se, ee
+
+
+def _parse_description(cols: list[str], lineno: int) -> DescriptionRow:
+    clip_id = cols[0]
+    if not clip_id.strip():
+        raise _RowError("empty CLIP_ID", "clip_id")
+    times = _parse_times(cols[1:5])
+    sentence = cols[5]
+    if not sentence.strip():
+        raise _RowError("empty SENTENCE", "empty_sentence")
+    return DescriptionRow(clip_id, *times, sentence, line=lineno, raw_times=tuple(cols[1:5]))
+
+
+def _fib_quirks(row: FIBRow) -> list[tuple[str, str]]:
+    """Quirks of the original release that are kept (reason, kind)."""
+    quirks = []
+    i = row.fill_in.index(BLANK)
+    before = row.fill_in[i - 1] if i > 0 else " "
+    after = row.fill_in[i + len(BLANK)] if i + len(BLANK) < len(row.fill_in) else " "
+    if before.isalnum() or after.isalnum():
+        quirks.append((f"blank inside a word: {row.fill_in!r}", "blank_inside_word"))
+    filled = row.fill_in.replace(BLANK, row.blank, 1)
+    if filled != row.sentence:
+        if row.sentence.startswith(filled):
+            quirks.append(("FILL_IN with BLANK filled in is only the start of SENTENCE "
+                           "(a repeated word truncated it)", "truncated_fill_in"))
+        else:
+            raise _RowError("FILL_IN with BLANK filled in does not reproduce SENTENCE", "mismatch")
+    return quirks
+
+
+def _read(path, ncols: int, errors: ErrorMode) -> ReadResult:
+    if errors not in ("strict", "skip"):
+        raise ValueError(f"errors must be 'strict' or 'skip', not {errors!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(path, None, "no such file")
+    result = ReadResult(str(path), [])
+    saw_line = False
+    for lineno, text in _iter_lines(path):
+        saw_line = True
+        try:
+            if isinstance(text, _RowError):
+                raise text
+            cols = text.split("\t")
+            if len(cols) != ncols:
+                raise _RowError(f"expected {ncols} tab-separated columns, found {len(cols)}", "columns")
+            row = _parse_description(cols[:6], lineno)
+            if ncols == 8:
+                fill_in, blank = cols[6], cols[7]
+                if fill_in.count(BLANK) != 1 or BLANK + "_" in fill_in:
+                    raise _RowError(f"FILL_IN must contain exactly one {BLANK!r}", "fill_in")
+                if not blank.strip():
+                    raise _RowError("empty BLANK (answer)", "empty_answer")
+                row = FIBRow(*[getattr(row, f) for f in
+                               ("clip_id", "start_aligned", "end_aligned", "start_extracted",
+                                "end_extracted", "sentence")],
+                             line=lineno, raw_times=row.raw_times, fill_in=fill_in, blank=blank)
+                for reason, kind in _fib_quirks(row):
+                    result.warnings.append(RowProblem(str(path), lineno, reason, kind))
+        except _RowError as exc:
+            if errors == "strict":
+                raise FormatError(path, lineno, exc.reason) from None
+            result.problems.append(RowProblem(str(path), lineno, exc.reason, exc.kind))
+            continue
+        result.rows.append(row)
+    if not saw_line:
+        raise FormatError(path, None, "empty file")
+    return result
+
+
+def read_descriptions(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> ReadResult:
+    """Read a 6-column LSMDC description file (``LSMDC16_annos_<split>.csv``)."""
+    return _read(path, 6, errors)
+
+
+def read_fib(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> ReadResult:
+    """Read an 8-column LSMDC FIB question file (``LSMDC16_annos_<split>_FIB.csv``)."""
+    return _read(path, 8, errors)
+
+
+def _check_field(value: str, name: str) -> None:
+    if "\t" in value or "\n" in value or "\r" in value:
+        raise ValueError(f"{name} {value!r} contains a tab or a line break; LSMDC files cannot hold it")
+
+
+def write_rows(path: str | os.PathLike, rows: Iterable[DescriptionRow]) -> int:
+    """Write description or FIB rows (by their type) atomically: a temp file renamed into place.
+
+    Returns the number of rows written. A crash never leaves a half-written file at ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                cols = row.fields()
+                for name, value in zip(FIB_COLUMNS, cols):
+                    _check_field(value, name)
+                fh.write("\t".join(cols) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return n
+
+
+write_descriptions = write_rows
+write_fib = write_rows
