@@ -19,7 +19,7 @@ import sys
 EXIT_OK, EXIT_USAGE, EXIT_INVALID, EXIT_PARTIAL, EXIT_UNAVAILABLE = 0, 2, 3, 4, 5
 
 # Sub-command modules, in the order of the data flow.
-COMMAND_MODULES = ("build", "evaluate", "features", "train", "demo", "human")
+COMMAND_MODULES = ("build", "evaluate", "weights", "features", "train", "demo", "human")
 
 
 class CLIError(Exception):

@@ -1,0 +1,312 @@
+"""Input adapters: everything the builder reads becomes :class:`SentenceRecord` (or, for official
+question files, :class:`ImportedRow`).
+
+Sources:
+
+* LSMDC description files (6 columns, :func:`moviefib.formats.read_descriptions`) -> :func:`from_descriptions`;
+* official FIB question files (8 columns), imported as they are -> :func:`read_fib_import`;
+* the **generic corpus form** for any described-video corpus -> :func:`read_generic`. One record per
+  sentence with the fields ``video`` (id of the video), ``start`` and ``end`` (seconds into the video),
+  ``sentence`` and ``split``; any other field is a string label copied to every question of the
+  sentence. Two spellings are read: JSON Lines (``.jsonl``, one object per line) and tab-separated text
+  with a header line naming the columns (``.tsv``). A segment's clip id is
+  ``<video>_<hh.mm.ss.mmm>-<hh.mm.ss.mmm>``, the LSMDC shape, so the video is its "movie".
+* ActivityNet-Captions JSON (``{video: {duration, timestamps, sentences}}``) -> :func:`read_activitynet`,
+  one reader of the generic form.
+
+Segments with start >= end or end past the video's duration (to the millisecond) are bad rows: ``errors="strict"`` raises a
+:class:`~moviefib.formats.FormatError` naming the file, the video and the segment; ``errors="skip"``
+drops them and reports each one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from ..formats import (DescriptionRow, ErrorMode, FormatError, ReadResult, RowProblem, format_timestamp,
+                       movie_of, read_descriptions, read_fib)
+
+GENERIC_FIELDS = ("video", "start", "end", "sentence", "split")
+# LSMDC file names -> split names of a dataset folder.
+_LSMDC_SPLITS = {"training": "train", "train": "train", "val": "val", "validation": "val",
+                 "test": "test", "blindtest": "blindtest"}
+
+
+@dataclass(frozen=True)
+class SentenceRecord:
+    """One description sentence of a clip, the builder's unit of input.
+
+    Attributes:
+        clip_id: LSMDC clip id, or ``<video>_<start>-<end>`` for a generic corpus.
+        movie: the movie (or video) of the clip.
+        split: the split the sentence belongs to.
+        start_aligned, end_aligned: annotated segment, seconds.
+        start_extracted, end_extracted: the clip actually cut, seconds (= aligned for generic corpora).
+        sentence: the sentence, original casing and punctuation.
+        source: ``file:line`` (or ``file:video#segment``) it came from, for messages.
+        labels: extra string labels ``(name, value)`` copied to each question of the sentence.
+    """
+
+    clip_id: str
+    movie: str
+    split: str
+    start_aligned: float
+    end_aligned: float
+    start_extracted: float
+    end_extracted: float
+    sentence: str
+    source: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportedRow:
+    """One row of an official FIB file, kept as it is.
+
+    Attributes:
+        record: the sentence part of the row.
+        question: FILL_IN, the sentence with ``_____``.
+        answer: BLANK, the answer.
+        row: 0-based row number in the file (the question id is ``<split>-<row>``).
+    """
+
+    record: SentenceRecord
+    question: str
+    answer: str
+    row: int
+
+
+@dataclass
+class Loaded:
+    """What an adapter returns: the records and the bad rows / kept quirks it reported."""
+
+    records: list
+    problems: list[RowProblem] = field(default_factory=list)
+    warnings: list[RowProblem] = field(default_factory=list)
+
+
+def split_from_filename(path: str | os.PathLike) -> str:
+    """``LSMDC16_annos_training.csv`` -> ``train``, ``..._val_FIB.csv`` -> ``val`` and so on."""
+    stem = Path(path).name.split(".")[0]
+    parts = stem.split("_")
+    if parts and parts[-1].upper() == "FIB":
+        parts = parts[:-1]
+    if not parts:
+        raise ValueError(f"cannot tell the split of {path}")
+    return _LSMDC_SPLITS.get(parts[-1].lower(), parts[-1].lower())
+
+
+def _record(row: DescriptionRow, split: str, path: str) -> SentenceRecord:
+    return SentenceRecord(
+        clip_id=row.clip_id, movie=movie_of(row.clip_id), split=split,
+        start_aligned=row.start_aligned, end_aligned=row.end_aligned,
+        start_extracted=row.start_extracted, end_extracted=row.end_extracted,
+        sentence=row.sentence, source=f"{path}:{row.line}",
+    )
+
+
+def from_descriptions(path: str | os.PathLike, split: str | None = None, *,
+                      errors: ErrorMode = "strict") -> Loaded:
+    """Sentences of an LSMDC description file; the split defaults to the one in the file name."""
+    split = split or split_from_filename(path)
+    res: ReadResult = read_descriptions(path, errors=errors)
+    return Loaded([_record(r, split, res.path) for r in res.rows], list(res.problems), list(res.warnings))
+
+
+def read_fib_import(path: str | os.PathLike, split: str | None = None, *,
+                    errors: ErrorMode = "strict") -> Loaded:
+    """Every row of an official FIB file as :class:`ImportedRow`, duplicates and quirks included."""
+    split = split or split_from_filename(path)
+    res = read_fib(path, errors=errors)
+    rows = [ImportedRow(_record(r, split, res.path), r.fill_in, r.blank, r.line - 1) for r in res.rows]
+    return Loaded(rows, list(res.problems), list(res.warnings))
+
+
+def generic_clip_id(video: str, start: float, end: float) -> str:
+    return f"{video}_{format_timestamp(start)}-{format_timestamp(end)}"
+
+
+class _BadRecord(ValueError):
+    def __init__(self, reason: str, kind: str):
+        super().__init__(reason)
+        self.reason, self.kind = reason, kind
+
+
+def _check_segment(start, end, duration=None) -> tuple[float, float]:
+    try:
+        s, e = float(start), float(end)
+    except (TypeError, ValueError):
+        raise _BadRecord(f"start/end {start!r}/{end!r} are not numbers", "timestamp") from None
+    if s < 0:
+        raise _BadRecord(f"negative start {s}", "timestamp")
+    if s >= e:
+        raise _BadRecord(f"start {s} is not before end {e}", "start_after_end")
+    # Compared to the millisecond (the precision of clip ids): the ActivityNet file writes ends such as
+    # 70.29 against a duration of 70.28999999999999.
+    if duration is not None and round(e, 3) > round(float(duration), 3):
+        raise _BadRecord(f"end {e} is past the video's duration {duration}", "end_past_duration")
+    return s, e
+
+
+def generic_record(video: str, start, end, sentence: str, split: str, *, source: str = "",
+                   labels: Mapping[str, str] | None = None, duration=None) -> SentenceRecord:
+    """Validate one generic-form record (raises ValueError with the reason)."""
+    if not isinstance(video, str) or not video.strip():
+        raise _BadRecord("empty video id", "clip_id")
+    if any(c in video for c in "\t\n\r"):
+        raise _BadRecord(f"video id {video!r} contains a tab or a line break", "clip_id")
+    if not isinstance(sentence, str) or not sentence.strip():
+        raise _BadRecord("empty sentence", "empty_sentence")
+    if not isinstance(split, str) or not split.strip():
+        raise _BadRecord("empty split", "split")
+    s, e = _check_segment(start, end, duration)
+    sentence = " ".join(sentence.split())
+    return SentenceRecord(
+        clip_id=generic_clip_id(video, s, e), movie=video, split=split, start_aligned=s, end_aligned=e,
+        start_extracted=s, end_extracted=e, sentence=sentence, source=source,
+        labels=tuple(sorted((str(k), str(v)) for k, v in (labels or {}).items())),
+    )
+
+
+def _collect(items: Iterable[tuple[str, int | None, dict | _BadRecord]], path: str,
+             errors: ErrorMode) -> Loaded:
+    """Turn ``(where, line, fields)`` into records under the strict/skip policy.
+
+    ``where`` names the record inside the file when there are no line numbers (a JSON file).
+    """
+    if errors not in ("strict", "skip"):
+        raise ValueError(f"errors must be 'strict' or 'skip', not {errors!r}")
+    out = Loaded([])
+    for where, line, f in items:
+        try:
+            if isinstance(f, _BadRecord):
+                raise f
+            missing = [k for k in GENERIC_FIELDS if k not in f]
+            if missing:
+                raise _BadRecord(f"missing field(s) {', '.join(missing)}", "columns")
+            labels = {k: v for k, v in f.items() if k not in GENERIC_FIELDS and k != "duration"}
+            source = f"{path}:{line}" if line is not None else f"{path}: {where}"
+            rec = generic_record(f["video"], f["start"], f["end"], f["sentence"], f["split"],
+                                 source=source, labels=labels, duration=f.get("duration"))
+        except _BadRecord as exc:
+            reason = exc.reason if line is not None else f"{where}: {exc.reason}"
+            if errors == "strict":
+                raise FormatError(path, line, reason) from None
+            out.problems.append(RowProblem(path, line or 0, reason, exc.kind))
+            continue
+        out.records.append(rec)
+    return out
+
+
+def read_generic(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> Loaded:
+    """Read a corpus in the generic form (``.jsonl`` or ``.tsv`` with a header); see module docs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(path, None, "no such file")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".tsv"):
+        raise FormatError(path, None, "generic corpus files must be .jsonl or .tsv")
+
+    def items():
+        with open(path, encoding="utf-8-sig") as fh:
+            header = None
+            for lineno, line in enumerate(fh, start=1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                if suffix == ".jsonl":
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise FormatError(path, lineno, f"invalid JSON: {exc.msg}") from None
+                    if not isinstance(obj, dict):
+                        raise FormatError(path, lineno, "expected a JSON object")
+                    yield "", lineno, obj
+                elif header is None:
+                    header = line.split("\t")
+                    missing = [k for k in GENERIC_FIELDS if k not in header]
+                    if missing:
+                        raise FormatError(path, lineno, f"header lacks column(s) {', '.join(missing)}")
+                else:
+                    cols = line.split("\t")
+                    if len(cols) != len(header):
+                        yield "", lineno, _BadRecord(
+                            f"expected {len(header)} tab-separated columns, found {len(cols)}", "columns")
+                        continue
+                    yield "", lineno, dict(zip(header, cols))
+
+    try:
+        return _collect(items(), str(path), errors)
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, None, f"invalid UTF-8 at byte {exc.start}") from None
+
+
+def read_activitynet(path: str | os.PathLike, split: str = "train", *,
+                     errors: ErrorMode = "strict") -> Loaded:
+    """Read an ActivityNet-Captions JSON file ``{video: {duration, timestamps, sentences}}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(path, None, "no such file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(path, None, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise FormatError(path, None, "expected an object {video: {duration, timestamps, sentences}}")
+
+    def items():
+        for video, entry in data.items():
+            ts = entry.get("timestamps") if isinstance(entry, dict) else None
+            sents = entry.get("sentences") if isinstance(entry, dict) else None
+            if not isinstance(ts, list) or not isinstance(sents, list) or len(ts) != len(sents):
+                raise FormatError(path, None, f"video {video}: needs lists 'timestamps' and 'sentences' "
+                                              "of the same length")
+            for k, (seg, sent) in enumerate(zip(ts, sents)):
+                if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+                    seg = (None, None)
+                yield (f"video {video} segment {k}", None,
+                       {"video": video, "start": seg[0], "end": seg[1], "sentence": sent, "split": split,
+                        "duration": entry.get("duration")})
+
+    return _collect(items(), str(path), errors)
+
+
+def split_by_movie(records: Sequence[SentenceRecord], fractions: Mapping[str, float], *,
+                   seed: str = "moviefib") -> list[SentenceRecord]:
+    """Reassign splits so that every movie lies in exactly one split.
+
+    Movies are ordered by a hash of ``seed`` and their name (stable across runs and machines) and
+    cut into consecutive groups whose sentence counts follow ``fractions`` (normalised to sum 1).
+    """
+    from dataclasses import replace
+
+    if not fractions or any(v < 0 for v in fractions.values()) or sum(fractions.values()) <= 0:
+        raise ValueError(f"bad split fractions {dict(fractions)!r}")
+    total = sum(fractions.values())
+    sizes: dict[str, int] = {}
+    for r in records:
+        sizes[r.movie] = sizes.get(r.movie, 0) + 1
+    movies = sorted(sizes, key=lambda m: hashlib.sha1(f"{seed}\t{m}".encode()).hexdigest())
+    n = sum(sizes.values())
+    assign: dict[str, str] = {}
+    names = list(fractions)
+    bounds, acc = [], 0.0
+    for name in names:
+        acc += fractions[name] / total
+        bounds.append(acc * n)
+    done = 0
+    k = 0
+    for m in movies:
+        # a movie goes to the split whose share its middle falls into
+        mid = done + sizes[m] / 2
+        while k < len(names) - 1 and mid > bounds[k]:
+            k += 1
+        assign[m] = names[k]
+        done += sizes[m]
+    return [replace(r, split=assign[r.movie]) for r in records]

@@ -1,0 +1,97 @@
+"""``moviefib demo corpus``: generate the embedded described-video corpus (LSMDC layout)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
+
+
+def register(subparsers) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="the embedded demo: a generated described-video corpus",
+        description="The embedded demo. `moviefib demo corpus` writes a generated corpus of described "
+                    "clips in the exact LSMDC 2016 layout (annotation files, <movie>/<clip>.avi, and "
+                    "word_types.jsonl giving each word's question type).")
+    sub = demo.add_subparsers(dest="demo_command", metavar="ACTION")
+    demo.set_defaults(func=lambda args: _usage(demo))
+
+    from ..demo.corpus import SIZE_PRESETS
+
+    corpus = sub.add_parser(
+        "corpus", help="generate the described-video corpus",
+        description="Generate (or complete, or reuse) a described-video corpus: the same settings "
+                    "always give the same files. Rerun after an interruption to finish it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    corpus.add_argument("--out", required=True, metavar="DIR",
+                        help="corpus folder (new, empty, or holding a corpus of the same settings)")
+    corpus.add_argument("--size", default="default", choices=tuple(SIZE_PRESETS),
+                        help="named size: " + ", ".join(
+                            f"{k} = {v['movies']} movies x {v['clips_per_movie']} clips"
+                            for k, v in SIZE_PRESETS.items()))
+    corpus.add_argument("--seed", type=int, default=0, help="random seed")
+    corpus.add_argument("--movies", type=int, default=None, help="number of movies (overrides --size)")
+    corpus.add_argument("--clips-per-movie", type=int, default=None,
+                        help="clips per movie (overrides --size)")
+    corpus.add_argument("--fps", type=int, default=None, help="frame rate (default 16)")
+    corpus.add_argument("--frame-size", type=int, default=None,
+                        help="frame width and height in pixels (default 112)")
+    corpus.add_argument("--workers", type=int, default=1, help="rendering processes")
+    corpus.add_argument("--no-progress", action="store_true", help="no progress bar")
+    corpus.set_defaults(func=_corpus)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _corpus(args) -> int:
+    from ..demo.corpus import CorpusConfig, CorpusError, generate_corpus
+
+    try:
+        config = CorpusConfig.preset(args.size, seed=args.seed, movies=args.movies,
+                                     clips_per_movie=args.clips_per_movie, fps=args.fps,
+                                     frame_size=args.frame_size)
+    except CorpusError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
+    if args.workers < 1:
+        raise CLIError(f"--workers must be at least 1, got {args.workers}", EXIT_USAGE)
+    try:
+        import av  # noqa: F401  (checked here so that a missing PyAV is one line, not a traceback)
+    except ImportError:
+        raise CLIError("PyAV is needed to write clips: pip install 'moviefib[video]'", EXIT_UNAVAILABLE) from None
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:  # made on the first call, so that a refused folder prints no empty bar
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="clip", desc="corpus", file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        info = generate_corpus(args.out, config, workers=args.workers,
+                               progress=None if args.no_progress else progress)
+    except CorpusError as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot write the corpus to {args.out}: {exc}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    state = "reused (already complete)" if info.reused else f"{info.written} clips written"
+    print(f"corpus in {info.path}: {state}")
+    for split in ("training", "val", "test"):
+        print(f"  {split:8s} {info.clips.get(split, 0):6d} clips {info.sentences.get(split, 0):6d} sentences"
+              f"  {info.annotation_file(split).name}")
+    total = sum(info.word_types.values())
+    print("  word types: " + ", ".join(f"{k} {v} ({100 * v / total:.0f} %)"
+                                       for k, v in sorted(info.word_types.items())))
+    print(f"  video root: {info.path} (clips at <movie>/<clip_id>.avi); word types: "
+          f"{info.path / 'word_types.jsonl'}")
+    return EXIT_OK

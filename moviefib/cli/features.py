@@ -1,0 +1,259 @@
+"""``moviefib extract`` and ``moviefib features merge|import-npy|export-npy|list``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
+
+
+def register(subparsers) -> None:
+    ex = subparsers.add_parser(
+        "extract", help="extract 2D/3D video features into a feature store (HDF5)",
+        description="Decode clips, sample frames or windows, run an extractor, and write one feature "
+                    "store. Crash-safe and resumable: rerun the same command after a crash or kill. "
+                    "Inputs: --clips (an LSMDC description/FIB file or a dataset folder) with "
+                    "--video-root, or --folder (a folder of video files).")
+    what = ex.add_mutually_exclusive_group(required=True)
+    what.add_argument("--preset", help="a named preset (see `moviefib features list`)")
+    what.add_argument("--extractor", help="a registered extractor (with --sampling)")
+    ex.add_argument("--sampling", help="every:K | uniform:N | windows:W[,fps=F][,stride=S][,last=pad|"
+                                       "shift|drop] (default: the preset's; every:1 / windows:WINDOW)")
+    src = ex.add_mutually_exclusive_group(required=True)
+    src.add_argument("--clips", metavar="FILE_OR_DATASET",
+                     help="LSMDC description/FIB file, or a dataset folder: its distinct clip ids")
+    src.add_argument("--folder", metavar="DIR", help="every video file under DIR (clip id = relative path)")
+    ex.add_argument("--video-root", metavar="DIR",
+                    help="with --clips: clip files at DIR/<movie>/<clip_id>.avi")
+    ex.add_argument("--movies", action="store_true",
+                    help="with --clips: DIR holds whole movies DIR/<movie>.<ext>, cut at each clip's "
+                         "extracted start/end")
+    ex.add_argument("-o", "--output", required=True, metavar="STORE.h5", help="the feature store to write")
+    ex.add_argument("--weights", default="default",
+                    help="'default' (pretrained), 'none' (random init) or a weights file")
+    ex.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ex.add_argument("--batch-size", type=int, default=None,
+                    help="steps per forward pass (default: 4 for 2D, 2 for 3D on CPU, where small batches run faster; 256/32 on GPU)")
+    ex.add_argument("--workers", type=int, default=None,
+                    help="decoding worker processes (default: CPU cores - 1 on CPU, all cores on GPU)")
+    ex.add_argument("--decoder", default="pyav", choices=("pyav", "torchcodec"))
+    ex.add_argument("--decode-threads", type=int, default=1, help="FFmpeg threads per worker")
+    ex.add_argument("--short-side", type=int, default=None,
+                    help="scale frames in the decoder to this short side (default: the preset's; 0: off)")
+    ex.add_argument("--shard", help="i/N: process shard i (0-based) of N; default from torchrun's "
+                                    "RANK/WORLD_SIZE")
+    ex.add_argument("--no-amp", action="store_true", help="no float16 autocast on GPU")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="discard an existing store/staging made with other settings")
+    ex.add_argument("--limit", type=int, default=None, help="only the first N clips (a quick try)")
+    ex.add_argument("--check", type=int, nargs="?", const=3, default=0, metavar="N",
+                    help="print the top classes of N clips (default 3) after extracting")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex.set_defaults(func=_extract)
+
+    feats = subparsers.add_parser("features", help="feature stores: merge shards, npy import/export, list")
+    sub = feats.add_subparsers(dest="features_command", metavar="ACTION", required=True)
+    merge = sub.add_parser("merge", help="merge stores (e.g. shards) made with the same settings")
+    merge.add_argument("output", metavar="OUT.h5")
+    merge.add_argument("inputs", nargs="+", metavar="STORE.h5")
+    merge.set_defaults(func=_merge)
+    exp = sub.add_parser("export-npy", help="write per-clip .npy files in video_features' layout")
+    exp.add_argument("store", metavar="STORE.h5")
+    exp.add_argument("out_dir", metavar="DIR")
+    exp.add_argument("--key", help="file key: <clip>_<key>.npy (default rgb for i3d, else the extractor)")
+    exp.set_defaults(func=_export)
+    imp = sub.add_parser("import-npy", help="build a store from video_features .npy files")
+    imp.add_argument("in_dir", metavar="DIR")
+    imp.add_argument("output", metavar="OUT.h5")
+    imp.add_argument("--key", required=True, help="file key: reads <clip>_<key>.npy (e.g. rgb, resnet)")
+    imp.add_argument("--step-seconds", type=float,
+                     help="seconds per step, for files without <clip>_timestamps_ms.npy")
+    imp.add_argument("--extractor", help="extractor name to record in the provenance")
+    imp.set_defaults(func=_import)
+    lst = sub.add_parser("list", help="list feature presets and registered extractors")
+    lst.set_defaults(func=_list)
+
+
+def _inputs(args):
+    from ..features import pipeline
+
+    try:
+        if args.folder:
+            if args.video_root or args.movies:
+                raise CLIError("--video-root/--movies go with --clips, not --folder", EXIT_USAGE)
+            return pipeline.clips_from_folder(args.folder)
+        if not args.video_root:
+            raise CLIError("--clips needs --video-root", EXIT_USAGE)
+        if not os.path.isdir(args.video_root):
+            raise CLIError(f"--video-root {args.video_root}: no such folder")
+        return pipeline.clips_from_lsmdc(args.clips, args.video_root, movies=args.movies)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from ..features import pipeline, presets
+    from ..features.registry import UnknownExtractorError, create_extractor
+    from ..features.weights import WeightsUnavailableError
+
+    if args.preset:
+        try:
+            preset = presets.get_preset(args.preset)
+        except KeyError as exc:
+            raise CLIError(exc.args[0], EXIT_USAGE) from None
+        name, options, sampling, short_side = (preset.extractor, preset.options, preset.sampling,
+                                               preset.decode_short_side)
+    else:
+        preset, name, options, sampling, short_side = None, args.extractor, {}, None, None
+    if args.sampling:
+        try:
+            sampling = presets.parse_sampling(args.sampling)
+        except ValueError as exc:
+            raise CLIError(str(exc), EXIT_USAGE) from None
+    if args.short_side is not None:
+        short_side = args.short_side or None
+    shard = None
+    try:
+        shard = pipeline.parse_shard(args.shard) if args.shard else pipeline.shard_from_env()
+    except ValueError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
+    device = args.device
+    if device == "cuda" and shard is not None and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {device}: no CUDA GPU available", EXIT_UNAVAILABLE)
+    elif device != "cpu":
+        raise CLIError(f"--device {device}: expected cpu, cuda or cuda:N", EXIT_USAGE)
+
+    clips = _inputs(args)
+    if args.limit:
+        clips = clips[: args.limit]
+    weights = None if args.weights.lower() == "none" else args.weights
+    try:
+        extractor = create_extractor(name, weights=weights, device=device, **options)
+    except UnknownExtractorError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
+    except WeightsUnavailableError as exc:
+        raise CLIError(f"{exc} (or pass --weights none for random init)", EXIT_UNAVAILABLE) from None
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    if preset is not None and extractor.dim != preset.dim:
+        raise CLIError(f"preset {preset.name}: extractor {name} gives {extractor.dim}-d features, "
+                       f"the preset expects {preset.dim}")
+    if sampling is None:
+        from ..video import EveryKth, Windows
+
+        sampling = EveryKth(1) if extractor.kind == "2d" else Windows(extractor.window, fps=extractor.fps)
+    on_gpu = device.startswith("cuda")
+    batch = args.batch_size or ((256 if on_gpu else 4) if extractor.kind == "2d" else (32 if on_gpu else 2))
+    cores = os.cpu_count() or 1
+    workers = args.workers if args.workers is not None else (cores if on_gpu else max(1, cores - 1))
+
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        def on_start(total: int, reused: int) -> None:
+            nonlocal bar
+            bar = tqdm(total=total - reused, unit="clip", desc="extract", dynamic_ncols=True,
+                       file=sys.stderr)
+
+        def on_clip(clip_id: str, ok: bool) -> None:
+            if bar is not None:
+                bar.update(1)
+    else:
+        on_start = on_clip = None
+    try:
+        summary = pipeline.extract(
+            clips, args.output, extractor, sampling, preset=preset.name if preset else None,
+            device=device, batch_size=batch, num_workers=workers, backend=args.decoder,
+            short_side=short_side, decode_threads=args.decode_threads, shard=shard,
+            amp=not args.no_amp, overwrite=args.overwrite, on_start=on_start, on_clip=on_clip)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{summary.output or '(no store written)'}: {summary.extracted} clips extracted, "
+          f"{summary.reused} already done, {summary.failed} failed, of {summary.total} "
+          f"({summary.clips_per_s:.2f} clips/s, {summary.seconds:.1f} s)")
+    if summary.failures:
+        for f in summary.failures[:5]:
+            print(f"  failed {f.clip_id}: {f.reason}", file=sys.stderr)
+        print(f"failures listed in {summary.failures_path}", file=sys.stderr)
+    if args.check and summary.output:
+        _check(summary.output, extractor, args.check, device)
+    return EXIT_PARTIAL if summary.failures else EXIT_OK
+
+
+def _check(store_path: str, extractor, n: int, device: str) -> None:
+    """Top-5 classes of the clip-averaged features of the first ``n`` clips."""
+    if extractor.classify is None or not extractor.labels:
+        print(f"--check: extractor {extractor.name} has no classifier for these features "
+              f"(random init or a layer without a head)")
+        return
+    import torch
+
+    from ..features.store import open_store
+
+    with open_store(store_path) as store, torch.inference_mode():
+        for clip_id in store.clip_ids()[:n]:
+            feats = torch.from_numpy(store.get(clip_id).features.astype("float32")).mean(0, keepdim=True)
+            probs = extractor.classify(feats.to(device)).softmax(-1)[0].cpu()
+            top = probs.topk(5)
+            labels = ", ".join(f"{extractor.labels[i]} {p:.2f}"
+                               for p, i in zip(top.values.tolist(), top.indices.tolist()))
+            print(f"{clip_id}: {labels}")
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from ..features.store import StoreError, merge_stores
+
+    try:
+        n = merge_stores(args.output, args.inputs)
+    except (StoreError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"{args.output}: {n} clips from {len(args.inputs)} stores")
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..features.pipeline import export_npy
+    from ..features.store import StoreError
+
+    try:
+        n = export_npy(args.store, args.out_dir, key=args.key)
+    except StoreError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"{args.out_dir}: {n} clips exported")
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace) -> int:
+    from ..features.pipeline import import_npy
+
+    prov = {"extractor": args.extractor} if args.extractor else None
+    try:
+        n = import_npy(args.in_dir, args.output, key=args.key, provenance=prov,
+                       step_seconds=args.step_seconds)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"{args.output}: {n} clips imported")
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..features.presets import PRESETS
+    from ..features.registry import list_extractors
+    from ..video import sampling_to_dict
+
+    print("presets:")
+    for p in PRESETS.values():
+        print(f"  {p.name:20s} {p.extractor} {p.dim}-d {sampling_to_dict(p.sampling)}  {p.description}")
+    print("extractors: " + ", ".join(list_extractors()))
+    return EXIT_OK

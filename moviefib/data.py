@@ -1,0 +1,275 @@
+"""Questions joined with stored video features, as torch batches for the baselines.
+
+* :func:`count_answers`, :func:`build_answer_vocab`: the output classes, from the training split
+  (preset ``paper``: answers seen more than 50 times; ``topk``: the K most frequent, default 1,000).
+  Answers outside the vocabulary keep ``answer_index == -1``: no training signal, always an error.
+* :class:`WordVocab`: the input words of the training split.
+* :class:`FIBDataset`: one sample per question; the clip's features are read from each stream's
+  :class:`~moviefib.features.store.FeatureStore` (opened lazily in each DataLoader worker process),
+  at most ``max_steps`` steps: uniform at test time, random stride and start while training. Several
+  streams are aligned by timestamp: the stream with the fewest steps sets the clock and each other
+  stream contributes its step nearest in time.
+* :class:`Collator`: pads words and steps into a batch dict with lengths.
+
+Imports torch (this is the training side of the package).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+ANSWER_PRESETS = ("paper", "topk")
+PAPER_MIN_COUNT = 50  # "more than 50 occurrences"
+
+
+class MissingFeaturesError(KeyError):
+    """Questions whose clip has no features in a store (and skipping was not asked for)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def count_answers(items: Iterable) -> Counter:
+    """Answer -> number of questions, over items with an ``answer`` (blind items are ignored)."""
+    return Counter(it.answer for it in items if it.answer is not None)
+
+
+def build_answer_vocab(counts: Mapping[str, int], *, preset: str = "topk", k: int = 1000,
+                       min_count: int = PAPER_MIN_COUNT) -> list[str]:
+    """The answer vocabulary (most frequent first, ties by word) from training answer counts.
+
+    ``paper``: answers with more than ``min_count`` occurrences; ``topk``: the ``k`` most frequent.
+    """
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if preset == "paper":
+        words = [w for w, c in ranked if c > min_count]
+    elif preset == "topk":
+        words = [w for w, _ in ranked[:k]]
+    else:
+        raise ValueError(f"unknown answer vocabulary preset {preset!r} (use one of {', '.join(ANSWER_PRESETS)})")
+    if not words:
+        raise ValueError(f"answer vocabulary preset {preset!r} leaves no answer "
+                         f"({len(counts)} distinct training answers; try topk)")
+    return words
+
+
+@dataclass(frozen=True)
+class WordVocab:
+    """Input words. Index 0 is padding, 1 unknown words, 2/3 the sentence boundaries.
+
+    Attributes:
+        words: every word, by index.
+        lowercase: whether words are lower-cased before look-up.
+    """
+
+    words: tuple[str, ...]
+    lowercase: bool = True
+    _index: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.words[:4] != (PAD, UNK, BOS, EOS):
+            raise ValueError("a WordVocab starts with the special tokens <pad> <unk> <s> </s>")
+        object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.words)})
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, words: Iterable[str]) -> list[int]:
+        idx = self._index
+        if self.lowercase:
+            return [idx.get(w.lower(), 1) for w in words]
+        return [idx.get(w, 1) for w in words]
+
+    @classmethod
+    def build(cls, items: Iterable, *, min_count: int = 1, lowercase: bool = True) -> "WordVocab":
+        """The words seen at least ``min_count`` times in the questions (blank excluded), by frequency."""
+        counts: Counter = Counter()
+        for it in items:
+            for w in (*it.left, *it.right):
+                counts[w.lower() if lowercase else w] += 1
+        kept = sorted((w for w, c in counts.items() if c >= min_count and w not in (PAD, UNK, BOS, EOS)),
+                      key=lambda w: (-counts[w], w))
+        return cls((PAD, UNK, BOS, EOS, *kept), lowercase)
+
+
+def sample_steps(n: int, max_steps: int, *, train: bool, generator: torch.Generator | None = None) -> np.ndarray:
+    """Indices of at most ``max_steps`` of ``n`` steps: uniform at test time; while training a random
+    stride (1 up to the largest that fits) and a random start."""
+    if n <= max_steps:
+        return np.arange(n)
+    if not train:
+        return np.round(np.linspace(0, n - 1, max_steps)).astype(np.int64)
+    max_stride = (n - 1) // (max_steps - 1) if max_steps > 1 else 1
+    stride = int(torch.randint(1, max_stride + 1, (1,), generator=generator))
+    span = stride * (max_steps - 1) + 1
+    start = int(torch.randint(0, n - span + 1, (1,), generator=generator))
+    return start + stride * np.arange(max_steps)
+
+
+def nearest_steps(timestamps: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """For each time in ``at``, the index of the nearest of the sorted ``timestamps``."""
+    j = np.clip(np.searchsorted(timestamps, at), 1, len(timestamps) - 1) if len(timestamps) > 1 else None
+    if j is None:
+        return np.zeros(len(at), dtype=np.int64)
+    left_closer = (at - timestamps[j - 1]) <= (timestamps[j] - at)
+    return np.where(left_closer, j - 1, j)
+
+
+class FIBDataset(torch.utils.data.Dataset):
+    """Questions (``QuestionItem``\\ s) with their clip's features.
+
+    Args:
+        items: the questions (e.g. a :class:`moviefib.dataset.QuestionView`).
+        words: the input vocabulary.
+        stores: feature stores by stream name, in the order the model concatenates them (empty for
+            text-only models).
+        max_steps: the most feature steps per clip (paper: 15).
+        train: random stride and start (else uniform subsampling).
+        missing: ``"error"`` raises :class:`MissingFeaturesError` naming the first clip without
+            features; ``"skip"`` drops those questions and counts them in :attr:`skipped`.
+
+    A sample is a dict: ``left`` (``<s>`` + words before the blank), ``right`` (``</s>`` + the words
+    after it, reversed), ``left_words``/``right_words`` (the raw words, in reading order), ``video``
+    (float32 ``[S, D]`` or None), ``answer`` (index, -1 when out of vocabulary or unknown), ``index``.
+    """
+
+    def __init__(self, items: Sequence, words: WordVocab, *, stores: Mapping | None = None, max_steps: int = 15,
+                 train: bool = False, missing: str = "error"):
+        if missing not in ("error", "skip"):
+            raise ValueError(f"missing must be 'error' or 'skip', not {missing!r}")
+        if max_steps < 1:
+            raise ValueError("max_steps must be at least 1")
+        self.words, self.max_steps, self.train = words, int(max_steps), train
+        self.stores = dict(stores or {})
+        self.skipped = 0
+        self.skipped_clips: list[str] = []
+        keep = list(range(len(items)))
+        if self.stores:
+            clip_ids = items.clip_ids() if hasattr(items, "clip_ids") else [it.clip_id for it in items]
+            present = {name: set(s.clip_ids()) for name, s in self.stores.items()}
+            keep = []
+            for i, clip in enumerate(clip_ids):
+                absent = [name for name, ids in present.items() if clip not in ids]
+                if not absent:
+                    keep.append(i)
+                    continue
+                if missing == "error":
+                    n_bad = sum(1 for c in clip_ids if any(c not in ids for ids in present.values()))
+                    store = self.stores[absent[0]]
+                    raise MissingFeaturesError(
+                        f"clip {clip} has no {absent[0]} features in {getattr(store, 'path', store)} "
+                        f"({n_bad} of {len(clip_ids)} questions lack features; skip them with missing='skip')")
+                self.skipped += 1
+                if clip not in self.skipped_clips[-1:]:
+                    self.skipped_clips.append(clip)
+            if self.skipped:
+                log.warning("skipped %d questions of %d clips without features (first: %s)", self.skipped,
+                            len(set(self.skipped_clips)), self.skipped_clips[0])
+        self.items = items
+        self.indices = keep
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def item(self, i: int):
+        return self.items[self.indices[i]]
+
+    def __getitem__(self, i: int) -> dict:
+        it = self.item(i)
+        sample = {
+            "left": [2, *self.words.encode(it.left)],
+            "right": [3, *self.words.encode(reversed(it.right))],
+            "left_words": it.left,
+            "right_words": it.right,
+            "answer": it.answer_index,
+            "index": i,
+            "video": self._video(it.clip_id) if self.stores else None,
+        }
+        return sample
+
+    def _video(self, clip_id: str) -> np.ndarray:
+        clips = [s.get(clip_id) for s in self.stores.values()]
+        clock = min(range(len(clips)), key=lambda k: len(clips[k].timestamps))
+        idx = sample_steps(len(clips[clock].timestamps), self.max_steps, train=self.train)
+        times = clips[clock].timestamps[idx]
+        parts = []
+        for k, c in enumerate(clips):
+            rows = idx if k == clock else nearest_steps(c.timestamps, times)
+            parts.append(np.asarray(c.features[rows], dtype=np.float32))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
+def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        out[r, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out, lengths
+
+
+@dataclass(frozen=True)
+class Collator:
+    """Samples -> a batch dict of tensors (``left``/``right`` ``[B, L]`` + ``*_len``, ``answer``,
+    ``index``, ``video [B, S, D]`` + ``video_len`` when present). ``tokenize`` (a model's, e.g. MiniLM)
+    adds its own tensors from the raw words. Picklable, so DataLoader workers can run it."""
+
+    tokenize: Callable | None = None
+
+    def __call__(self, samples: list[dict]) -> dict:
+        batch = {}
+        batch["left"], batch["left_len"] = _pad([s["left"] for s in samples])
+        batch["right"], batch["right_len"] = _pad([s["right"] for s in samples])
+        batch["answer"] = torch.tensor([s["answer"] for s in samples], dtype=torch.long)
+        batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+        if samples[0]["video"] is not None:
+            lens = [len(s["video"]) for s in samples]
+            video = np.zeros((len(samples), max(lens), samples[0]["video"].shape[1]), dtype=np.float32)
+            for r, s in enumerate(samples):
+                video[r, :lens[r]] = s["video"]
+            batch["video"] = torch.from_numpy(video)
+            batch["video_len"] = torch.tensor(lens, dtype=torch.long)
+        if self.tokenize is not None:
+            batch.update(self.tokenize([s["left_words"] for s in samples], [s["right_words"] for s in samples]))
+        return batch
+
+
+def store_path(features_dir: str | os.PathLike | None, preset_or_path: str) -> Path:
+    """Where a stream's store lives: a ``.h5`` path as given, else ``<features_dir>/<preset>.h5``."""
+    if preset_or_path.endswith((".h5", ".hdf5")):
+        return Path(preset_or_path)
+    if features_dir is None:
+        raise ValueError(f"feature preset {preset_or_path!r} needs a features directory (features.dir)")
+    return Path(features_dir) / f"{preset_or_path}.h5"
+
+
+def open_stream_stores(streams: Sequence[str], presets: Mapping[str, str],
+                       features_dir: str | os.PathLike | None) -> dict:
+    """Open the store of each stream (``presets[stream]`` names a preset or a file).
+
+    A store whose provenance names another preset is refused: features of one extractor must not be
+    read as another's.
+    """
+    from .features.store import open_store
+
+    stores = {}
+    for s in streams:
+        if s not in presets:
+            raise ValueError(f"no feature preset given for stream {s!r} (set features.{s})")
+        path = store_path(features_dir, presets[s])
+        store = open_store(path)
+        recorded = store.provenance.get("preset")
+        if recorded is not None and not presets[s].endswith((".h5", ".hdf5")) and recorded != presets[s]:
+            raise ValueError(f"{path}: store made with preset {recorded!r}, expected {presets[s]!r}")
+        stores[s] = store
+    return stores

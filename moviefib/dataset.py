@@ -1,0 +1,237 @@
+"""Reading a MovieFIB dataset folder (layout: :mod:`moviefib.schema`).
+
+* :func:`load_dataset` -> ``datasets.DatasetDict``, offline (the user-facing API);
+* :func:`read_table` -> ``pyarrow.Table`` of one split, fast and without ``datasets``;
+* :func:`split_question`, :class:`QuestionView`, :class:`QuestionItem`: the question as left / right
+  word context plus an answer index, the shape the baselines train on (no torch needed here).
+
+``datasets`` and ``pyarrow`` are imported inside the functions so that ``import moviefib.dataset`` stays
+light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence, overload
+
+from .formats import BLANK
+from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX
+
+log = logging.getLogger(__name__)
+
+# Splits in the order a user expects them; any other split follows, sorted by name.
+_SPLIT_ORDER = ("train", "training", "val", "validation", "test", "blindtest")
+
+
+class DatasetError(ValueError):
+    """A dataset folder that is missing, incomplete or does not hold the requested split."""
+
+
+def _folder(path: str | os.PathLike) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such dataset folder")
+    if not (folder / DATA_DIR).is_dir():
+        raise DatasetError(f"{folder}: not a MovieFIB dataset folder (no {DATA_DIR}/ inside)")
+    return folder
+
+
+def available_splits(path: str | os.PathLike) -> list[str]:
+    """The splits of a dataset folder (one ``data/<split>.parquet`` each), in the usual order."""
+    folder = _folder(path)
+    names = [p.stem for p in (folder / DATA_DIR).glob("*.parquet")]
+    rank = {s: i for i, s in enumerate(_SPLIT_ORDER)}
+    return sorted(names, key=lambda s: (rank.get(s, len(rank)), s))
+
+
+def _split_file(folder: Path, split: str) -> Path:
+    f = folder / DATA_DIR / f"{split}.parquet"
+    if not f.is_file():
+        raise DatasetError(f"{folder}: no split {split!r} (have: {', '.join(available_splits(folder)) or 'none'})")
+    return f
+
+
+def load_dataset(path: str | os.PathLike, *, splits: Iterable[str] | None = None,
+                 in_memory: bool = False, cache_dir: str | os.PathLike | None = None):
+    """Load a MovieFIB dataset folder as a ``datasets.DatasetDict``, without network access.
+
+    Args:
+        path: the dataset folder (written by ``moviefib build``).
+        splits: the splits to load (default: all of ``data/*.parquet``).
+        in_memory: read the Parquet files straight into memory instead of going through the
+            ``datasets`` cache (no cache files written; fine up to a few hundred thousand questions).
+        cache_dir: the ``datasets`` cache to use when ``in_memory`` is false.
+
+    A blind split is loaded as it is: ``answer`` and ``answer_pos`` are null.
+    """
+    import datasets
+
+    folder = _folder(path)
+    names = list(splits) if splits is not None else available_splits(folder)
+    if not names:
+        raise DatasetError(f"{folder}: no question tables in {DATA_DIR}/")
+    files = {s: _split_file(folder, s) for s in names}
+    if in_memory:
+        from datasets.table import InMemoryTable
+
+        return datasets.DatasetDict(
+            {s: datasets.Dataset(InMemoryTable(read_table(folder, s)), split=datasets.Split(s)) for s in names})
+    # The packaged Parquet builder resolves local files only, so it never touches the network.
+    return datasets.load_dataset(
+        "parquet", data_files={s: str(f) for s, f in files.items()},
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+
+
+def read_table(path: str | os.PathLike, split: str):
+    """One split's question table as a ``pyarrow.Table`` (no ``datasets`` involved)."""
+    import pyarrow.parquet as pq
+
+    folder = _folder(path)
+    return pq.read_table(_split_file(folder, split))
+
+
+def keys_folder(path: str | os.PathLike) -> Path:
+    """Where the answer keys of a folder's blind splits live: ``<folder>.keys/``."""
+    p = Path(path)
+    return p.parent / (p.name + KEYS_SUFFIX)
+
+
+def read_keys(path: str | os.PathLike, split: str):
+    """The answer key of a blind split (``question_id``, ``answer``, ``answer_pos``, labels)."""
+    import pyarrow.parquet as pq
+
+    f = keys_folder(path) / f"{split}.parquet"
+    if not f.is_file():
+        raise DatasetError(f"{f}: no answer key for split {split!r}")
+    return pq.read_table(f)
+
+
+def read_answer_counts(path: str | os.PathLike) -> dict[str, int]:
+    """``word -> count`` of the training answers, from a dataset folder or the TSV file itself.
+
+    Ordered by decreasing count (ties by word), the order the file is written in.
+    """
+    p = Path(path)
+    f = p / ANSWER_COUNTS_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise DatasetError(f"{f}: no answer counts file")
+    counts: dict[str, int] = {}
+    with open(f, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            word, sep, num = line.rpartition("\t")
+            if not sep or not word:
+                raise DatasetError(f"{f}:{lineno}: expected 'word<TAB>count'")
+            try:
+                counts[word] = int(num)
+            except ValueError:
+                raise DatasetError(f"{f}:{lineno}: count {num!r} is not an integer") from None
+    return counts
+
+
+def read_blank_vocab(path: str | os.PathLike) -> list[str]:
+    """The words that may be blanked, from a dataset folder or a one-word-per-line file."""
+    p = Path(path)
+    f = p / BLANK_VOCAB_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise DatasetError(f"{f}: no blank vocabulary file")
+    with open(f, encoding="utf-8") as fh:
+        return [w for w in (line.strip() for line in fh) if w]
+
+
+def split_question(question: str) -> tuple[list[str], list[str]]:
+    """Words left of the blank and words right of it, both in reading order.
+
+    Words are whitespace separated. Text glued to the blank (``_____,`` or a released quirk such as
+    ``h_____s``) is kept as a word of its own on its side, so punctuation is not lost.
+    """
+    words = question.split()
+    for i, w in enumerate(words):
+        j = w.find(BLANK)
+        if j < 0:
+            continue
+        left, right = words[:i], words[i + 1:]
+        prefix, suffix = w[:j], w[j + len(BLANK):]
+        if prefix:
+            left.append(prefix)
+        if suffix:
+            right.insert(0, suffix)
+        return left, right
+    raise ValueError(f"question has no blank {BLANK!r}: {question!r}")
+
+
+@dataclass(frozen=True)
+class QuestionItem:
+    """One question in the shape the baselines use.
+
+    Attributes:
+        question_id: the dataset's question id.
+        clip_id: the clip to look up in a feature store.
+        left: the words before the blank, in reading order.
+        right: the words after the blank, in reading order (a right-to-left encoder reverses them).
+        answer: the answer, or None in a blind split.
+        answer_index: the answer's index in the answer vocabulary; -1 when the answer is outside it
+            (exact, case-sensitive match) or unknown (blind split).
+    """
+
+    question_id: str
+    clip_id: str
+    left: tuple[str, ...]
+    right: tuple[str, ...]
+    answer: str | None
+    answer_index: int
+
+
+class QuestionView(Sequence[QuestionItem]):
+    """A read-only sequence of :class:`QuestionItem` over a question table.
+
+    ``table`` is a ``pyarrow.Table`` (e.g. from :func:`read_table`) or a ``datasets.Dataset``;
+    ``answer_vocab`` maps an answer word to its output index. Items are built on access, so a view
+    over 300k questions costs only the column lists.
+    """
+
+    def __init__(self, table, answer_vocab: dict[str, int]):
+        if hasattr(table, "with_format") and hasattr(table, "features"):  # a datasets.Dataset
+            # Through the arrow formatter so that a selected / shuffled view keeps its row order.
+            table = table.with_format("arrow")[:]
+        cols = set(table.column_names)
+        missing = {"question_id", "clip_id", "question", "answer"} - cols
+        if missing:
+            raise DatasetError(f"question table lacks column(s) {', '.join(sorted(missing))}")
+        self._ids = table.column("question_id").to_pylist()
+        self._clips = table.column("clip_id").to_pylist()
+        self._questions = table.column("question").to_pylist()
+        self._answers = table.column("answer").to_pylist()
+        self.answer_vocab = dict(answer_vocab)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, i: int) -> QuestionItem: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[QuestionItem]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        left, right = split_question(self._questions[i])
+        answer = self._answers[i]
+        return QuestionItem(
+            question_id=self._ids[i], clip_id=self._clips[i], left=tuple(left), right=tuple(right),
+            answer=answer, answer_index=-1 if answer is None else self.answer_vocab.get(answer, -1),
+        )
+
+    def clip_ids(self) -> list[str]:
+        """The clip id of every question, in order (for feature look-ups without building items)."""
+        return list(self._clips)

@@ -1,0 +1,48 @@
+"""Errors of the evaluator. Each carries the exit status the ``moviefib evaluate`` command returns."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .submission import ValidationReport
+
+# Kept equal to moviefib.cli's EXIT_USAGE / EXIT_INVALID; the library does not import the CLI.
+USAGE_EXIT = 2
+INVALID_EXIT = 3
+
+
+class EvaluationError(Exception):
+    """Base class: a one-line reason and the exit status that goes with it."""
+
+    exit_code = INVALID_EXIT
+
+
+class UsageError(EvaluationError):
+    """The evaluator was asked for something impossible: a missing file or split, no key, bad options."""
+
+    exit_code = USAGE_EXIT
+
+
+class InputError(EvaluationError):
+    """An input other than the submission (dataset table, key, FIB file, human answers) is malformed."""
+
+    exit_code = INVALID_EXIT
+
+
+class SubmissionInvalid(EvaluationError):
+    """One or more submissions failed validation; ``reports`` holds every problem found."""
+
+    exit_code = INVALID_EXIT
+
+    def __init__(self, reports: "list[ValidationReport]"):
+        self.reports = reports
+        names = ", ".join(r.path for r in reports)
+        total = sum(r.n_fatal for r in reports)
+        super().__init__(f"invalid submission ({total} problem(s)): {names}")
+
+
+class ResourceUnavailable(EvaluationError):
+    """An optional resource (the spaCy model for lemma matching, matplotlib) is not installed."""
+
+    exit_code = 5

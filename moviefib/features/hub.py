@@ -1,0 +1,71 @@
+"""Loading weights for the extractors: torchvision's own download, local files, or random init."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+import torch
+
+from .weights import WeightsUnavailableError, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def load_state_dict_file(path: Path) -> dict:
+    """A state dict from a ``.pth``/``.pt`` file (plain, or wrapped as ``{"state_dict": ...}``).
+
+    Loaded with ``weights_only=True``: a checkpoint cannot run code while it loads.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
+        raise ValueError(f"{path}: not a loadable PyTorch state dict ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_into(model: torch.nn.Module, path: Path, name: str) -> None:
+    """Load a state dict file into ``model`` strictly, naming the extractor and file on mismatch."""
+    state = load_state_dict_file(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise ValueError(f"{name}: {path} does not fit the architecture: {detail[:400]}") from None
+
+
+def torchvision_model(name: str, builder: Callable[..., torch.nn.Module], default_weights, weights,
+                      **builder_kwargs) -> tuple[torch.nn.Module, str, str]:
+    """Build a torchvision model with ``weights`` = "default" | None | Path.
+
+    "default" uses torchvision's own download (cached under ``torch.hub.get_dir()``); offline and not
+    cached, it raises WeightsUnavailableError in one line. A local file must fit the architecture
+    built with ``builder_kwargs`` exactly.
+    Returns (model, weights id, sha256 or "random-init").
+    """
+    if weights is None:
+        return builder(weights=None, **builder_kwargs), "random-init", "random-init"
+    if weights == "default":
+        try:
+            model = builder(weights=default_weights, **builder_kwargs)
+        except OSError as exc:  # URLError is an OSError
+            reason = getattr(exc, "reason", exc)
+            raise WeightsUnavailableError(
+                f"{name}: cannot download torchvision weights {default_weights} from "
+                f"{default_weights.url} ({reason}); on a machine without internet, download the file "
+                f"elsewhere and pass its path as weights, or put it in "
+                f"{Path(torch.hub.get_dir()) / 'checkpoints'}") from None
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(default_weights.url).path).name
+        digest = sha256_file(cached) if cached.is_file() else "unknown"
+        return model, f"torchvision:{default_weights}", digest
+    model = builder(weights=None, **builder_kwargs)
+    load_into(model, Path(weights), name)
+    return model, str(weights), sha256_file(Path(weights))

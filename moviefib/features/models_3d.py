@@ -1,0 +1,187 @@
+"""3D (per-window) extractors: C3D (the paper's), torchvision's R(2+1)D-18, R3D-18 and S3D, and
+pytorchvideo's X3D/SlowFast behind the optional ``pytorchvideo`` dependency. I3D has its own module.
+
+Each model takes ``[B, 3, T, H, W]`` and gives ``[B, dim]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hub import load_into, torchvision_model
+from .registry import Extractor, library_versions, register_extractor
+from .transforms import FramePreprocess
+
+log = logging.getLogger(__name__)
+
+_KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+_KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+def _kinetics_labels() -> list[str]:
+    from torchvision.models.video import R2Plus1D_18_Weights
+
+    return list(R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"])
+
+
+def _logits_pool(x: torch.Tensor) -> torch.Tensor:
+    """I3D/S3D's Logits pooling: a 2x7x7 average (VALID, stride 1) then the mean over time; a linear
+    head on it equals their 1x1x1 logits convolution. Smaller maps are pooled whole."""
+    kernel = (min(2, x.shape[2]), min(7, x.shape[3]), min(7, x.shape[4]))
+    return F.avg_pool3d(x, kernel, stride=1).mean(dim=(2, 3, 4))
+
+
+def _conv_head_as_linear(conv: nn.Conv3d) -> nn.Linear:
+    head = nn.Linear(conv.in_channels, conv.out_channels)
+    with torch.no_grad():
+        head.weight.copy_(conv.weight.flatten(1))
+        head.bias.copy_(conv.bias)
+    return head.eval()
+
+
+# ---------------------------------------------------------------- C3D
+
+C3D_WINDOW = 16
+# Per-channel (R, G, B) mean of the Sports-1M training mean cube, in 0-255 pixel units: the Caffe model
+# was trained on mean-subtracted, unscaled pixels.
+C3D_MEAN = (90.25, 97.66, 101.41)
+
+
+class C3D(nn.Module):
+    """C3D (Tran et al. 2015), layer names of the common PyTorch port of the Sports-1M weights
+    (``c3d.pickle``). Input ``[B, 3, 16, 112, 112]`` (0-255 pixels, mean subtracted); output fc6 or
+    fc7 after ReLU (4096-d)."""
+
+    def __init__(self, layer: str = "fc6", num_classes: int = 487):
+        super().__init__()
+        if layer not in ("fc6", "fc7"):
+            raise ValueError(f"c3d: layer must be 'fc6' or 'fc7', not {layer!r}")
+        self.layer = layer
+        conv = lambda cin, cout: nn.Conv3d(cin, cout, 3, padding=1)  # noqa: E731
+        self.conv1, self.conv2 = conv(3, 64), conv(64, 128)
+        self.conv3a, self.conv3b = conv(128, 256), conv(256, 256)
+        self.conv4a, self.conv4b = conv(256, 512), conv(512, 512)
+        self.conv5a, self.conv5b = conv(512, 512), conv(512, 512)
+        self.pool1 = nn.MaxPool3d((1, 2, 2), (1, 2, 2))
+        self.pool = nn.MaxPool3d(2, 2)
+        self.pool5 = nn.MaxPool3d(2, 2, padding=(0, 1, 1))
+        self.fc6, self.fc7, self.fc8 = nn.Linear(8192, 4096), nn.Linear(4096, 4096), nn.Linear(4096, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[2:]) != (C3D_WINDOW, 112, 112):
+            raise ValueError(f"c3d takes [B, 3, 16, 112, 112] windows, got {tuple(x.shape)}")
+        relu = F.relu
+        x = self.pool1(relu(self.conv1(x)))
+        x = self.pool(relu(self.conv2(x)))
+        x = self.pool(relu(self.conv3b(relu(self.conv3a(x)))))
+        x = self.pool(relu(self.conv4b(relu(self.conv4a(x)))))
+        x = self.pool5(relu(self.conv5b(relu(self.conv5a(x)))))
+        x = relu(self.fc6(x.flatten(1)))
+        return relu(self.fc7(x)) if self.layer == "fc7" else x
+
+    def head(self) -> nn.Module:
+        """The Sports-1M classifier on top of this model's feature layer."""
+        if self.layer == "fc6":
+            return nn.Sequential(self.fc7, nn.ReLU(), self.fc8).eval()
+        return self.fc8.eval()
+
+
+@register_extractor("c3d")
+def create_c3d(*, weights="default", layer: str = "fc6",
+               mean: tuple[float, float, float] = C3D_MEAN) -> Extractor:
+    """C3D fc6 (default, the paper's 3D feature) or fc7, 4096-d, per 16-frame window.
+
+    The Sports-1M weights are not on any index: pass the path of ``c3d.pickle`` (the widely used PyTorch
+    port, a state dict) as ``weights``. "default" fails with a one-line explanation.
+    """
+    from .weights import WeightsUnavailableError, sha256_file
+
+    model = C3D(layer)
+    if weights == "default":
+        raise WeightsUnavailableError(
+            "c3d has no downloadable default weights: pass the path of the Sports-1M c3d.pickle "
+            "(PyTorch port of the Caffe model) as weights, or weights=None for random init")
+    if weights is None:
+        weights_id = digest = "random-init"
+    else:
+        load_into(model, Path(weights), "c3d")
+        weights_id, digest = str(weights), sha256_file(Path(weights))
+    model.eval()
+    preprocess = FramePreprocess(layout="3d", resize=(128, 171), crop=112, mean=tuple(mean),
+                                 std=(1.0, 1.0, 1.0), scale=1.0, interpolation="bilinear")
+    provenance = {"extractor": "c3d", "layer": f"{layer} (after ReLU)", "weights": weights_id,
+                  "sha256": digest, "dim": 4096, "window": C3D_WINDOW, **preprocess.describe(),
+                  "versions": library_versions()}
+    return Extractor(name="c3d", kind="3d", model=model, preprocess=preprocess, dim=4096,
+                     window=C3D_WINDOW, classify=model.head() if weights is not None else None,
+                     provenance=provenance)
+
+
+# ---------------------------------------------------------------- torchvision video models
+
+_TV_FPS = 15.0  # torchvision's Kinetics recipes sample clips at 15 fps
+
+
+class _TorchvisionVideo(nn.Module):
+    def __init__(self, net: nn.Module, kind: str):
+        super().__init__()
+        self.net, self.kind = net, kind
+        if kind == "resnet":
+            net.fc = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "resnet":
+            return self.net(x)
+        return _logits_pool(self.net.features(x))
+
+
+def _torchvision_3d(name: str, builder, default_weights, weights, dim: int, window: int) -> Extractor:
+    net, weights_id, digest = torchvision_model(name, builder, default_weights, weights)
+    if name == "s3d":
+        kind, head, layer = "s3d", _conv_head_as_linear(net.classifier[1]), "features (2x7x7 avg pool, mean over time)"
+    else:
+        kind, head, layer = "resnet", net.fc.eval(), "avgpool"
+    model = _TorchvisionVideo(net, kind).eval()
+    meta = default_weights.transforms()
+    preprocess = FramePreprocess(layout="3d", resize=tuple(int(v) for v in meta.resize_size),
+                                 crop=tuple(int(v) for v in meta.crop_size), mean=tuple(meta.mean),
+                                 std=tuple(meta.std), interpolation="bilinear")
+    pretrained = weights is not None
+    provenance = {"extractor": name, "layer": layer, "weights": weights_id, "sha256": digest, "dim": dim,
+                  "window": window, "fps": _TV_FPS, **preprocess.describe(), "versions": library_versions()}
+    return Extractor(name=name, kind="3d", model=model, preprocess=preprocess, dim=dim, window=window,
+                     fps=_TV_FPS, classify=head if pretrained else None,
+                     labels=_kinetics_labels() if pretrained else None, provenance=provenance)
+
+
+@register_extractor("r2plus1d_18")
+def create_r2plus1d_18(*, weights="default", window: int = 16) -> Extractor:
+    """R(2+1)D-18, Kinetics-400 (torchvision), 512-d per 16-frame window at 15 fps."""
+    from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
+
+    return _torchvision_3d("r2plus1d_18", r2plus1d_18, R2Plus1D_18_Weights.KINETICS400_V1, weights, 512,
+                           window)
+
+
+@register_extractor("r3d_18")
+def create_r3d_18(*, weights="default", window: int = 16) -> Extractor:
+    """R3D-18, Kinetics-400 (torchvision), 512-d per 16-frame window at 15 fps."""
+    from torchvision.models.video import R3D_18_Weights, r3d_18
+
+    return _torchvision_3d("r3d_18", r3d_18, R3D_18_Weights.KINETICS400_V1, weights, 512, window)
+
+
+@register_extractor("s3d")
+def create_s3d(*, weights="default", window: int = 32) -> Extractor:
+    """S3D, Kinetics-400 (torchvision), 1024-d per window (default 32 frames at 15 fps: about the
+    2 s of the shortest LSMDC clips; the model needs at least 14 frames)."""
+    from torchvision.models.video import S3D_Weights, s3d
+
+    if window < 14:
+        raise ValueError(f"s3d needs windows of at least 14 frames, not {window}")
+    return _torchvision_3d("s3d", s3d, S3D_Weights.KINETICS400_V1, weights, 1024, window)

@@ -1,0 +1,163 @@
+"""The extractor registry: a name gives a model with its preprocessing, feature size and provenance.
+
+Model families live in their own modules (``models_2d``, ``models_3d``, ``models_i3d``...) and register
+factories with :func:`register_extractor`. They are imported on the first call of
+:func:`list_extractors` or :func:`create_extractor`, so importing this module does not import torch.
+
+A factory is called as ``factory(weights=..., **options)`` with ``weights`` one of ``"default"``, ``None``
+(random init) or a :class:`pathlib.Path`, and returns an :class:`Extractor` on the CPU in eval mode;
+:func:`create_extractor` moves it to the requested device.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+log = logging.getLogger(__name__)
+
+# Modules whose import registers extractors; an optional family whose dependency is missing still
+# registers its names, and fails only when created (so `list_extractors` shows what exists).
+_FAMILY_MODULES = (
+    "moviefib.features.models_2d",
+    "moviefib.features.models_3d",
+    "moviefib.features.models_i3d",
+)
+
+_REGISTRY: dict[str, Callable[..., "Extractor"]] = {}
+_loaded = False
+
+Weights = Literal["default"] | None | str | os.PathLike
+
+
+class UnknownExtractorError(KeyError):
+    """An extractor name that is not registered; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A ready-to-run feature extractor.
+
+    Fields:
+        name: registry name (``"i3d"``, ``"googlenet"``...).
+        kind: ``"2d"`` (one feature per frame) or ``"3d"`` (one feature per window of frames).
+        model: ``torch.nn.Module`` in eval mode. Input: float ``[B, 3, H, W]`` (2D) or
+            ``[B, 3, T, H, W]`` (3D), as produced by ``preprocess`` and stacked; output ``[B, dim]``.
+        preprocess: picklable callable (safe to send to DataLoader workers). Input: uint8 tensor
+            ``[T, H, W, 3]`` (RGB frames as decoded). Output: float ``[T, 3, h, w]`` for 2D (one row
+            per frame) or ``[3, T, h, w]`` for 3D (one window).
+        dim: feature size.
+        window: frames per 3D window (1 for 2D models).
+        fps: frame rate the model was trained at, if it has one (sample windows at it); else None.
+        classify: callable ``features [B, dim] -> logits [B, C]`` (a ``torch.nn.Module``), or None when
+            the model has no classifier for these features (random init, or a layer with no head).
+        labels: class names of ``classify``'s output, or None.
+        provenance: JSON-serialisable dict: extractor, layer, weights id, sha256 (``"random-init"`` when
+            not pretrained), normalisation, resize, crop, window, library versions.
+    """
+
+    name: str
+    kind: Literal["2d", "3d"]
+    model: Any
+    preprocess: Callable[[Any], Any]
+    dim: int
+    window: int = 1
+    fps: float | None = None
+    classify: Any = None
+    labels: list[str] | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in ("2d", "3d"):
+            raise ValueError(f"extractor {self.name!r}: kind must be '2d' or '3d', not {self.kind!r}")
+        if self.kind == "2d" and self.window != 1:
+            raise ValueError(f"extractor {self.name!r}: a 2D extractor has window 1, not {self.window}")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a feature (for provenance records)."""
+    import platform
+    import sys
+
+    from .. import __version__
+
+    versions = {"moviefib": __version__, "python": platform.python_version()}
+    for module in ("numpy", "torch", "torchvision", "av", "transformers", "pytorchvideo"):
+        if module in sys.modules:
+            versions[module] = str(getattr(sys.modules[module], "__version__", "unknown"))
+    return versions
+
+
+def register_extractor(name: str):
+    """Decorator registering ``factory(weights=..., **options) -> Extractor`` under ``name``."""
+
+    def decorate(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"extractor {name!r} is already registered by {_REGISTRY[name].__module__}")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def _load_families() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+    _loaded = True
+
+
+def list_extractors() -> list[str]:
+    """All registered extractor names, sorted."""
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def _normalise_weights(weights: Weights) -> str | None | Path:
+    if weights is None or weights == "default":
+        return weights
+    if isinstance(weights, (str, os.PathLike)):
+        path = Path(weights).expanduser()
+        if not path.exists():  # a file, or a folder for transformers models
+            raise FileNotFoundError(f"weights file not found: {path}")
+        return path
+    raise TypeError(f"weights must be 'default', None or a path, not {type(weights).__name__}")
+
+
+def create_extractor(name: str, *, weights: Weights = "default", device: str = "cpu",
+                     **options) -> Extractor:
+    """Build extractor ``name`` with its preprocessing, in eval mode, on ``device``.
+
+    ``weights``: ``"default"`` (the library's own download, or the moviefib weights cache for weights
+    that come from the package index), ``None`` (random init, recorded as such in the provenance), or a
+    path to a local weights file. ``options`` are family-specific (e.g. ``layer="fc7"`` for C3D).
+
+    Raises :class:`UnknownExtractorError` for an unknown name (listing the valid ones),
+    :class:`moviefib.features.weights.WeightsUnavailableError` when default weights cannot be had
+    (offline), ``FileNotFoundError`` for a missing weights path, ``ValueError`` for bad options.
+    """
+    _load_families()
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise UnknownExtractorError(
+            f"unknown extractor {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
+    resolved = _normalise_weights(weights)
+    extractor = factory(weights=resolved, **options)
+    if resolved is None:
+        log.warning("extractor %s: random initialisation (no pretrained weights)", name)
+    extractor.model.eval()
+    if device != "cpu":
+        extractor.model.to(device)
+        if extractor.classify is not None:
+            extractor.classify.to(device)
+    return extractor

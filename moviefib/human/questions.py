@@ -1,0 +1,92 @@
+"""The questions shown to annotators: one split of a dataset folder, or a seeded sample of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+from ..formats import BLANK
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HumanQuestion:
+    """One blanked question as the page shows it (never its answer).
+
+    Attributes:
+        question_id: the dataset's question id (the key of an answer record).
+        clip_id: the clip whose video goes with the question.
+        sentence_id: groups the blanks of one sentence; an annotator sees at most one of them.
+        before: the question text left of the blank (may end inside a word: a kept release quirk).
+        after: the question text right of the blank.
+    """
+
+    question_id: str
+    clip_id: str
+    sentence_id: str
+    before: str
+    after: str
+
+
+class QuestionError(ValueError):
+    """A split that cannot be shown: missing columns, a question without its blank, a bad sample size."""
+
+
+def _from_rows(ids, clips, sentences, questions, source: str) -> list[HumanQuestion]:
+    out = []
+    seen: set[str] = set()
+    for row, (qid, clip, sid, text) in enumerate(zip(ids, clips, sentences, questions)):
+        if qid in seen:
+            raise QuestionError(f"{source}: row {row}: duplicate question_id {qid!r}")
+        seen.add(qid)
+        if text is None or text.count(BLANK) != 1:
+            raise QuestionError(f"{source}: row {row} (question {qid}): question must contain exactly "
+                                f"one blank {BLANK!r}")
+        before, after = text.split(BLANK)
+        out.append(HumanQuestion(qid, clip, sid, before, after))
+    return out
+
+
+def load_questions(dataset: str | os.PathLike, split: str, *, sample: int | None = None,
+                   seed: int = 0) -> list[HumanQuestion]:
+    """The questions of ``split`` in the order annotators get them.
+
+    The order is a permutation drawn with ``seed`` (so consecutive questions rarely share a clip and
+    every annotator gets the same sequence). With ``sample``, only the first ``sample`` questions of
+    that order that come from distinct sentences are kept, so that every annotator can answer the
+    whole sample under the one-blank-per-sentence rule.
+
+    Raises ``moviefib.dataset.DatasetError`` for a missing folder or split, :class:`QuestionError` for
+    a table that cannot be shown or a sample larger than the number of sentences.
+    """
+    from ..dataset import read_table
+
+    table = read_table(dataset, split)
+    source = f"{dataset}/data/{split}.parquet"
+    needed = ("question_id", "clip_id", "sentence_id", "question")
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise QuestionError(f"{source}: lacks column(s) {', '.join(missing)}")
+    questions = _from_rows(*(table.column(c).to_pylist() for c in needed), source=source)
+    if not questions:
+        raise QuestionError(f"{source}: no questions")
+    random.Random(seed).shuffle(questions)
+    if sample is None:
+        return questions
+    if sample < 1:
+        raise QuestionError(f"sample size must be at least 1, not {sample}")
+    picked, sentences = [], set()
+    for q in questions:
+        if q.sentence_id not in sentences:
+            sentences.add(q.sentence_id)
+            picked.append(q)
+            if len(picked) == sample:
+                break
+    if len(picked) < sample:
+        raise QuestionError(f"{source}: cannot sample {sample} questions of distinct sentences: the "
+                            f"split has {len(sentences)} sentences")
+    log.info("sampled %d of %d questions of %s (seed %d)", sample, len(questions), source, seed)
+    return picked

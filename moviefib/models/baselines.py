@@ -1,0 +1,90 @@
+"""The five baselines of the MovieFIB paper (text only; text + 2D; text + 3D; text + 2D + 3D with late
+and with early fusion).
+
+Head, as in the paper: ``dropout(0.5)`` over the concatenated encodings, then one linear layer over
+the answer vocabulary. Batches are the dicts built by :class:`moviefib.data.Collator`: ``left``,
+``left_len``, ``right``, ``right_len`` (word ids; ``right`` reversed) and, for the vision models,
+``video [B, S, D]`` and ``video_len`` (the streams' steps concatenated per step, ``streams`` order).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import register_model
+from .lstm import TextEncoder, VideoEncoder
+
+
+class _Baseline(nn.Module):
+    streams: tuple[str, ...] = ()
+    early_fusion = False
+
+    def __init__(self, *, n_answers: int, vocab_size: int, video_dims: dict[str, int] | None = None,
+                 emb_dim: int = 512, hidden: int = 320, dropout: float = 0.5, batch_norm: bool = False,
+                 bn_gamma: float = 0.1, emb_dropout: float = 0.0, video_dropout: float = 0.0):
+        super().__init__()
+        self.text = TextEncoder(vocab_size, emb_dim=emb_dim, hidden=hidden, batch_norm=batch_norm,
+                                bn_gamma=bn_gamma, emb_dropout=emb_dropout)
+        head_in = self.text.out_dim
+        self.video = None
+        if self.streams:
+            video_dims = video_dims or {}
+            missing = [s for s in self.streams if s not in video_dims]
+            if missing:
+                raise ValueError(f"{self.model_name} needs the feature size of stream(s) {', '.join(missing)}")
+            self.video = VideoEncoder(sum(video_dims[s] for s in self.streams), hidden=hidden,
+                                      batch_norm=batch_norm, bn_gamma=bn_gamma, input_dropout=video_dropout)
+            if self.early_fusion:
+                # The question encoding becomes the video LSTM's initial (h, c).
+                self.init_state = nn.Linear(self.text.out_dim, 2 * hidden)
+                head_in = self.video.out_dim
+            else:
+                head_in += self.video.out_dim
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(head_in, n_answers)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        q = self.text(batch["left"], batch["left_len"], batch["right"], batch["right_len"])
+        if self.video is None:
+            enc = q
+        elif self.early_fusion:
+            h0, c0 = torch.tanh(self.init_state(q)).chunk(2, dim=1)
+            enc = self.video(batch["video"], batch["video_len"], (h0, c0))
+        else:
+            enc = torch.cat([q, self.video(batch["video"], batch["video_len"])], dim=1)
+        return self.classifier(self.dropout(enc))
+
+
+@register_model("text_only")
+class TextOnly(_Baseline):
+    """Question LSTMs only."""
+
+
+@register_model("text_2d")
+class Text2D(_Baseline):
+    """Question + an LSTM over 2D (frame) features."""
+
+    streams = ("2d",)
+
+
+@register_model("text_3d")
+class Text3D(_Baseline):
+    """Question + an LSTM over 3D (clip) features."""
+
+    streams = ("3d",)
+
+
+@register_model("text_2d3d")
+class Text2D3D(_Baseline):
+    """Late fusion: one video LSTM over 2D and 3D steps concatenated, its state joined to the question's."""
+
+    streams = ("2d", "3d")
+
+
+@register_model("text_2d3d_early")
+class Text2D3DEarly(_Baseline):
+    """Early fusion: the video LSTM starts from the question encoding; its final state alone feeds the head."""
+
+    streams = ("2d", "3d")
+    early_fusion = True

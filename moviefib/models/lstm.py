@@ -1,0 +1,152 @@
+"""The recurrent encoders of the MovieFIB baselines (paper settings: embedding 512, hidden 320).
+
+* :class:`SeqLSTM`: one LSTM layer over padded sequences returning each sequence's final state.
+  Plain mode runs ``nn.LSTM`` on packed sequences (cuDNN on GPU); ``batch_norm=True`` runs the
+  recurrent batch normalisation of Cooijmans et al. (2017), as the original MovieFIB code did: the
+  input-to-hidden and hidden-to-hidden products and the cell are normalised with statistics kept per
+  time step, gamma initialised to 0.1. It is a Python loop over time steps, hence much slower.
+* :class:`TextEncoder`: the words before the blank, read forwards, and the words after it, read
+  backwards from the end of the sentence, each by its own LSTM; the two final states concatenated.
+* :class:`VideoEncoder`: an LSTM over at most ``max_steps`` feature vectors, optionally started from a
+  given state (early fusion).
+
+The forget-gate bias is initialised to 1 in both modes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+# Time steps with their own batch-norm statistics; later steps reuse the last ones.
+BN_MAX_STEPS = 64
+
+
+class MaskedStepBatchNorm(nn.Module):
+    """Batch normalisation with one set of running statistics per time step, ignoring padded rows.
+
+    The affine parameters are shared over time (as in recurrent batch normalisation); padded rows
+    (``mask == 0``) take no part in the batch statistics.
+    """
+
+    def __init__(self, dim: int, *, gamma: float = 0.1, affine_bias: bool = True, max_steps: int = BN_MAX_STEPS,
+                 momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((dim,), float(gamma)))
+        self.bias = nn.Parameter(torch.zeros(dim)) if affine_bias else None
+        self.register_buffer("running_mean", torch.zeros(max_steps, dim))
+        self.register_buffer("running_var", torch.ones(max_steps, dim))
+        self.momentum, self.eps, self.max_steps = momentum, eps, max_steps
+
+    def forward(self, x: torch.Tensor, t: int, mask: torch.Tensor) -> torch.Tensor:
+        step = min(t, self.max_steps - 1)
+        m = mask.to(x.dtype).unsqueeze(1)
+        n = m.sum()
+        if self.training and n > 1:
+            mean = (x * m).sum(0) / n
+            var = (((x - mean) ** 2) * m).sum(0) / n
+            with torch.no_grad():
+                unbiased = var * n / (n - 1)
+                self.running_mean[step].lerp_(mean.detach().float(), self.momentum)
+                self.running_var[step].lerp_(unbiased.detach().float(), self.momentum)
+        else:
+            mean, var = self.running_mean[step].to(x.dtype), self.running_var[step].to(x.dtype)
+        y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight
+        return y if self.bias is None else y + self.bias
+
+
+class SeqLSTM(nn.Module):
+    """One LSTM layer over padded batches ``x [B, T, D]`` with lengths ``[B]`` (each >= 1).
+
+    ``forward`` returns the final ``(h, c)`` of each sequence, both ``[B, hidden]``.
+    """
+
+    def __init__(self, input_dim: int, hidden: int, *, batch_norm: bool = False, bn_gamma: float = 0.1):
+        super().__init__()
+        self.input_dim, self.hidden, self.batch_norm = input_dim, hidden, batch_norm
+        if batch_norm:
+            self.w_ih = nn.Linear(input_dim, 4 * hidden, bias=False)
+            self.w_hh = nn.Linear(hidden, 4 * hidden, bias=False)
+            self.bias = nn.Parameter(torch.zeros(4 * hidden))
+            nn.init.orthogonal_(self.w_hh.weight)
+            # Gate order i, f, g, o as in nn.LSTM.
+            with torch.no_grad():
+                self.bias[hidden:2 * hidden].fill_(1.0)
+            self.bn_ih = MaskedStepBatchNorm(4 * hidden, gamma=bn_gamma, affine_bias=False)
+            self.bn_hh = MaskedStepBatchNorm(4 * hidden, gamma=bn_gamma, affine_bias=False)
+            self.bn_c = MaskedStepBatchNorm(hidden, gamma=bn_gamma)
+        else:
+            self.lstm = nn.LSTM(input_dim, hidden, batch_first=True)
+            with torch.no_grad():
+                # nn.LSTM adds two bias vectors: forget bias 1 in total.
+                self.lstm.bias_ih_l0[hidden:2 * hidden].fill_(1.0)
+                self.lstm.bias_hh_l0[hidden:2 * hidden].fill_(0.0)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch_norm:
+            return self._forward_bn(x, lengths, state)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        if state is not None:
+            state = (state[0].unsqueeze(0).contiguous(), state[1].unsqueeze(0).contiguous())
+        _, (h, c) = self.lstm(packed, state)
+        return h[0], c[0]
+
+    def _forward_bn(self, x, lengths, state):
+        b, t_max, _ = x.shape
+        if state is None:
+            h = x.new_zeros(b, self.hidden)
+            c = x.new_zeros(b, self.hidden)
+        else:
+            h, c = state
+        wx = self.w_ih(x)  # all steps at once
+        steps = torch.arange(t_max, device=x.device)
+        valid = steps.unsqueeze(0) < lengths.to(x.device).unsqueeze(1)  # [B, T]
+        for t in range(t_max):
+            m = valid[:, t]
+            gates = self.bn_ih(wx[:, t], t, m) + self.bn_hh(self.w_hh(h), t, m) + self.bias
+            i, f, g, o = gates.chunk(4, dim=1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(self.bn_c(c_new, t, m))
+            keep = m.unsqueeze(1)
+            h = torch.where(keep, h_new, h)
+            c = torch.where(keep, c_new, c)
+        return h, c
+
+
+class TextEncoder(nn.Module):
+    """Question encoder: ``[h_left; h_right]`` (``2 * hidden``).
+
+    Inputs are word ids padded with 0; ``right`` must already be reversed (read from the sentence end
+    towards the blank) and both sides start with a boundary token, so no side is ever empty.
+    """
+
+    def __init__(self, vocab_size: int, *, emb_dim: int = 512, hidden: int = 320, batch_norm: bool = False,
+                 bn_gamma: float = 0.1, emb_dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.left = SeqLSTM(emb_dim, hidden, batch_norm=batch_norm, bn_gamma=bn_gamma)
+        self.right = SeqLSTM(emb_dim, hidden, batch_norm=batch_norm, bn_gamma=bn_gamma)
+        self.out_dim = 2 * hidden
+
+    def forward(self, left, left_len, right, right_len) -> torch.Tensor:
+        hl, _ = self.left(self.emb_dropout(self.embed(left)), left_len)
+        hr, _ = self.right(self.emb_dropout(self.embed(right)), right_len)
+        return torch.cat([hl, hr], dim=1)
+
+
+class VideoEncoder(nn.Module):
+    """An LSTM over feature steps ``[B, S, D]``; returns the final hidden state ``[B, hidden]``."""
+
+    def __init__(self, input_dim: int, *, hidden: int = 320, batch_norm: bool = False, bn_gamma: float = 0.1,
+                 input_dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(input_dropout)
+        self.lstm = SeqLSTM(input_dim, hidden, batch_norm=batch_norm, bn_gamma=bn_gamma)
+        self.out_dim = hidden
+
+    def forward(self, video, video_len, state=None) -> torch.Tensor:
+        h, _ = self.lstm(self.dropout(video), video_len, state)
+        return h

@@ -1,0 +1,569 @@
+"""Training, checkpoints and prediction for the baselines.
+
+A run is described by a config: a dict of four sections (``model``, ``data``, ``features``,
+``train``), read from a recipe TOML (``baselines/<name>.toml``) over :data:`DEFAULTS`, with
+``section.key=value`` overrides. :func:`train` writes to ``train.out_dir``:
+
+* ``best.pt``: the best model on validation accuracy, with its config, both vocabularies and the
+  provenance of the features it read (all a later ``predict`` needs);
+* ``last.pt``: the state after the last finished epoch (optimizer, history, early-stopping counter),
+  what ``train.resume`` continues from;
+* ``metrics.json``: per-epoch loss, accuracy, speed, and the best validation accuracy (what
+  ``scripts/results_table.py`` reads).
+
+Accuracy is top-1 exact match over every question of the split: an answer outside the answer
+vocabulary is always an error. Files are written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "moviefib-checkpoint"
+CHECKPOINT_VERSION = 1
+
+DEFAULTS: dict[str, dict] = {
+    # Besides ``name``, model keys are the chosen model's settings (emb_dim, hidden, dropout...).
+    "model": {"name": "text_only"},
+    "data": {
+        "dataset": None,          # dataset folder (moviefib build)
+        "train_split": "train",
+        "val_split": "val",
+        "answer_vocab": "topk",   # "paper" (> min_count occurrences) or "topk"
+        "top_k": 1000,
+        "min_count": 50,
+        "word_min_count": 1,
+        "lowercase": True,
+        "max_steps": 15,
+        "missing": "error",       # or "skip": drop (and count) questions whose clip has no features
+        "num_workers": 0,
+    },
+    # Stream -> feature preset name (or a .h5 path); stores are <dir>/<preset>.h5.
+    "features": {"dir": None, "2d": "paper_2d", "3d": "paper_3d"},
+    "train": {
+        "out_dir": None,
+        "device": "auto",         # auto, cpu, cuda, cuda:1...
+        "amp": True,              # bfloat16 autocast on GPU (ignored on CPU)
+        "seed": 0,
+        "batch_size": 24,
+        "eval_batch_size": 256,
+        "lr": 2e-4,
+        "head_lr": None,          # learning rate of the classifier, when it differs (MiniLM)
+        "weight_decay": 0.0,
+        "clip_grad": 10.0,
+        "epochs": 50,
+        "patience": 5,            # epochs without a better val accuracy before stopping
+        "max_batches": 0,         # batches per epoch, 0 = all (benchmarks, smoke runs)
+        "resume": None,           # a last.pt to continue from
+        "progress": True,
+        "threads": 0,             # CPU threads for torch, 0 = torch's default (1 is faster on a busy machine)
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A recipe or an override that cannot be used."""
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: a string
+
+
+def apply_override(config: dict, assignment: str) -> None:
+    """Apply ``section.key=value`` (value in TOML syntax, or a bare string) to ``config`` in place."""
+    key, sep, value = assignment.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise ConfigError(f"override {assignment!r}: expected section.key=value (e.g. train.lr=1e-3)")
+    if section not in config:
+        raise ConfigError(f"override {assignment!r}: unknown section {section!r} "
+                          f"(have: {', '.join(config)})")
+    if section != "model" and name not in config[section]:
+        raise ConfigError(f"override {assignment!r}: unknown key {section}.{name} "
+                          f"(have: {', '.join(config[section])})")
+    config[section][name] = _parse_value(value.strip())
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> dict:
+    """:data:`DEFAULTS`, updated by the recipe at ``path`` (TOML) and then by ``overrides``."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        try:
+            with open(path, "rb") as fh:
+                recipe = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such recipe") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        for section, values in recipe.items():
+            if section not in config or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{section}] (have: {', '.join(config)})")
+            for k, v in values.items():
+                if section != "model" and k not in config[section]:
+                    raise ConfigError(f"{path}: unknown key {section}.{k}")
+                config[section][k] = v
+    for o in overrides:
+        apply_override(config, o)
+    return config
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+def _atomic_save(obj, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _atomic_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def is_neural(model) -> bool:
+    return not hasattr(model, "fit")
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split's questions ready for a model.
+
+    Attributes:
+        items: the questions (``QuestionItem`` sequence).
+        name: the split name (for messages).
+    """
+
+    items: Sequence
+    name: str
+
+
+def _view(table, answer_vocab: list[str]):
+    from .dataset import QuestionView
+
+    return QuestionView(table, {a: i for i, a in enumerate(answer_vocab)})
+
+
+def _answers_of(table) -> list[str]:
+    return [a for a in table.column("answer").to_pylist() if a is not None]
+
+
+# ----------------------------------------------------------------------------------------------- model io
+
+def _stream_provenance(stores: dict) -> dict:
+    return {s: {"path": str(st.path), "dim": st.dim, "provenance": st.provenance} for s, st in stores.items()}
+
+
+def build_checkpoint(model, config: dict, answer_vocab: list[str], words, stores: dict, *, epoch: int,
+                     val_acc: float | None) -> dict:
+    state = model.state_dict()
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "model_name": model.model_name, "model_config": model.model_config,
+        "state_dict": state, "config": config,
+        "answer_vocab": list(answer_vocab),
+        "word_vocab": {"words": list(words.words), "lowercase": words.lowercase},
+        "features": _stream_provenance(stores),
+        "epoch": epoch, "val_acc": val_acc,
+    }
+
+
+def load_checkpoint(path: str | os.PathLike, *, device="cpu"):
+    """``(model, checkpoint dict)`` from a ``best.pt``/``last.pt``; the model is in eval mode."""
+    import torch
+
+    from .data import WordVocab
+    from .models import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say which and why
+        raise ConfigError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: not a moviefib checkpoint")
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise ConfigError(f"{path}: checkpoint version {ckpt['version']} is newer than this moviefib reads")
+    model = create_model(ckpt["model_name"], **ckpt["model_config"])
+    model.load_state_dict(ckpt["state_dict"])
+    if is_neural(model):
+        model.to(device).eval()
+    ckpt["word_vocab"] = WordVocab(tuple(ckpt["word_vocab"]["words"]), ckpt["word_vocab"]["lowercase"])
+    return model, ckpt
+
+
+# ----------------------------------------------------------------------------------------------- loops
+
+def _loader(dataset, *, batch_size: int, shuffle: bool, workers: int, collate, seed: int = 0,
+            sampler=None, device=None):
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, collate_fn=collate, generator=gen, drop_last=False,
+        pin_memory=device is not None and device.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None)
+
+
+def predict_indices(model, dataset, *, batch_size: int = 256, device=None, workers: int = 0,
+                    amp: bool = False) -> list[int]:
+    """The predicted answer index of every sample of ``dataset``, in order."""
+    import torch
+
+    from .data import Collator
+
+    if not is_neural(model):
+        return model.predict([dataset.item(i) for i in range(len(dataset))])
+    device = device or next(model.parameters()).device
+    loader = _loader(dataset, batch_size=batch_size, shuffle=False, workers=workers,
+                     collate=Collator(getattr(model, "tokenize", None)), device=device)
+    model.eval()
+    out: list[int] = []
+    with torch.inference_mode(), _autocast(device, amp):
+        for batch in loader:
+            logits = model(_to_device(batch, device))
+            out.extend(logits.argmax(1).tolist())
+    return out
+
+
+def accuracy(pred: Sequence[int], dataset) -> float:
+    """Top-1 exact match over all samples; out-of-vocabulary answers (index -1) never match."""
+    gold = [dataset.item(i).answer_index for i in range(len(dataset))]
+    if not gold:
+        return float("nan")
+    return sum(p == g for p, g in zip(pred, gold)) / len(gold)
+
+
+def _autocast(device, amp: bool):
+    import contextlib
+
+    import torch
+
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        out_dir: the run folder.
+        best_checkpoint: path of ``best.pt``.
+        best_epoch: the epoch (1-based) of the best validation accuracy.
+        best_val_acc: that accuracy, in [0, 1].
+        epochs_run: epochs finished (including those before a resume).
+        metrics: the content of ``metrics.json``.
+    """
+
+    out_dir: Path
+    best_checkpoint: Path
+    best_epoch: int
+    best_val_acc: float
+    epochs_run: int
+    metrics: dict
+
+
+def _distributed():
+    """(rank, world size, local rank) under torchrun, else (0, 1, 0)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def prepare_splits(config: dict, tables: dict | None = None):
+    """Answer vocabulary, word vocabulary and the train / val question views of a config.
+
+    ``tables`` (``{"train": pyarrow.Table, "val": ...}``) replaces reading ``data.dataset``.
+    """
+    from .data import WordVocab, build_answer_vocab
+    from .dataset import read_table
+
+    d = config["data"]
+    if tables is None:
+        if not d["dataset"]:
+            raise ConfigError("no dataset given (data.dataset)")
+        tables = {"train": read_table(d["dataset"], d["train_split"]), "val": read_table(d["dataset"], d["val_split"])}
+    counts: dict[str, int] = {}
+    for a in _answers_of(tables["train"]):
+        counts[a] = counts.get(a, 0) + 1
+    if not counts:
+        raise ConfigError(f"training split {d['train_split']!r} has no answers (a blind split cannot train)")
+    if not _answers_of(tables["val"]):
+        raise ConfigError(f"validation split {d['val_split']!r} has no answers (a blind split cannot validate)")
+    answer_vocab = build_answer_vocab(counts, preset=d["answer_vocab"], k=int(d["top_k"]),
+                                      min_count=int(d["min_count"]))
+    train_view = _view(tables["train"], answer_vocab)
+    val_view = _view(tables["val"], answer_vocab)
+    words = WordVocab.build(train_view, min_count=int(d["word_min_count"]), lowercase=bool(d["lowercase"]))
+    return answer_vocab, words, train_view, val_view
+
+
+def train(config: dict, *, tables: dict | None = None) -> TrainResult:
+    """Train (or fit, for count models) ``config``'s model; see the module doc for what is written."""
+    import torch
+
+    from .data import Collator, FIBDataset, open_stream_stores
+    from .models import create_model, model_streams
+
+    cfg_m, cfg_d, cfg_t = config["model"], config["data"], config["train"]
+    if not cfg_t["out_dir"]:
+        raise ConfigError("no output folder given (train.out_dir)")
+    out = Path(cfg_t["out_dir"])
+    rank, world, local_rank = _distributed()
+    seed = int(cfg_t["seed"])
+    seed_everything(seed)
+    if int(cfg_t["threads"]) > 0:
+        torch.set_num_threads(int(cfg_t["threads"]))
+
+    answer_vocab, words, train_view, val_view = prepare_splits(config, tables)
+    name = cfg_m["name"]
+    stores = open_stream_stores(model_streams(name), config["features"], config["features"]["dir"])
+    kw = {k: v for k, v in cfg_m.items() if k != "name"}
+    model = create_model(name, n_answers=len(answer_vocab), vocab_size=len(words),
+                         video_dims={s: st.dim for s, st in stores.items()}, **kw)
+    common = dict(stores=stores, max_steps=int(cfg_d["max_steps"]), missing=cfg_d["missing"])
+    train_ds = FIBDataset(train_view, words, train=True, **common)
+    val_ds = FIBDataset(val_view, words, train=False, **common)
+    log.info("%s: %d answers (%s), %d words, %d train / %d val questions", name, len(answer_vocab),
+             cfg_d["answer_vocab"], len(words), len(train_ds), len(val_ds))
+    base = {"model": name, "config": config, "n_train": len(train_ds), "n_val": len(val_ds),
+            "skipped_train": train_ds.skipped, "skipped_val": val_ds.skipped,
+            "answer_vocab_size": len(answer_vocab), "word_vocab_size": len(words),
+            "val_oov_rate": sum(val_view[i].answer_index < 0 for i in val_ds.indices) / max(1, len(val_ds)),
+            "features": _stream_provenance(stores)}
+
+    if not is_neural(model):
+        t0 = time.perf_counter()
+        model.fit([train_ds.item(i) for i in range(len(train_ds))])
+        acc = accuracy(model.predict([val_ds.item(i) for i in range(len(val_ds))]), val_ds)
+        ckpt = build_checkpoint(model, config, answer_vocab, words, stores, epoch=1, val_acc=acc)
+        _atomic_save(ckpt, out / "best.pt")
+        metrics = {**base, "history": [{"epoch": 1, "val_acc": acc, "seconds": time.perf_counter() - t0}],
+                   "best_epoch": 1, "best_val_acc": acc, "finished": True}
+        _atomic_json(metrics, out / "metrics.json")
+        log.info("%s: val accuracy %.4f", name, acc)
+        return TrainResult(out, out / "best.pt", 1, acc, 1, metrics)
+
+    device = resolve_device(cfg_t["device"])
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    model.to(device)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier.") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("classifier.") and p.requires_grad]
+    head_lr = float(cfg_t["head_lr"]) if cfg_t["head_lr"] is not None else float(cfg_t["lr"])
+    optim = torch.optim.Adam([{"params": rest, "lr": float(cfg_t["lr"])}, {"params": head, "lr": head_lr}],
+                             betas=(0.9, 0.999), weight_decay=float(cfg_t["weight_decay"]))
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-1)
+    collate = Collator(getattr(model, "tokenize", None))
+    amp = bool(cfg_t["amp"])
+
+    history: list[dict] = []
+    start_epoch, best_acc, best_epoch, bad = 0, -1.0, 0, 0
+    if cfg_t["resume"]:
+        state = torch.load(cfg_t["resume"], map_location=device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT or "optimizer" not in state:
+            raise ConfigError(f"{cfg_t['resume']}: not a moviefib last.pt checkpoint")
+        if state["answer_vocab"] != answer_vocab or state["word_vocab"]["words"] != list(words.words):
+            raise ConfigError(f"{cfg_t['resume']}: vocabularies differ from this config's data; cannot resume")
+        model.load_state_dict(state["state_dict"])
+        optim.load_state_dict(state["optimizer"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        best_acc, best_epoch, bad = float(state["best_val_acc"]), int(state["best_epoch"]), int(state["bad_epochs"])
+        log.info("resumed from %s after epoch %d (best val %.4f)", cfg_t["resume"], start_epoch, best_acc)
+
+    epochs, patience = int(cfg_t["epochs"]), int(cfg_t["patience"])
+    max_batches = int(cfg_t["max_batches"])
+    workers = int(cfg_d["num_workers"])
+    show = bool(cfg_t["progress"]) and rank == 0
+    metrics: dict = {}
+    for epoch in range(start_epoch, epochs):
+        if bad >= patience:
+            break
+        # Each epoch reseeds, so a resumed run follows the same path as an uninterrupted one.
+        seed_everything(seed * 1000 + epoch)
+        sampler = None
+        if world > 1:
+            sampler = torch.utils.data.distributed.DistributedSampler(train_ds, num_replicas=world, rank=rank,
+                                                                      shuffle=True, seed=seed)
+            sampler.set_epoch(epoch)
+        loader = _loader(train_ds, batch_size=int(cfg_t["batch_size"]), shuffle=True, workers=workers,
+                         collate=collate, seed=seed * 1000 + epoch, sampler=sampler, device=device)
+        total = min(len(loader), max_batches) if max_batches > 0 else len(loader)
+        net.train()
+        t0 = time.perf_counter()
+        n_seen = n_correct = 0
+        loss_sum = 0.0
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
+        for b, batch in enumerate(loader):
+            if b >= total:
+                break
+            batch = _to_device(batch, device)
+            target = batch["answer"]
+            with _autocast(device, amp):
+                logits = net(batch)
+            loss = loss_fn(logits.float(), target)
+            if (target >= 0).any():
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg_t["clip_grad"]:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg_t["clip_grad"]))
+                optim.step()
+                loss_sum += float(loss.detach()) * len(target)
+            n_seen += len(target)
+            n_correct += int((logits.argmax(1) == target).sum())
+            bar.update(1)
+            if b % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / max(1, n_seen):.3f}", acc=f"{n_correct / max(1, n_seen):.3f}")
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        secs = time.perf_counter() - t0
+        val_pred = predict_indices(model, val_ds, batch_size=int(cfg_t["eval_batch_size"]), device=device,
+                                   workers=workers, amp=amp)
+        val_acc = accuracy(val_pred, val_ds)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "train_acc": n_correct / max(1, n_seen),
+               "val_acc": val_acc, "seconds": secs, "questions_per_s": n_seen * world / secs if secs else None}
+        history.append(row)
+        improved = val_acc > best_acc
+        if improved:
+            best_acc, best_epoch, bad = val_acc, epoch + 1, 0
+        else:
+            bad += 1
+        log.info("epoch %d: loss %.4f train acc %.4f val acc %.4f (%.1f s, %.0f q/s)%s", epoch + 1,
+                 row["train_loss"], row["train_acc"], val_acc, secs, row["questions_per_s"] or 0,
+                 " best" if improved else "")
+        if rank == 0:
+            ckpt = build_checkpoint(model, config, answer_vocab, words, stores, epoch=epoch + 1, val_acc=val_acc)
+            if improved:
+                _atomic_save(ckpt, out / "best.pt")
+            ckpt.update(optimizer=optim.state_dict(), history=history, best_val_acc=best_acc,
+                        best_epoch=best_epoch, bad_epochs=bad)
+            _atomic_save(ckpt, out / "last.pt")
+            metrics = {**base, "history": history, "best_epoch": best_epoch, "best_val_acc": best_acc,
+                       "finished": False}
+            _atomic_json(metrics, out / "metrics.json")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if not history:
+        raise ConfigError(f"nothing to train: {start_epoch} of {epochs} epochs already done")
+    metrics = {**base, "history": history, "best_epoch": best_epoch, "best_val_acc": best_acc, "finished": True}
+    if rank == 0:
+        _atomic_json(metrics, out / "metrics.json")
+    return TrainResult(out, out / "best.pt", best_epoch, best_acc, len(history), metrics)
+
+
+def predict(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: str, *,
+            features_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 256,
+            missing: str = "error", num_workers: int = 0) -> dict[str, str]:
+    """``{question_id: answer}`` for every question of ``split`` (blind splits included).
+
+    Feature stores are those the checkpoint was trained with, looked up in ``features_dir`` when given
+    (the same preset names), else at their recorded paths. With ``missing="skip"`` questions whose
+    clip lacks features get no answer.
+    """
+    from .data import FIBDataset, open_stream_stores
+    from .dataset import read_table
+
+    dev = resolve_device(device)
+    model, ckpt = load_checkpoint(checkpoint, device=dev)
+    answer_vocab = ckpt["answer_vocab"]
+    feats = ckpt["config"]["features"]
+    streams = tuple(ckpt["features"])
+    if features_dir is not None:
+        stores = open_stream_stores(streams, feats, features_dir)
+    else:
+        stores = open_stream_stores(streams, {s: ckpt["features"][s]["path"] for s in streams}, None)
+    for s, st in stores.items():
+        if st.dim != ckpt["features"][s]["dim"]:
+            raise ConfigError(f"{st.path}: {s} features are {st.dim}-d, the model was trained on "
+                              f"{ckpt['features'][s]['dim']}-d")
+    view = _view(read_table(dataset, split), answer_vocab)
+    ds = FIBDataset(view, ckpt["word_vocab"], stores=stores, max_steps=int(ckpt["config"]["data"]["max_steps"]),
+                    train=False, missing=missing)
+    pred = predict_indices(model, ds, batch_size=batch_size, device=dev, workers=num_workers,
+                           amp=bool(ckpt["config"]["train"]["amp"]))
+    return {ds.item(i).question_id: answer_vocab[p] for i, p in enumerate(pred)}
+
+
+def write_predictions(answers: dict[str, str], out: str | os.PathLike) -> None:
+    """Write ``answers`` as a submission in the evaluator's format (TSV, or JSON for a ``.json`` path)."""
+    from .evaluate.submission import write_submission
+
+    write_submission(out, answers)
+

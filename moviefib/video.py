@@ -1,0 +1,638 @@
+"""Video decoding and time-based frame sampling, streamed: a video is never held whole in memory.
+
+Decoders: PyAV (default; the ``av`` wheel bundles FFmpeg) and torchcodec (``backend="torchcodec"``,
+when it is importable). Both give RGB frames as uint8 ``[H, W, 3]`` arrays with their presentation time.
+
+Time conventions (all in seconds):
+
+* A video's own time line starts at its stream's first presentation time: a stream that starts at
+  0.54 s (``cityCC0.mpg``) has its first frame at 0.0 here. A :class:`Segment` (a clip cut out of a whole
+  movie, at the LSMDC extracted start/end) is given on that time line.
+* Sampled steps carry times from the *clip* start: the segment start, or 0 for a clip file decoded whole.
+* A step's ``time`` (what feature stores record) is the mean of the presentation times of the frames it
+  covers, padding excluded: the frame time for one frame, the window centre for a window.
+
+Samplers (frozen dataclasses, see :data:`Sampling`):
+
+* :class:`EveryKth` — every k-th decoded frame (k = 1: all frames), one frame per step.
+* :class:`Uniform` — N frames whose times are spread uniformly: the frames nearest to the centres of N
+  equal slices of the clip's duration, one frame per step.
+* :class:`Windows` — windows of W frames taken at F frames/s (the decoded frames resampled to F by
+  nearest presentation time; F None = the video's own frames), a new window every S frames.
+  **The last partial window** (fewer than W frames left): ``last="pad"`` (default) keeps it when it holds
+  at least one frame no earlier window covered, padding it by repeating its last frame (so a clip shorter
+  than one window still gives one step); ``"shift"`` moves it back to end on the clip's last frame
+  (overlapping the previous window; padded only when the whole clip is shorter than W); ``"drop"``
+  discards it (a clip shorter than W then gives no step at all).
+
+Frame counts in headers are never trusted (some AVI headers say 444 frames and hold 68): decoding runs
+to the end of the stream or the segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal, Union
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("pyav", "torchcodec")
+
+
+class VideoError(Exception):
+    """A video that cannot be decoded: missing, empty, corrupt, no video stream. Names the file."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a container says about its video stream (``num_frames`` and ``duration`` may be wrong).
+
+    Attributes:
+        path: the file.
+        backend: decoder used (``pyav`` or ``torchcodec``).
+        codec: codec name (``h264``, ``mpeg2video``...).
+        width, height: frame size in pixels.
+        fps: average frame rate, or None when unknown.
+        start_time: the stream's first presentation time, seconds (the offset the time line removes).
+        duration: stream duration in seconds from the metadata, or None.
+        num_frames: frame count from the header, or None (may lie).
+    """
+
+    path: str
+    backend: str
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    start_time: float
+    duration: float | None
+    num_frames: int | None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A part of a video's time line, in seconds from its first frame (``end`` None: to the end).
+
+    Frames with ``start <= time < end`` belong to the segment.
+    """
+
+    start: float = 0.0
+    end: float | None = None
+
+    def __post_init__(self):
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise ValueError(f"bad segment [{self.start}, {self.end}): need 0 <= start < end")
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.end is None else self.end - self.start
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One sampled step of a clip (like pytorchvideo's ClipInfo, with times in seconds from the clip start).
+
+    Attributes:
+        index: step number within the clip (0-based).
+        time: the step's timestamp: mean presentation time of its frames (padding excluded).
+        start: presentation time of its first frame.
+        end: presentation time of its last real frame.
+        num_frames: frames in the step (1, or the window size W including padding).
+        padded: how many of them repeat the last real frame (the partial-window rule).
+        is_last: True on the clip's last step.
+    """
+
+    index: int
+    time: float
+    start: float
+    end: float
+    num_frames: int
+    padded: int
+    is_last: bool
+
+
+@dataclass(frozen=True)
+class EveryKth:
+    """Every k-th decoded frame, starting with the first (k = 1: every frame)."""
+
+    k: int = 1
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"every-k sampling needs k >= 1, not {self.k}")
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """N frames spread uniformly over the clip: those nearest the centres of N equal time slices."""
+
+    n: int
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"uniform sampling needs n >= 1, not {self.n}")
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Windows of ``window`` frames at ``fps`` (None: native frames), one every ``stride`` frames.
+
+    ``stride`` None means ``window`` (non-overlapping). ``last``: rule for the final partial window
+    (``pad``, ``shift`` or ``drop``; see the module documentation).
+    """
+
+    window: int
+    fps: float | None = None
+    stride: int | None = None
+    last: Literal["pad", "shift", "drop"] = "pad"
+
+    def __post_init__(self):
+        if self.window < 1:
+            raise ValueError(f"window sampling needs window >= 1, not {self.window}")
+        if self.stride is not None and self.stride < 1:
+            raise ValueError(f"window stride must be >= 1, not {self.stride}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"window fps must be > 0, not {self.fps}")
+        if self.last not in ("pad", "shift", "drop"):
+            raise ValueError(f"last-window rule must be pad, shift or drop, not {self.last!r}")
+
+    @property
+    def step(self) -> int:
+        return self.window if self.stride is None else self.stride
+
+
+Sampling = Union[EveryKth, Uniform, Windows]
+
+
+def sampling_to_dict(sampling: Sampling) -> dict:
+    """A JSON-friendly description of a sampler (for provenance)."""
+    from dataclasses import asdict
+
+    return {"type": type(sampling).__name__, **asdict(sampling)}
+
+
+def sampling_from_dict(d: dict) -> Sampling:
+    """The inverse of :func:`sampling_to_dict`."""
+    kinds = {"EveryKth": EveryKth, "Uniform": Uniform, "Windows": Windows}
+    d = dict(d)
+    kind = d.pop("type", None)
+    if kind not in kinds:
+        raise ValueError(f"unknown sampling type {kind!r}; expected one of {', '.join(kinds)}")
+    return kinds[kind](**d)
+
+
+def available_backends() -> list[str]:
+    """Decoders usable here: ``pyav`` always (when ``av`` is installed), ``torchcodec`` when importable."""
+    found = []
+    for name, module in (("pyav", "av"), ("torchcodec", "torchcodec.decoders")):
+        try:
+            __import__(module)
+        except Exception:  # torchcodec raises OSError/RuntimeError when FFmpeg libraries are missing
+            continue
+        found.append(name)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoders: each yields (time on the video's time line, RGB uint8 [H, W, 3]) in presentation order.
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a folder, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file")
+
+
+def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int] | None:
+    if not short_side or min(width, height) == short_side:
+        return None
+    scale = short_side / min(width, height)
+    # Even sizes: some scalers and all yuv420 consumers want them; the error is under one pixel.
+    return (max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2))
+
+
+class _PyAVDecoder:
+    name = "pyav"
+
+    def __init__(self, path: Path, threads: int = 1):
+        import av
+
+        _check_file(path)
+        self.path = path
+        try:
+            self.container = av.open(str(path))
+        except Exception as exc:  # av.error.* (InvalidDataError...) all derive from Exception
+            raise VideoError(f"{path}: cannot open ({type(exc).__name__}: {exc})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoError(f"{path}: no video stream")
+        self.stream = self.container.streams.video[0]
+        if threads > 1:
+            self.stream.thread_type = "AUTO"
+            self.stream.codec_context.thread_count = threads
+        s = self.stream
+        tb = s.time_base
+        start = float(s.start_time * tb) if s.start_time is not None and tb else None
+        if start is None and self.container.start_time is not None:
+            start = self.container.start_time / 1_000_000
+        duration = float(s.duration * tb) if s.duration is not None and tb else None
+        if duration is None and self.container.duration is not None:
+            duration = self.container.duration / 1_000_000
+        rate = s.average_rate or s.base_rate or s.guessed_rate
+        self.info = VideoInfo(
+            path=str(path), backend=self.name, codec=s.codec_context.name, width=s.width,
+            height=s.height, fps=float(rate) if rate else None, start_time=start or 0.0,
+            duration=duration, num_frames=int(s.frames) or None)
+
+    def frames(self, segment: Segment | None, short_side: int | None) -> Iterator[tuple[float, np.ndarray]]:
+        s, info = self.stream, self.info
+        lo = 0.0 if segment is None else segment.start
+        hi = None if segment is None else segment.end
+        size = _scaled_size(info.width, info.height, short_side)
+        period = 1.0 / info.fps if info.fps else 0.04
+        eps = 1e-6
+        # Seeking goes to a key frame near the target, but some containers (MPEG-PS) land after it:
+        # back off further until the first frame decoded is not past the segment start.
+        for margin in ((0.0, 1.0, 4.0, 16.0, None) if lo > 0 else (None,)):
+            if margin is None and lo > 0:
+                self.container.seek(0, backward=True, any_frame=False)  # from the very start
+            elif margin is not None:
+                target = max(0.0, info.start_time + lo - margin)
+                self.container.seek(int(target / s.time_base), stream=s, backward=True, any_frame=False)
+            decoded = self._decode(period)
+            first = next(decoded, None)
+            if first is None or margin is None or first[0] <= lo + eps:
+                break
+            log.debug("%s: seek to %.3f s landed at %.3f s; backing off", self.path, lo, first[0])
+        if first is None:
+            return
+        for t, frame in _prepend(first, decoded):
+            if t < lo - eps:
+                continue
+            if hi is not None and t >= hi - eps:
+                break
+            if size is None:
+                img = frame.to_ndarray(format="rgb24")
+            else:
+                img = frame.reformat(width=size[0], height=size[1], format="rgb24",
+                                     interpolation="BICUBIC").to_ndarray()
+            yield t, img
+
+    def _decode(self, period: float) -> Iterator[tuple[float, object]]:
+        """(time on the video's time line, av.VideoFrame) in presentation order, repaired timestamps."""
+        start = self.info.start_time
+        prev = None
+        try:
+            for frame in self.container.decode(self.stream):
+                t = frame.time
+                # Frames without a timestamp (some AVI/MPEG streams) follow their predecessor.
+                t = (prev + period if prev is not None else 0.0) if t is None else t - start
+                if prev is not None and t <= prev:
+                    t = prev + period  # a broken, non-increasing time stamp
+                prev = t
+                yield t, frame
+        except Exception as exc:
+            raise VideoError(f"{self.path}: decoding failed after {prev or 0.0:.3f} s "
+                             f"({type(exc).__name__}: {exc})") from None
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class _TorchcodecDecoder:
+    name = "torchcodec"
+    # Frames are fetched in slices of this many seconds, so memory stays bounded on long videos.
+    chunk_seconds = 2.0
+
+    def __init__(self, path: Path, threads: int = 1):
+        try:
+            from torchcodec.decoders import VideoDecoder
+        except Exception as exc:
+            raise VideoError(f"torchcodec is not usable here ({exc}); use the pyav backend") from None
+        _check_file(path)
+        self.path = path
+        try:
+            self.decoder = VideoDecoder(str(path), dimension_order="NHWC", num_ffmpeg_threads=threads)
+        except Exception as exc:
+            raise VideoError(f"{path}: cannot open ({type(exc).__name__}: {exc})") from None
+        m = self.decoder.metadata
+        start = m.begin_stream_seconds or 0.0
+        end = m.end_stream_seconds
+        self.end = end
+        self.info = VideoInfo(
+            path=str(path), backend=self.name, codec=m.codec or "", width=m.width, height=m.height,
+            fps=m.average_fps, start_time=float(start),
+            duration=(float(end) - float(start)) if end is not None else m.duration_seconds,
+            num_frames=m.num_frames)
+
+    def frames(self, segment: Segment | None, short_side: int | None) -> Iterator[tuple[float, np.ndarray]]:
+        import torch
+
+        info = self.info
+        lo = 0.0 if segment is None else segment.start
+        hi = info.duration if segment is None or segment.end is None else segment.end
+        if hi is None:
+            raise VideoError(f"{self.path}: torchcodec cannot tell where the stream ends")
+        size = _scaled_size(info.width, info.height, short_side)
+        t0 = lo
+        while t0 < hi:
+            t1 = min(hi, t0 + self.chunk_seconds)
+            try:
+                batch = self.decoder.get_frames_played_in_range(info.start_time + t0, info.start_time + t1)
+            except Exception as exc:
+                raise VideoError(f"{self.path}: decoding failed at {t0:.3f} s "
+                                 f"({type(exc).__name__}: {exc})") from None
+            data = batch.data
+            if size is not None and len(data):
+                data = torch.nn.functional.interpolate(
+                    data.permute(0, 3, 1, 2).float(), size=(size[1], size[0]), mode="bilinear",
+                    antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+                data = data.permute(0, 2, 3, 1)
+            for t, img in zip(batch.pts_seconds.tolist(), data):
+                yield t - info.start_time, img.numpy()
+            t0 = t1
+
+    def close(self) -> None:
+        self.decoder = None
+
+
+def open_video(path: str | os.PathLike, *, backend: str = "pyav", threads: int = 1):
+    """Open a video with a decoder; raises :class:`VideoError` naming the file and the reason."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    cls = _PyAVDecoder if backend == "pyav" else _TorchcodecDecoder
+    return cls(Path(path), threads=threads)
+
+
+def probe(path: str | os.PathLike, *, backend: str = "pyav") -> VideoInfo:
+    """The container's description of its video stream (without decoding)."""
+    dec = open_video(path, backend=backend)
+    try:
+        return dec.info
+    finally:
+        dec.close()
+
+
+def iter_frames(path: str | os.PathLike, *, segment: Segment | None = None, backend: str = "pyav",
+                short_side: int | None = None, threads: int = 1) -> Iterator[tuple[float, np.ndarray]]:
+    """Stream ``(time, RGB uint8 [H, W, 3])`` for every frame of the file or of ``segment``.
+
+    ``time`` is in seconds from the clip start (segment start, or the stream's first frame).
+    ``short_side``: scale frames (bilinear, aspect kept) so their short side has this many pixels.
+    """
+    dec = open_video(path, backend=backend, threads=threads)
+    lo = 0.0 if segment is None else segment.start
+    try:
+        for t, img in dec.frames(segment, short_side):
+            yield t - lo, img
+    finally:
+        dec.close()
+
+
+def _stream_duration(path: Path, backend: str, info: VideoInfo) -> float:
+    """The true duration of a whole file: demux packets (cheap, no decoding) to find the last frame."""
+    if backend == "pyav":
+        import av
+
+        try:
+            with av.open(str(path)) as c:
+                s = c.streams.video[0]
+                last, n = None, 0
+                for pkt in c.demux(s):
+                    if pkt.pts is not None and pkt.size:
+                        t = float(pkt.pts * s.time_base)
+                        last = t if last is None else max(last, t)
+                        n += 1
+                if last is not None:
+                    period = 1.0 / info.fps if info.fps else 0.0
+                    return last - info.start_time + period
+        except Exception as exc:
+            log.debug("%s: packet scan failed (%s); using the header's duration", path, exc)
+    if info.duration:
+        return info.duration
+    raise VideoError(f"{path}: cannot tell the duration for uniform sampling")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Samplers over a stream of (time, frame).
+
+
+def _nearest(frames: Iterator[tuple[float, np.ndarray]], targets: Iterator[float],
+             to_end: bool) -> Iterator[tuple[float, np.ndarray]]:
+    """For each increasing target time, the decoded frame nearest to it (ties: the earlier frame).
+
+    Targets past the last frame get the last frame: all of them when ``to_end``, else only those
+    before the end of the last frame's display (its time plus the spacing of the last two frames).
+    Holds at most two frames.
+    """
+    targets = iter(targets)
+    target = next(targets, None)
+    prev = None
+    spacing = 0.0
+    for cur in frames:
+        while target is not None and prev is not None and target <= (prev[0] + cur[0]) / 2 + 1e-9:
+            yield prev
+            target = next(targets, None)
+        if target is None:
+            return
+        if prev is not None:
+            spacing = cur[0] - prev[0]
+        prev = cur
+    if prev is None:
+        return
+    while target is not None and (to_end or target < prev[0] + spacing - 1e-9 or target <= prev[0]):
+        yield prev
+        target = next(targets, None)
+
+
+def _steps_single(frames) -> Iterator[tuple[StepInfo, np.ndarray]]:
+    """One frame per step, with one-step look-ahead to mark the last step."""
+    pending = None
+    i = 0
+    for t, img in frames:
+        if pending is not None:
+            yield StepInfo(i, pending[0], pending[0], pending[0], 1, 0, False), pending[1][None]
+            i += 1
+        pending = (t, img)
+    if pending is not None:
+        yield StepInfo(i, pending[0], pending[0], pending[0], 1, 0, True), pending[1][None]
+
+
+def _window_steps(frames: Iterator[tuple[float, np.ndarray]], w: Windows) -> Iterator[tuple[StepInfo, np.ndarray]]:
+    W, S = w.window, w.step
+    buf: deque = deque(maxlen=W)
+    ready: list | None = None  # a full window waiting to learn whether it is the last one
+    covered_to = -1  # index of the last frame that an emitted window covers
+    n = 0
+    index = 0
+
+    def make(frames_list, first_index, is_last):
+        real = len(frames_list)
+        times = [t for t, _ in frames_list]
+        imgs = [img for _, img in frames_list]
+        padded = W - real
+        imgs.extend([imgs[-1]] * padded)
+        info = StepInfo(first_index, float(np.mean(times)), times[0], times[-1], W, padded, is_last)
+        return info, np.stack(imgs)
+
+    for item in frames:
+        buf.append(item)
+        n += 1
+        start = n - W
+        if start >= 0 and start % S == 0:
+            if ready is not None:
+                yield make(ready, index, False)
+                index += 1
+            ready = list(buf)
+            covered_to = n - 1
+    if n == 0:
+        return
+    tail = None
+    if covered_to < n - 1 and w.last != "drop":
+        if w.last == "shift" and n >= W:
+            tail = list(buf)
+        else:
+            # The first window start not yet emitted; it holds every uncovered frame (fewer than W).
+            next_start = 0 if covered_to < 0 else covered_to - W + 1 + S
+            if next_start < n:
+                tail = list(buf)[-(n - next_start):]
+    if ready is not None:
+        yield make(ready, index, tail is None)
+        index += 1
+    if tail is not None:
+        yield make(tail, index, True)
+
+
+def sample(path: str | os.PathLike, sampling: Sampling, *, segment: Segment | None = None,
+           backend: str = "pyav", short_side: int | None = None,
+           threads: int = 1) -> Iterator[tuple[StepInfo, np.ndarray]]:
+    """Stream the sampled steps of a clip: ``(StepInfo, uint8 frames [T, H, W, 3])``.
+
+    ``path`` is a clip file (decoded whole) or, with ``segment``, a whole movie cut at the segment.
+    T is 1 for :class:`EveryKth`/:class:`Uniform` and W for :class:`Windows`. Raises
+    :class:`VideoError` (naming the file) when the file cannot be decoded or holds no frame.
+    """
+    path = Path(path)
+    frames = iter_frames(path, segment=segment, backend=backend, short_side=short_side, threads=threads)
+    got = False
+    for step in _sample_frames(path, frames, sampling, segment, backend):
+        got = True
+        yield step
+    if not got:
+        where = "" if segment is None else f" in [{segment.start:.3f}, {segment.end}) s"
+        raise VideoError(f"{path}: no video frames{where} (empty or undecodable clip)")
+
+
+def _sample_frames(path: Path, frames, sampling: Sampling, segment: Segment | None, backend: str):
+    if isinstance(sampling, EveryKth):
+        k = sampling.k
+        picked = (f for i, f in enumerate(frames) if i % k == 0)
+        yield from _steps_single(picked)
+    elif isinstance(sampling, Uniform):
+        if segment is not None and segment.end is not None:
+            duration = segment.end - segment.start
+        else:
+            info = probe(path, backend=backend)
+            duration = _stream_duration(path, backend, info)
+            if segment is not None:
+                duration -= segment.start
+        n = sampling.n
+        targets = ((i + 0.5) * duration / n for i in range(n))
+        yield from _steps_single(_nearest(frames, targets, True))
+    elif isinstance(sampling, Windows):
+        if sampling.fps is not None:
+            period = 1.0 / sampling.fps
+            # Resample on the clip's time line from its first frame, up to the end of the last frame.
+            first = next(frames, None)
+            if first is None:
+                return
+            t0 = first[0]
+            chained = _prepend(first, frames)
+            targets = (t0 + j * period for j in _count())
+            resampled = _nearest_with_target(chained, targets)
+            yield from _window_steps(resampled, sampling)
+        else:
+            yield from _window_steps(frames, sampling)
+    else:
+        raise TypeError(f"unknown sampling {sampling!r}")
+
+
+def _prepend(first, rest):
+    yield first
+    yield from rest
+
+
+def _count():
+    j = 0
+    while True:
+        yield j
+        j += 1
+
+
+def _nearest_with_target(frames, targets):
+    """Like :func:`_nearest` but each step takes its target time (the resampled time line)."""
+    targets = iter(targets)
+
+    def tracked():
+        for t in targets:
+            tracked.current = t
+            yield t
+
+    tracked.current = math.nan
+    for (_, img) in _nearest(frames, tracked(), False):
+        yield tracked.current, img
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def write_synthetic_video(path: str | os.PathLike, num_frames: int, *, fps: int = 25,
+                          size: tuple[int, int] = (64, 48), codec: str = "ffv1",
+                          start_frames: int = 0) -> Path:
+    """Write a test video whose frame i is uniform-coloured with red = i % 256, green = i // 256 % 256.
+
+    ``codec`` ``ffv1`` (in .mkv/.avi) is lossless, so a decoder's frames can be identified exactly;
+    ``mpeg4``/``libx264`` give realistic lossy files for benchmarks (then the colours are only close).
+    ``start_frames`` shifts the first presentation time to ``start_frames / fps`` (a start offset).
+    The file is written under a temporary name and renamed into place.
+    """
+    import fractions
+
+    import av
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    w, h = size
+    container = av.open(str(tmp), "w")
+    try:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
+        stream.time_base = fractions.Fraction(1, fps)
+        img = np.zeros((h, w, 3), np.uint8)
+        # A moving gradient in blue keeps lossy encoders honest about motion.
+        ramp = (np.arange(w, dtype=np.int64)[None, :] + np.arange(h, dtype=np.int64)[:, None])
+        for i in range(num_frames):
+            img[..., 0] = i % 256
+            img[..., 1] = (i // 256) % 256
+            img[..., 2] = ((ramp + 4 * i) % 256).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = start_frames + i
+            for pkt in stream.encode(frame):
+                container.mux(pkt)
+        for pkt in stream.encode():
+            container.mux(pkt)
+    finally:
+        container.close()
+    os.replace(tmp, path)
+    return path

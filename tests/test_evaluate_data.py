@@ -1,0 +1,132 @@
+"""Evaluator tests: answer keys from dataset folders (complete and blind splits), plus the helpers
+the other test_evaluate_* files use to write small dataset folders in the declared schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from moviefib.evaluate.errors import InputError, UsageError
+from moviefib.evaluate.key import keys_path, load_key
+from moviefib.schema import COLUMN_NAMES, KEY_COLUMNS, arrow_schema
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# (movie, sentence, {word index: Penn tag}) -> one question per blanked word.
+SENTENCES = [
+    ("1001_ALPHA", "someone walks and then stops", {1: "VBZ", 3: "RB", 4: "VBZ"}),
+    ("1001_ALPHA", "she opens the door", {1: "VBZ", 3: "NN"}),
+    ("1001_ALPHA", "he looks at her", {1: "VBZ", 3: "PRP"}),
+    ("1002_BETA", "the car drives away quickly", {1: "NN", 2: "VBZ", 4: "RB"}),
+    ("1002_BETA", "someone smiles", {1: "VBZ"}),
+    ("1003_GAMMA", "a tall man enters the room", {1: "JJ", 2: "NN", 3: "VBZ", 5: "NN"}),
+]
+
+
+def question_rows(sentences=SENTENCES, split="val", label=True) -> list[dict]:
+    """Rows in the declared schema, one per blanked word; question_type alternates what/how."""
+    rows = []
+    for s, (movie, sentence, blanks) in enumerate(sentences):
+        clip = f"{movie}_00.00.{s:02d}.000-00.00.{s + 1:02d}.000"
+        words = sentence.split()
+        for wi, tag in blanks.items():
+            start = len(" ".join(words[:wi])) + (1 if wi else 0)
+            q = words[:wi] + ["_____"] + words[wi + 1:]
+            row = dict(question_id=f"{split}-{len(rows):04d}", clip_id=clip, movie=movie,
+                       sentence_id=f"{split}-s{s}", start_aligned=float(s), end_aligned=s + 1.0,
+                       start_extracted=float(s), end_extracted=s + 1.0, sentence=sentence,
+                       question=" ".join(q), answer=words[wi], answer_pos=tag, word_index=wi,
+                       char_start=start, char_end=start + len(words[wi]))
+            if label:
+                row["question_type"] = "what" if tag.startswith("N") else "how"
+            rows.append(row)
+    return rows
+
+
+def make_dataset(root: Path, splits: dict[str, list[dict]], *, blind=(), answer_counts=None) -> Path:
+    """Write a dataset folder; splits in ``blind`` get null answers and a key in ``<folder>.keys``."""
+    folder = root / "ds"
+    (folder / "data").mkdir(parents=True)
+    for split, rows in splits.items():
+        extra = tuple(k for k in rows[0] if k not in COLUMN_NAMES)
+        schema = arrow_schema(extra)
+        table = pa.Table.from_pylist(rows, schema=schema)
+        if split in blind:
+            key = table.select(list(KEY_COLUMNS) + list(extra))
+            keys_path(folder, split).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(key, keys_path(folder, split))
+            nulls = pa.nulls(table.num_rows, pa.string())
+            for col in ("answer", "answer_pos", *extra):
+                table = table.set_column(table.column_names.index(col), schema.field(col), nulls)
+        pq.write_table(table, folder / "data" / f"{split}.parquet")
+    if answer_counts is not None:
+        (folder / "vocab").mkdir()
+        (folder / "vocab" / "answer_counts.tsv").write_text(
+            "".join(f"{w}\t{c}\n" for w, c in answer_counts.items()), encoding="utf-8")
+    return folder
+
+
+def test_key_from_complete_split(tmp_path):
+    folder = make_dataset(tmp_path, {"val": question_rows()}, answer_counts={"walks": 3})
+    key = load_key(folder, "val")
+    assert len(key) == 15 and key.answers[0] == "walks"
+    assert key.label_columns == ("question_type",)
+    assert key.answer_counts == {"walks": 3}
+    assert [p.name for p in key.sources] == ["val.parquet", "answer_counts.tsv"]
+
+
+def test_key_of_blind_split_comes_from_keys_folder(tmp_path):
+    rows = question_rows(split="test")
+    folder = make_dataset(tmp_path, {"test": rows}, blind={"test"})
+    table = pq.read_table(folder / "data" / "test.parquet")
+    assert table.column("answer").null_count == len(rows)
+    key = load_key(folder, "test")
+    assert key.answers == [r["answer"] for r in rows]
+    assert key.table.column("question_type").to_pylist() == [r["question_type"] for r in rows]
+    assert key.sources[-1] == keys_path(folder, "test")
+
+
+def test_blind_split_without_key_is_a_usage_error(tmp_path):
+    folder = make_dataset(tmp_path, {"test": question_rows(split="test")}, blind={"test"})
+    keys_path(folder, "test").unlink()
+    with pytest.raises(UsageError, match="blind.*--key"):
+        load_key(folder, "test")
+
+
+def test_explicit_key_must_match_ids_exactly(tmp_path):
+    rows = question_rows(split="test")
+    folder = make_dataset(tmp_path, {"test": rows}, blind={"test"})
+    key = pq.read_table(keys_path(folder, "test"))
+    short = tmp_path / "short.parquet"
+    pq.write_table(key.slice(0, 10), short)
+    with pytest.raises(InputError, match="5 question\\(s\\) of the split are not in the key"):
+        load_key(folder, "test", key_file=short)
+    other = tmp_path / "other.parquet"
+    pq.write_table(key.set_column(0, "question_id", pa.array([f"x{i}" for i in range(len(rows))])), other)
+    with pytest.raises(InputError, match="15 key id\\(s\\) are not questions of the split"):
+        load_key(folder, "test", key_file=other)
+
+
+def test_missing_split_folder_and_columns(tmp_path):
+    folder = make_dataset(tmp_path, {"val": question_rows()})
+    with pytest.raises(UsageError, match="no split 'test' \\(available: val\\)"):
+        load_key(folder, "test")
+    with pytest.raises(UsageError, match="no such dataset folder"):
+        load_key(tmp_path / "nope", "val")
+    pq.write_table(pa.table({"question_id": ["a"]}), folder / "data" / "bad.parquet")
+    with pytest.raises(InputError, match="missing column"):
+        load_key(folder, "bad")
+    (folder / "data" / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="cannot read Parquet"):
+        load_key(folder, "junk")
+
+
+def test_partly_answered_split_is_rejected(tmp_path):
+    rows = question_rows()
+    rows[3]["answer"] = None
+    folder = make_dataset(tmp_path, {"val": rows})
+    with pytest.raises(InputError, match="1 of 15 questions have no answer"):
+        load_key(folder, "val")
