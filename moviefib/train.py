@@ -463,8 +463,10 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
         total = min(len(loader), max_batches) if max_batches > 0 else len(loader)
         net.train()
         t0 = time.perf_counter()
-        n_seen = n_correct = 0
-        loss_sum = 0.0
+        n_seen = 0
+        # Summed on the device: reading them every batch would stall a GPU.
+        loss_sum = torch.zeros((), device=device)
+        n_correct = torch.zeros((), dtype=torch.long, device=device)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
@@ -476,21 +478,22 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
             with _autocast(device, amp):
                 logits = net(batch)
             loss = loss_fn(logits.float(), target)
-            if (target >= 0).any():
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg_t["clip_grad"]:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg_t["clip_grad"]))
-                optim.step()
-                loss_sum += float(loss.detach()) * len(target)
+            # A batch of only out-of-vocabulary answers has no loss (NaN): it adds no gradient.
+            loss = torch.nan_to_num(loss, nan=0.0)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg_t["clip_grad"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg_t["clip_grad"]))
+            optim.step()
+            loss_sum += loss.detach() * len(target)
             n_seen += len(target)
-            n_correct += int((logits.argmax(1) == target).sum())
+            n_correct += (logits.detach().argmax(1) == target).sum()
             bar.update(1)
-            if b % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / max(1, n_seen):.3f}", acc=f"{n_correct / max(1, n_seen):.3f}")
+            if show and b % 50 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / max(1, n_seen):.3f}",
+                                acc=f"{int(n_correct) / max(1, n_seen):.3f}")
         bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        loss_sum, n_correct = float(loss_sum), int(n_correct)
         secs = time.perf_counter() - t0
         val_pred = predict_indices(model, val_ds, batch_size=int(cfg_t["eval_batch_size"]), device=device,
                                    workers=workers, amp=amp)

@@ -164,3 +164,9 @@ def test_lemma_match(key):
     s = summarise(out)
     assert (s.correct, s.correct_normalised, s.correct_lemma) == (12, 12, 14)
     assert out.lemma[0] and out.lemma[4] and not out.lemma[2]
+
+
+def test_resampling_sentences_with_huge_counts_does_not_overflow():
+    agg = np.array([[3_000_000, 1_000_000, 5]], dtype=np.int64)
+    totals = resample_totals(agg, 3, np.random.default_rng(0))
+    assert totals.tolist() == [[3_000_000, 1_000_000, 5]] * 3

@@ -4,7 +4,7 @@ and the real pretrained weights the package index carries (I3D parity, Efficient
 from __future__ import annotations
 
 import argparse
-import io
+import functools
 import pickle
 import zipfile
 from pathlib import Path
@@ -28,20 +28,26 @@ TINY = {
     "resnet50": ((2, 3, 64, 64), {}),
     "resnet152": ((1, 3, 32, 32), {}),
     "efficientnet_lite0": ((2, 3, 64, 64), {}),
-    "clip": ((2, 3, 64, 64), {"image_size": 64}),
+    "clip": ((2, 3, 32, 32), {"config": {"image_size": 32, "patch_size": 16, "hidden_size": 32,
+                                         "intermediate_size": 64, "num_hidden_layers": 2,
+                                         "num_attention_heads": 2, "projection_dim": 16}}),
     "c3d": ((1, 3, 16, 112, 112), {}),
     "i3d": ((2, 3, 8, 64, 64), {"window": 8}),
     "r2plus1d_18": ((2, 3, 4, 32, 32), {"window": 4}),
     "r3d_18": ((2, 3, 4, 32, 32), {"window": 4}),
     "s3d": ((1, 3, 14, 64, 64), {"window": 14}),
 }
-EXPECTED = {"googlenet": 1024, "resnet50": 2048, "resnet152": 2048, "efficientnet_lite0": 1280, "clip": 512,
+EXPECTED = {"googlenet": 1024, "resnet50": 2048, "resnet152": 2048, "efficientnet_lite0": 1280, "clip": 16,
             "c3d": 4096, "i3d": 1024, "r2plus1d_18": 512, "r3d_18": 512, "s3d": 1024}
 
 
-def _needs(name):
+@functools.cache
+def _random(name):
+    """One random-init extractor per name for the whole file (building some takes seconds)."""
     if name == "clip":
         pytest.importorskip("transformers", reason="clip needs the optional 'transformers' package")
+    torch.manual_seed(0)
+    return create_extractor(name, weights=None, **TINY[name][1])
 
 
 def test_registry_lists_every_family():
@@ -74,10 +80,8 @@ def test_bad_weights_file_is_one_clear_error(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_random_init_forward(name):
-    _needs(name)
-    shape, options = TINY[name]
-    torch.manual_seed(0)
-    ex = create_extractor(name, weights=None, **options)
+    shape, _ = TINY[name]
+    ex = _random(name)
     assert ex.name == name and ex.dim == EXPECTED[name]
     assert ex.kind == ("3d" if len(shape) == 5 else "2d")
     assert ex.provenance["sha256"] == "random-init" and ex.provenance["extractor"] == name
@@ -91,9 +95,7 @@ def test_random_init_forward(name):
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_preprocess_shapes_and_pickles(name):
-    _needs(name)
-    _, options = TINY[name]
-    ex = create_extractor(name, weights=None, **options)
+    ex = _random(name)
     t = ex.window if ex.kind == "3d" else 3
     frames = torch.randint(0, 256, (t, 90, 160, 3), dtype=torch.uint8)
     pre = pickle.loads(pickle.dumps(ex.preprocess))  # DataLoader workers receive it pickled
@@ -106,7 +108,7 @@ def test_preprocess_shapes_and_pickles(name):
 
 
 def test_preprocess_rejects_bad_frames():
-    ex = create_extractor("efficientnet_lite0", weights=None)
+    ex = _random("efficientnet_lite0")
     with pytest.raises(ValueError, match="uint8 RGB frames"):
         ex.preprocess(torch.zeros(2, 3, 64, 64))
     with pytest.raises(ValueError, match="uint8 RGB frames"):
@@ -114,10 +116,10 @@ def test_preprocess_rejects_bad_frames():
 
 
 def test_preprocess_normalises_like_the_model_expects():
-    i3d = create_extractor("i3d", weights=None).preprocess
+    i3d = _random("i3d").preprocess
     out = i3d(torch.full((2, 300, 400, 3), 255, dtype=torch.uint8))
     assert torch.allclose(out, torch.ones_like(out))  # I3D takes [-1, 1]
-    c3d = create_extractor("c3d", weights=None).preprocess
+    c3d = _random("c3d").preprocess
     out = c3d(torch.full((16, 240, 320, 3), 100, dtype=torch.uint8))
     assert tuple(out.shape) == (3, 16, 112, 112)
     assert torch.allclose(out[0], torch.full_like(out[0], 100 - 90.25))  # 0-255 pixels minus mean
@@ -128,17 +130,19 @@ def test_c3d_default_weights_explain_themselves():
         create_extractor("c3d")
 
 
-def test_c3d_loads_a_state_dict_file(tmp_path):
-    from moviefib.features.models_3d import C3D
-
-    torch.manual_seed(1)
+def test_c3d_rejects_a_state_dict_of_another_model(tmp_path):
     path = tmp_path / "c3d.pickle"
-    torch.save(C3D().state_dict(), path)
-    ex = create_extractor("c3d", weights=path, layer="fc7")
-    assert ex.provenance["sha256"] == W.sha256_file(path) and ex.provenance["layer"].startswith("fc7")
-    with torch.no_grad():
-        logits = ex.classify(ex.model(torch.randn(1, 3, 16, 112, 112)))
-    assert logits.shape == (1, 487)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3, 3)}, path)
+    with pytest.raises(ValueError, match="does not fit the architecture"):
+        create_extractor("c3d", weights=path)
+
+
+def test_c3d_fc7_and_memory_formats():
+    ex = create_extractor("c3d", weights=None, layer="fc7", memory_format="contiguous")
+    assert ex.provenance["layer"].startswith("fc7") and ex.provenance["memory_format"] == "contiguous"
+    assert _random("c3d").provenance["memory_format"] == "channels_last"
+    with pytest.raises(ValueError, match="layer"):
+        create_extractor("c3d", weights=None, layer="fc8")
 
 
 # ---------------------------------------------------------------- weights cache

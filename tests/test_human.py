@@ -15,8 +15,8 @@ pytest.importorskip("flask", reason="the human page needs Flask (pip install 'mo
 
 from moviefib.cli import main as cli_main
 from moviefib.human.answers import FIELDS, AnswerFileError, InvalidInput, clean_answer, read_answers
-from moviefib.human.protocol import AnnotationSession, Conflict
-from moviefib.human.questions import HumanQuestion, QuestionError, load_questions
+from moviefib.human.protocol import AnnotationSession, Conflict, Progress
+from moviefib.human.questions import HumanQuestion, QuestionError, load_questions, sample_questions
 from moviefib.human.server import ServerOptions, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,10 +113,10 @@ def test_questions_order_and_sample_are_seeded_and_one_per_sentence(dataset):
     assert [q.question_id for q in load_questions(dataset, "val", seed=1)] != [q.question_id for q in qs]
     q = next(q for q in qs if q.question_id == "q00")
     assert (q.before, q.after) == ("Someone ", " the red door slowly.")
-    sample = load_questions(dataset, "val", sample=6, seed=3)
+    sample = sample_questions(load_questions(dataset, "val", seed=3), 6)
     assert len({q.sentence_id for q in sample}) == 6
     with pytest.raises(QuestionError, match="6 sentences"):
-        load_questions(dataset, "val", sample=7)
+        sample_questions(qs, 7)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -158,6 +158,34 @@ def test_protocol_one_blank_per_sentence_and_no_text_after_video(tmp_path):
     assert video2.next_question("ann")[0].question_id == "q2"
     q, progress = video2.next_question("ann")
     assert progress.done == 1 and progress.remaining == 19
+
+
+def test_another_sample_still_closes_the_sentence(tmp_path):
+    qs = _questions()
+    answers = tmp_path / "answers.jsonl"
+    # sample A serves q0 (sentence s0); sample B serves q1, the other blank of s0
+    AnnotationSession([qs[0], qs[2]], "text", answers, split_questions=qs).submit("ann", "q0", "w", 1.0, False)
+    b = AnnotationSession([qs[1], qs[3]], "text", answers, split_questions=qs)
+    q, progress = b.next_question("ann")
+    assert q.question_id == "q3" and progress == Progress(done=0, remaining=1)
+    with pytest.raises(Conflict, match="another blank"):
+        b.submit("ann", "q1", "w", 1.0, False)
+    # without the split, the record is about an unknown question and cannot close anything
+    assert AnnotationSession([qs[1]], "text", answers).next_question("ann")[0].question_id == "q1"
+
+
+def test_a_built_dataset_is_served(tiny_dataset, tmp_path):
+    """The builder's real output (tests/conftest.py), not only the hand-made table above."""
+    from moviefib.dataset import read_table
+    from moviefib.human.server import make_app
+
+    client = make_app(tiny_dataset, "val", "text", tmp_path / "a.jsonl", sample=5, seed=1).test_client()
+    body = client.get("/api/next?annotator=ann").json
+    assert body["progress"] == {"done": 0, "remaining": 5}
+    row = next(r for r in read_table(tiny_dataset, "val").to_pylist()
+               if r["question_id"] == body["question"]["question_id"])
+    q = body["question"]
+    assert q["before"] + "_____" + q["after"] == row["question"] and "answer" not in q
 
 
 def test_two_servers_on_one_file_see_each_other(tmp_path):
@@ -307,7 +335,7 @@ def test_video_server_prefetches_the_next_clip_and_serves_ranges(dataset, video_
     assert first["question_id"] == order[0].question_id and first["clip_url"] == f"/clip/{first['question_id']}"
     following = session.following("ann", order[0])
     assert following.sentence_id != order[0].sentence_id
-    cached = clips._cached_name(clips.source(following.clip_id))
+    cached = clips.cache_path(following.clip_id)
     deadline = time.monotonic() + 30
     while not cached.is_file() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -510,7 +538,7 @@ def test_video_mode_plays_the_clip_and_text_mode_then_avoids_it(browser, dataset
         clip = {q.question_id: q.clip_id for q in order}
         shown = {clip[q1], clip[q2], clip[q3]}
         names = ClipCache(video_root, cache)
-        assert all(names._cached_name(names.source(c)).is_file() for c in shown)
+        assert all(names.cache_path(c).is_file() for c in shown)
         # one file per clip: those shown, and perhaps the next one, prefetched
         assert len(shown) <= len(list(cache.glob("*.webm"))) <= len(shown) + 1
     finally:

@@ -92,13 +92,13 @@ def _config(toy: Path, name: str, out: Path, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def text_only_acc(toy, tmp_path_factory) -> float:
-    res = train(_config(toy, "text_only", tmp_path_factory.mktemp("t"), "train.epochs=6", "train.patience=6"))
+    res = train(_config(toy, "text_only", tmp_path_factory.mktemp("t"), "train.epochs=2"))
     return res.best_val_acc
 
 
 @pytest.mark.parametrize("name", ["text_2d", "text_3d", "text_2d3d", "text_2d3d_early"])
 def test_vision_baselines_beat_text_only_on_a_visual_task(toy, tmp_path, text_only_acc, name):
-    res = train(_config(toy, name, tmp_path, "train.epochs=6", "train.patience=6"))
+    res = train(_config(toy, name, tmp_path, "train.epochs=2"))
     assert text_only_acc < 0.5
     assert res.best_val_acc >= 0.8 and res.best_val_acc >= text_only_acc + 0.3, (res.best_val_acc, text_only_acc)
 

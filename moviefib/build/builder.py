@@ -28,7 +28,7 @@ from ..schema import (ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, CARD_FILE, COLUMN_NA
                       KEYS_SUFFIX, STATS_FILE, arrow_schema)
 from .inputs import ImportedRow, SentenceRecord
 from .vocab import VocabSpec, read_vocab_file, select_vocab, write_counts, write_word_list
-from .words import Mode, MODES, Word, passes_rule, select_blanks, stop_words, vocab_key
+from .words import Mode, MODES, Word, candidates, stop_words, vocab_key
 
 log = logging.getLogger(__name__)
 
@@ -150,29 +150,40 @@ def _tag_unique(sentences: Sequence[str], tagger, progress) -> dict[str, list[Wo
     return dict(zip(unique, tagger.tag(unique, progress=progress)))
 
 
-def _resolve_vocab(spec: VocabSpec, records: Sequence[SentenceRecord], tags: Mapping[str, list[Word]],
+def sentence_candidates(tags: Mapping[str, list[Word]], mode: Mode) -> dict[str, list[Word]]:
+    """``sentence -> words the mode's rule allows to blank`` (before the vocabulary), for every sentence."""
+    return {s: candidates(words, mode, s) for s, words in tags.items()}
+
+
+def _resolve_vocab(spec: VocabSpec, records: Sequence[SentenceRecord], cands: Mapping[str, list[Word]],
                    mode: Mode) -> frozenset[str] | None:
     if spec.unlimited:
         return None
     if spec.file:
         return read_vocab_file(spec.file, lower=mode == "clean")
     pool = [r for r in records if r.split == spec.split]
-    counts = Counter(vocab_key(w, mode) for r in pool for w in tags[r.sentence] if passes_rule(w, mode))
+    counts = Counter(vocab_key(w, mode) for r in pool for w in cands[r.sentence])
     return frozenset(select_vocab(counts, top_k=spec.top_k, min_count=spec.min_count))
 
 
 def build_questions(records: Sequence[SentenceRecord], tags: Mapping[str, list[Word]], mode: Mode,
                     blank_vocab: frozenset[str] | None, *,
                     label_fn: Callable[[Question], Mapping[str, str]] | None = None,
+                    cands: Mapping[str, list[Word]] | None = None,
                     ) -> tuple[list[Question], dict[str, SplitStats]]:
-    """Questions of every record (input order), duplicates dropped; per-split counts."""
+    """Questions of every record (input order), duplicates dropped; per-split counts.
+
+    ``cands`` (from :func:`sentence_candidates`) saves applying the rule again when it is at hand.
+    """
+    if cands is None:
+        cands = sentence_candidates({r.sentence: tags[r.sentence] for r in records}, mode)
     seen: set[str] = set()
     out: list[Question] = []
     stats: dict[str, SplitStats] = {}
     for r in records:
         st = stats.setdefault(r.split, SplitStats())
         st.sentences += 1
-        blanks = select_blanks(tags[r.sentence], mode, blank_vocab, r.sentence)
+        blanks = [w for w in cands[r.sentence] if blank_vocab is None or vocab_key(w, mode) in blank_vocab]
         if not blanks:
             st.sentences_without_blank += 1
         for w in blanks:
@@ -220,14 +231,19 @@ def _split_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names), key=lambda s: (rank.get(s, len(rank)), s))
 
 
+_RECORD_COLUMNS = ("clip_id", "movie", "start_aligned", "end_aligned", "start_extracted", "end_extracted",
+                   "sentence")
+_QUESTION_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in _RECORD_COLUMNS)
+
+
 def _table(questions: Sequence[Question], labels: tuple[str, ...], blind: bool):
     import pyarrow as pa
 
-    cols: dict[str, list] = {c: [] for c in COLUMN_NAMES + labels}
-    for q in questions:
-        row = q.row()
-        for c in cols:
-            cols[c].append(row.get(c))
+    recs = [q.record for q in questions]
+    cols: dict[str, list] = {c: [getattr(r, c) for r in recs] for c in _RECORD_COLUMNS}
+    cols.update({c: [getattr(q, c) for q in questions] for c in _QUESTION_COLUMNS})
+    for name in labels:
+        cols[name] = [dict(q.labels).get(name) for q in questions]
     if blind:
         cols["answer"] = [None] * len(questions)
         cols["answer_pos"] = [None] * len(questions)
@@ -388,8 +404,9 @@ def build_dataset(records: Sequence[SentenceRecord], folder: str | os.PathLike,
 
         tagger = Tagger(options.model, n_process=options.n_process)
     tags = _tag_unique([r.sentence for r in records], tagger, progress)
-    vocab = _resolve_vocab(options.vocab, records, tags, options.mode)
-    questions, split_stats = build_questions(records, tags, options.mode, vocab, label_fn=label_fn)
+    cands = sentence_candidates(tags, options.mode)
+    vocab = _resolve_vocab(options.vocab, records, cands, options.mode)
+    questions, split_stats = build_questions(records, tags, options.mode, vocab, label_fn=label_fn, cands=cands)
     vocab_info = options.vocab.describe() | {"size": None if vocab is None else len(vocab)}
     stats = _base_stats("built", options.mode, tagger.info, vocab_info, sources, problems, warnings, name)
     out, keys = write_dataset(folder, questions, stats=stats, split_stats=split_stats, blank_vocab=vocab,

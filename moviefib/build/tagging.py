@@ -91,9 +91,20 @@ def load_model(name: str | None = None):
 
 
 def _tag_with(nlp, sentences: Sequence[str], batch_size: int) -> list[list[Word]]:
+    from spacy.attrs import IDX, LENGTH, TAG
+
+    strings = nlp.vocab.strings
+    names: dict[int, str] = {}
     out = []
+    # Token attributes as one integer array per doc: iterating Token objects costs more than tagging.
     for sent, doc in zip(sentences, nlp.pipe(sentences, batch_size=batch_size)):
-        out.append(align(sent, [(t.idx, t.idx + len(t.text), t.tag_) for t in doc]))
+        toks = []
+        for start, length, tag in doc.to_array([IDX, LENGTH, TAG]).tolist():
+            name = names.get(tag)
+            if name is None:
+                name = names[tag] = strings[tag]
+            toks.append((start, start + length, name))
+        out.append(align(sent, toks))
     return out
 
 

@@ -147,7 +147,13 @@ def align(sentence: str, tokens: Sequence[tuple[int, int, str]]) -> list[Word]:
         while j < len(tokens) and tokens[j][0] < e:
             mine.append(tokens[j])
             j += 1
-        words.append(Word(index, sentence[s:e], s, e, _main_token(mine, sentence) if e > s else ""))
+        if e == s:
+            tag = ""
+        elif len(mine) == 1:  # the common case: one token covers the whole stripped word
+            tag = mine[0][2]
+        else:
+            tag = _main_token(mine, sentence)
+        words.append(Word(index, sentence[s:e], s, e, tag))
     return words
 
 
@@ -194,15 +200,21 @@ def first_found_inside_word(sentence: str, word: Word) -> bool:
     return i >= 0 and ((i > 0 and sentence[i - 1].isalnum()) or (j < len(sentence) and sentence[j].isalnum()))
 
 
-def select_blanks(words: Iterable[Word], mode: Mode, blank_vocab: frozenset[str] | None,
-                  sentence: str = "") -> list[Word]:
-    """The words of ``sentence`` that become questions (one question each), in reading order.
+def candidates(words: Iterable[Word], mode: Mode, sentence: str = "") -> list[Word]:
+    """The words of ``sentence`` that the mode's rule allows to blank, before the vocabulary.
 
-    ``blank_vocab`` holds words in the form of :func:`vocab_key`; None means no vocabulary restriction.
     In ``compat`` mode a word whose text first occurs inside another word of the sentence is skipped:
     the release blanked by string split, which put that blank inside the other word, and such broken
     questions are absent from the (reconstructed) release, so the closest match is no question.
     """
     return [w for w in words if passes_rule(w, mode)
-            and (blank_vocab is None or vocab_key(w, mode) in blank_vocab)
             and not (mode == "compat" and first_found_inside_word(sentence, w))]
+
+
+def select_blanks(words: Iterable[Word], mode: Mode, blank_vocab: frozenset[str] | None,
+                  sentence: str = "") -> list[Word]:
+    """The words of ``sentence`` that become questions (one question each), in reading order:
+    :func:`candidates` that are in ``blank_vocab`` (words in the form of :func:`vocab_key`; None means
+    no vocabulary restriction)."""
+    return [w for w in candidates(words, mode, sentence)
+            if blank_vocab is None or vocab_key(w, mode) in blank_vocab]

@@ -80,9 +80,12 @@ def resample_totals(aggregates: np.ndarray, n_resamples: int, rng: np.random.Gen
     n_sent = aggregates.shape[0]
     # One integer per row (mixed radix) makes the grouping a 1-D unique, much faster than axis=0.
     radix = int(aggregates.max()) + 1 if aggregates.size else 1
-    packed = aggregates @ (radix ** np.arange(aggregates.shape[1], dtype=np.int64))
-    _, first, counts = np.unique(packed, return_index=True, return_counts=True)
-    kinds = aggregates[first]
+    if radix ** aggregates.shape[1] < 2 ** 62:
+        packed = aggregates @ (radix ** np.arange(aggregates.shape[1], dtype=np.int64))
+        _, first, counts = np.unique(packed, return_index=True, return_counts=True)
+        kinds = aggregates[first]
+    else:  # sentences of millions of questions: the packed integer would overflow
+        kinds, counts = np.unique(aggregates, axis=0, return_counts=True)
     draws = rng.multinomial(n_sent, counts / n_sent, size=n_resamples)
     return draws @ kinds
 

@@ -294,6 +294,11 @@ def _parse_json(data: bytes, problems: _Collector) -> dict:
         problems.add("json", f"top level is a JSON {type(obj).__name__}, expected an object "
                              "{question_id: answer}", 1)
         return answers
+    keys, values = [k for k, _ in obj], [v for _, v in obj]
+    if all(type(v) is str for v in values):
+        fast = dict(zip(map(str.strip, keys), map(str.strip, values)))
+        if len(fast) == len(obj):  # no repeated id: nothing to report
+            return fast
     for qid, value in obj:
         if not isinstance(value, str):
             kind = "object" if isinstance(value, _Pairs) else type(value).__name__

@@ -69,3 +69,20 @@ def torchvision_model(name: str, builder: Callable[..., torch.nn.Module], defaul
     model = builder(weights=None, **builder_kwargs)
     load_into(model, Path(weights), name)
     return model, str(weights), sha256_file(Path(weights))
+
+
+class ChannelsLast(torch.nn.Module):
+    """Runs ``model`` with channels-last weights and input.
+
+    Measured on 2 CPU cores (random weights, busy machine, so relative figures only): EfficientNet-Lite0
+    1.2-2x faster, GoogLeNet 1.6x, ResNet-50 1.35x, I3D (channels_last_3d) 1.46x; cuDNN also prefers
+    this layout for convolutions in mixed precision.
+    """
+
+    def __init__(self, model: torch.nn.Module, ndim: int):
+        super().__init__()
+        self.format = torch.channels_last if ndim == 4 else torch.channels_last_3d
+        self.model = model.to(memory_format=self.format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=self.format))

@@ -205,13 +205,13 @@ class _ClipImageEncoder(nn.Module):
 
 
 @register_extractor("clip")
-def create_clip(*, weights="default", model_name: str = CLIP_DEFAULT, image_size: int | None = None
+def create_clip(*, weights="default", model_name: str = CLIP_DEFAULT, config: dict | None = None
                 ) -> Extractor:
     """CLIP image embeddings (``image_embeds``, 512-d for ViT-B/32) through ``transformers``.
 
     ``weights``: "default" loads ``model_name`` from the Hugging Face cache or hub (offline: a one-line
     error unless it is cached); a path is a local folder saved with ``save_pretrained``; None builds the
-    ``model_name`` architecture's default config at random (``image_size`` overrides its input size).
+    ViT-B/32 architecture at random (``config``: ``CLIPVisionConfig`` fields to override).
     """
     from .weights import WeightsUnavailableError
 
@@ -223,8 +223,7 @@ def create_clip(*, weights="default", model_name: str = CLIP_DEFAULT, image_size
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     if weights is None:
-        config = CLIPVisionConfig() if image_size is None else CLIPVisionConfig(image_size=image_size)
-        vision = CLIPVisionModelWithProjection(config)
+        vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**(config or {})))
         weights_id = digest = "random-init"
     else:
         source = model_name if weights == "default" else str(weights)

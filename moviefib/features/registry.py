@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -134,12 +134,15 @@ def _normalise_weights(weights: Weights) -> str | None | Path:
 
 
 def create_extractor(name: str, *, weights: Weights = "default", device: str = "cpu",
+                     memory_format: Literal["channels_last", "contiguous"] = "channels_last",
                      **options) -> Extractor:
     """Build extractor ``name`` with its preprocessing, in eval mode, on ``device``.
 
     ``weights``: ``"default"`` (the library's own download, or the moviefib weights cache for weights
     that come from the package index), ``None`` (random init, recorded as such in the provenance), or a
     path to a local weights file. ``options`` are family-specific (e.g. ``layer="fc7"`` for C3D).
+    ``memory_format``: "channels_last" (default; faster by measurement, see ``hub.ChannelsLast``) wraps
+    the model so it converts its input itself; "contiguous" leaves the model as built.
 
     Raises :class:`UnknownExtractorError` for an unknown name (listing the valid ones),
     :class:`moviefib.features.weights.WeightsUnavailableError` when default weights cannot be had
@@ -155,6 +158,13 @@ def create_extractor(name: str, *, weights: Weights = "default", device: str = "
     extractor = factory(weights=resolved, **options)
     if resolved is None:
         log.warning("extractor %s: random initialisation (no pretrained weights)", name)
+    if memory_format not in ("channels_last", "contiguous"):
+        raise ValueError(f"memory_format must be 'channels_last' or 'contiguous', not {memory_format!r}")
+    if memory_format == "channels_last":
+        from .hub import ChannelsLast
+
+        extractor = replace(extractor, model=ChannelsLast(extractor.model, 4 if extractor.kind == "2d" else 5))
+    extractor.provenance["memory_format"] = memory_format
     extractor.model.eval()
     if device != "cpu":
         extractor.model.to(device)

@@ -116,7 +116,11 @@ class ClipCache:
     def source(self, clip_id: str) -> Path:
         return clip_source(clip_id, self.video_root)
 
-    def _cached_name(self, src: Path) -> Path:
+    def cache_path(self, clip_id: str) -> Path:
+        """Where the clip's WebM is (or will be) cached; :class:`ClipError` when it has no source."""
+        src = self.source(clip_id)
+        if not src.is_file():
+            raise ClipError(f"clip {clip_id}: no video file {src}")
         st = src.stat()
         key = f"{src.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{_ENCODING_VERSION}"
         return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.webm"
@@ -124,9 +128,7 @@ class ClipCache:
     def get(self, clip_id: str) -> Path:
         """The WebM file of a clip, transcoding it first when it is not cached."""
         src = self.source(clip_id)
-        if not src.is_file():
-            raise ClipError(f"clip {clip_id}: no video file {src}")
-        dst = self._cached_name(src)
+        dst = self.cache_path(clip_id)
         if dst.is_file():
             return dst
         with self._meta:

@@ -53,21 +53,28 @@ class Conflict(InvalidInput):
 
 
 class AnnotationSession:
-    """The served question set, the mode and the answer file, shared by all annotators."""
+    """The served question set, the mode and the answer file, shared by all annotators.
 
-    def __init__(self, questions: list[HumanQuestion], mode: str, answers_path: str | os.PathLike):
+    ``split_questions`` (default: ``questions``) are all the questions of the split when only a
+    sample is served: an answer recorded under another sample still closes its sentence.
+    """
+
+    def __init__(self, questions: list[HumanQuestion], mode: str, answers_path: str | os.PathLike, *,
+                 split_questions: list[HumanQuestion] | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.questions = questions
         self.mode = mode
         self._by_id = {q.question_id: q for q in questions}
-        self._n_sentences = len({q.sentence_id for q in questions})
+        self._sentence_of = {q.question_id: q.sentence_id for q in (split_questions or questions)}
+        self._sentence_of.update((q.question_id, q.sentence_id) for q in questions)
+        self._served_sentences = {q.sentence_id for q in questions}
         self._seen: dict[str, _Seen] = {}
         self._unknown = 0
         self.log = AnswerLog(answers_path, self._observe)
         if self._unknown:
-            log.info("%s: %d record(s) are about questions outside the served set (other split or "
-                     "sample); they do not affect it", answers_path, self._unknown)
+            log.info("%s: %d record(s) are about questions of another split; they are ignored",
+                     answers_path, self._unknown)
 
     def question(self, question_id: str) -> HumanQuestion | None:
         """The served question with this id, or None."""
@@ -75,14 +82,14 @@ class AnnotationSession:
 
     def _observe(self, records: list[HumanAnswer]) -> None:
         for r in records:
-            q = self._by_id.get(r.question_id)
-            if q is None:
+            sentence = self._sentence_of.get(r.question_id)
+            if sentence is None:
                 self._unknown += 1
                 continue
             seen = self._seen.setdefault(r.annotator, _Seen())
             seen.modes.setdefault(r.question_id, set()).add(r.mode)
-            seen.sentences.setdefault(q.sentence_id, set()).add(r.question_id)
-            if r.mode == self.mode:
+            seen.sentences.setdefault(sentence, set()).add(r.question_id)
+            if r.mode == self.mode and r.question_id in self._by_id:
                 seen.answered += 1
 
     def _refusal(self, seen: _Seen, q: HumanQuestion) -> str | None:
@@ -106,11 +113,15 @@ class AnnotationSession:
         """Questions still to come: one per sentence that has an eligible question.
 
         Only sentences the annotator has touched can be closed (O(answers), not O(questions)): one
-        with two blanks seen is closed, one with a single blank seen stays open only for that blank.
+        with two blanks seen is closed, one with a single blank seen stays open only for that blank,
+        if it is served and still allowed in this mode.
         """
-        closed = sum(1 for qids in seen.sentences.values()
-                     if len(qids) > 1 or self._refusal(seen, self._by_id[next(iter(qids))]))
-        return self._n_sentences - closed
+        closed = 0
+        for sentence, qids in seen.sentences.items():
+            if sentence in self._served_sentences:
+                q = self._by_id.get(next(iter(qids))) if len(qids) == 1 else None
+                closed += q is None or self._refusal(seen, q) is not None
+        return len(self._served_sentences) - closed
 
     def next_question(self, annotator: str) -> tuple[HumanQuestion | None, Progress]:
         """The question to show ``annotator`` now (None when they are done) and their progress."""

@@ -50,17 +50,14 @@ def _from_rows(ids, clips, sentences, questions, source: str) -> list[HumanQuest
     return out
 
 
-def load_questions(dataset: str | os.PathLike, split: str, *, sample: int | None = None,
-                   seed: int = 0) -> list[HumanQuestion]:
-    """The questions of ``split`` in the order annotators get them.
+def load_questions(dataset: str | os.PathLike, split: str, *, seed: int = 0) -> list[HumanQuestion]:
+    """All questions of ``split``, in the order annotators get them.
 
-    The order is a permutation drawn with ``seed`` (so consecutive questions rarely share a clip and
-    every annotator gets the same sequence). With ``sample``, only the first ``sample`` questions of
-    that order that come from distinct sentences are kept, so that every annotator can answer the
-    whole sample under the one-blank-per-sentence rule.
+    The order is a permutation drawn with ``seed``, so consecutive questions rarely share a clip and
+    every annotator gets the same sequence.
 
     Raises ``moviefib.dataset.DatasetError`` for a missing folder or split, :class:`QuestionError` for
-    a table that cannot be shown or a sample larger than the number of sentences.
+    a table that cannot be shown.
     """
     from ..dataset import read_table
 
@@ -74,19 +71,27 @@ def load_questions(dataset: str | os.PathLike, split: str, *, sample: int | None
     if not questions:
         raise QuestionError(f"{source}: no questions")
     random.Random(seed).shuffle(questions)
-    if sample is None:
-        return questions
-    if sample < 1:
-        raise QuestionError(f"sample size must be at least 1, not {sample}")
+    return questions
+
+
+def sample_questions(questions: list[HumanQuestion], n: int) -> list[HumanQuestion]:
+    """The first ``n`` questions of distinct sentences, in order.
+
+    One per sentence, so that every annotator can answer the whole sample under the
+    one-blank-per-sentence rule. Drawn from the seeded order of :func:`load_questions`, this is a
+    seeded random sample.
+    """
+    if n < 1:
+        raise QuestionError(f"sample size must be at least 1, not {n}")
     picked, sentences = [], set()
     for q in questions:
         if q.sentence_id not in sentences:
             sentences.add(q.sentence_id)
             picked.append(q)
-            if len(picked) == sample:
+            if len(picked) == n:
                 break
-    if len(picked) < sample:
-        raise QuestionError(f"{source}: cannot sample {sample} questions of distinct sentences: the "
-                            f"split has {len(sentences)} sentences")
-    log.info("sampled %d of %d questions of %s (seed %d)", sample, len(questions), source, seed)
+    if len(picked) < n:
+        raise QuestionError(f"cannot sample {n} questions of distinct sentences: the split has "
+                            f"{len(sentences)} sentences")
+    log.info("sampled %d of %d questions", n, len(questions))
     return picked

@@ -96,6 +96,11 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
+    @app.errorhandler(AnswerFileError)
+    def _bad_answer_file(exc):  # someone edited the file under a running server
+        log.error("%s", exc)
+        return jsonify(error=f"The answer file is broken: {exc}"), 500
+
     @app.get("/")
     def index():
         return send_file(STATIC_DIR / "index.html", mimetype="text/html", max_age=0)
@@ -134,7 +139,7 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
             return jsonify(error=str(exc)), 409
         except InvalidInput as exc:
             return jsonify(error=str(exc)), 400
-        except (OSError, AnswerFileError) as exc:  # disk full, file edited by hand...
+        except (OSError, AnswerFileError) as exc:  # disk full, file edited by hand
             log.error("answer not saved: %s", exc)
             return jsonify(error=f"The answer was NOT saved ({exc}); tell the organiser."), 500
         return jsonify(record=asdict(record))
@@ -203,12 +208,13 @@ def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | o
     bad answer file (``AnswerFileError``), a missing video root or missing clips (``ClipError``), a
     non-loopback ``host`` without a token (``ValueError``).
     """
-    from .questions import load_questions
+    from .questions import load_questions, sample_questions
 
     loopback = is_loopback(host)
     if not loopback and not token:
         raise ValueError(f"serving on {host} (not this machine only) needs a token (--token)")
-    questions = load_questions(dataset, split, sample=sample, seed=seed)
+    split_questions = load_questions(dataset, split, seed=seed)
+    questions = split_questions if sample is None else sample_questions(split_questions, sample)
     clips = None
     if mode == "video":
         if video_root is None:
@@ -221,6 +227,6 @@ def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | o
         if missing:
             raise ClipError(f"{len(missing)} of {len(questions)} questions have no clip under "
                             f"{video_root}, e.g. {clips.source(missing[0])}")
-    session = AnnotationSession(questions, mode, answers)
+    session = AnnotationSession(questions, mode, answers, split_questions=split_questions)
     return create_app(session, clips, ServerOptions(token=token, loopback=loopback,
                                                     title=f"{Path(dataset).name} / {split}"))
