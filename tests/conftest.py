@@ -81,7 +81,7 @@ def tiny_descriptions(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory, tiny_descriptions) -> Path:
+def tiny_dataset(tmp_path_factory, tiny_descriptions, spacy_tagger) -> Path:
     from dataclasses import replace
 
     from moviefib.build import BuildOptions, VocabSpec, build_dataset, from_descriptions
@@ -92,5 +92,13 @@ def tiny_dataset(tmp_path_factory, tiny_descriptions) -> Path:
     records = [replace(r, split=split_of[movie_of(r.clip_id)]) for r in loaded.records]
     folder = tmp_path_factory.mktemp("tiny") / "tiny_fib"
     build_dataset(records, folder, BuildOptions(vocab=VocabSpec(top_k=None, split="train")),
-                  label_fn=question_type, sources=[str(tiny_descriptions)], name="tiny MovieFIB test set")
+                  tagger=spacy_tagger, label_fn=question_type, sources=[str(tiny_descriptions)], name="tiny MovieFIB test set")
     return folder
+
+
+@pytest.fixture(scope="session")
+def spacy_tagger():
+    """One spaCy tagger (single process) for the whole session; loading the model takes a second."""
+    from moviefib.build.tagging import Tagger
+
+    return Tagger()

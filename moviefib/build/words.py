@@ -55,15 +55,17 @@ CONTENT_TAGS = frozenset({
 SOMEONE_FORMS = frozenset({"someone", "someone's", "someones", "someone’s"})
 UNKNOWN_TOKEN = "unk"
 
-# The stop list of the original script as documented (REFERENCE §2), with the auxiliaries ``be`` and
-# ``does`` stand for, so that a grammatical word never becomes a question.
+# The stop list of the original script as documented (REFERENCE §2), with the auxiliaries that ``be``
+# and ``does`` stand for and their contractions, so that a grammatical word never becomes a question
+# (a contraction is one whitespace word, tagged by its main token, e.g. ``doesn't`` -> VBZ).
 CLEAN_STOP_WORDS = frozenset({
     "someone", "someone's", "is", "there", "new", "up", "now", "later", "then", "before", "mr", "mrs",
     "it", "not", "meanwhile", "while", "them", "something", "aside", "be", "as", "who", "in", "the",
     "does", "other", "on", "a", "dr", "off", "out",
     # auxiliary and copula forms
     "am", "are", "was", "were", "been", "being", "do", "did", "doing", "has", "have", "had", "having",
-    "'s", "n't",
+    "'s", "n't", "isn't", "aren't", "wasn't", "weren't", "don't", "doesn't", "didn't", "hasn't", "haven't",
+    "hadn't", "can't", "cannot", "won't",
 })
 
 # The release's stop list: the documented one minus ``then``/``before`` (its missing-comma bug) and without
