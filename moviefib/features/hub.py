@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
@@ -10,8 +9,6 @@ from urllib.parse import urlparse
 import torch
 
 from .weights import WeightsUnavailableError, sha256_file
-
-log = logging.getLogger(__name__)
 
 
 def load_state_dict_file(path: Path) -> dict:

@@ -6,7 +6,6 @@ apart as ``classify`` (ImageNet-1k logits) when pretrained weights are loaded.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -16,8 +15,6 @@ from .hub import load_into, torchvision_model
 from .layers import is_symmetric, pad_same
 from .registry import Extractor, library_versions, register_extractor
 from .transforms import FramePreprocess
-
-log = logging.getLogger(__name__)
 
 
 class _PooledBackbone(nn.Module):

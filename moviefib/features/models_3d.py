@@ -6,7 +6,6 @@ Each model takes ``[B, 3, T, H, W]`` and gives ``[B, dim]``.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -16,8 +15,6 @@ from torch import nn
 from .hub import load_into, torchvision_model
 from .registry import Extractor, library_versions, register_extractor
 from .transforms import FramePreprocess
-
-log = logging.getLogger(__name__)
 
 _KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 _KINETICS_STD = (0.22803, 0.22145, 0.216989)
