@@ -11,7 +11,6 @@ light.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,6 @@ from typing import Iterable, Sequence, overload
 
 from .formats import BLANK
 from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX
-
-log = logging.getLogger(__name__)
 
 # Splits in the order a user expects them; any other split follows, sorted by name.
 _SPLIT_ORDER = ("train", "training", "val", "validation", "test", "blindtest")

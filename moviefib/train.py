@@ -387,8 +387,9 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
     common = dict(stores=stores, max_steps=int(cfg_d["max_steps"]), missing=cfg_d["missing"])
     train_ds = FIBDataset(train_view, words, train=True, **common)
     val_ds = FIBDataset(val_view, words, train=False, **common)
-    log.info("%s: %d answers (%s), %d words, %d train / %d val questions", name, len(answer_vocab),
-             cfg_d["answer_vocab"], len(words), len(train_ds), len(val_ds))
+    if rank == 0:
+        log.info("%s: %d answers (%s), %d words, %d train / %d val questions", name, len(answer_vocab),
+                 cfg_d["answer_vocab"], len(words), len(train_ds), len(val_ds))
     base = {"model": name, "config": config, "n_train": len(train_ds), "n_val": len(val_ds),
             "skipped_train": train_ds.skipped, "skipped_val": val_ds.skipped,
             "answer_vocab_size": len(answer_vocab), "word_vocab_size": len(words),
@@ -506,10 +507,10 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
             best_acc, best_epoch, bad = val_acc, epoch + 1, 0
         else:
             bad += 1
-        log.info("epoch %d: loss %.4f train acc %.4f val acc %.4f (%.1f s, %.0f q/s)%s", epoch + 1,
-                 row["train_loss"], row["train_acc"], val_acc, secs, row["questions_per_s"] or 0,
-                 " best" if improved else "")
         if rank == 0:
+            log.info("epoch %d: loss %.4f train acc %.4f val acc %.4f (%.1f s, %.0f q/s)%s", epoch + 1,
+                     row["train_loss"], row["train_acc"], val_acc, secs, row["questions_per_s"] or 0,
+                     " best" if improved else "")
             ckpt = build_checkpoint(model, config, answer_vocab, words, stores, epoch=epoch + 1, val_acc=val_acc)
             if improved:
                 _atomic_save(ckpt, out / "best.pt")

@@ -11,6 +11,7 @@ on the same cores lower the figures.
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -35,6 +36,8 @@ def main() -> int:
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     for n in args.processes:
         with tempfile.TemporaryDirectory() as tmp:
+            self0 = resource.getrusage(resource.RUSAGE_SELF)
+            kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             loaded = read_activitynet(path, errors="skip")
             records = loaded.records[:args.limit] if args.limit else loaded.records
@@ -44,11 +47,16 @@ def main() -> int:
             report = build_dataset(records, Path(tmp) / "anet", BuildOptions(n_process=n), tagger=tagger,
                                    sources=[str(path)], problems=loaded.problems)
             total = time.perf_counter() - t0
+            self1 = resource.getrusage(resource.RUSAGE_SELF)
+            kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_main = self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime
+        cpu_kids = kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
         nq = sum(s.questions for s in report.splits.values())
         print(f"processes={n}: {len(records)} sentences ({len(loaded.problems)} bad segments skipped) -> "
               f"{nq} questions in {total:.1f} s = {len(records) / total:.0f} sentences/s end to end "
               f"(read {t_read:.1f} s, model load {t_load:.1f} s, tag+build+write {report.seconds:.1f} s = "
-              f"{len(records) / report.seconds:.0f} sentences/s)")
+              f"{len(records) / report.seconds:.0f} sentences/s); CPU: main process {cpu_main:.1f} s, "
+              f"tagging workers {cpu_kids:.1f} s")
     return 0
 
 

@@ -56,13 +56,15 @@ def main() -> int:
             n = sum(d.num_rows for d in ds.values())
             print(f"{label:<40} {dt:6.2f} s  ({n} rows)")
 
+        t0 = time.perf_counter()
+        import datasets
+
+        print(f"{'import datasets':<40} {time.perf_counter() - t0:6.2f} s")
         cache = Path(tmp) / "cache"
         timed("moviefib.load_dataset, cold cache", lambda: moviefib.load_dataset(folder, cache_dir=cache))
         timed("moviefib.load_dataset, warm cache", lambda: moviefib.load_dataset(folder, cache_dir=cache))
         timed("moviefib.load_dataset(in_memory=True)", lambda: moviefib.load_dataset(folder, in_memory=True))
         shutil.rmtree(cache)
-        import datasets
-
         timed("datasets.load_dataset(folder), cold cache",
               lambda: datasets.load_dataset(str(folder), cache_dir=str(cache)))
     return 0

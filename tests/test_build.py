@@ -2,7 +2,6 @@
 imports, generic corpora, the CLI."""
 
 import json
-from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
@@ -278,3 +277,24 @@ def test_cli_corpus_and_import(tmp_path, capsys):
     assert pq.read_table(tmp_path / "c" / "data" / "test.parquet").num_rows >= 1
     assert main(["build", "corpus", "-o", str(tmp_path / "d"), "--no-progress"]) == 2
     capsys.readouterr()
+
+
+def test_parallel_tagging_matches_single_process(spacy_tagger, tiny_descriptions):
+    from moviefib.build import from_descriptions
+    from moviefib.build.tagging import Tagger
+
+    sentences = [r.sentence for r in from_descriptions(tiny_descriptions).records] * 3
+    two = Tagger(n_process=2, chunk_size=25)
+    calls = []
+    assert list(two.tag(sentences, progress=calls.append)) == list(spacy_tagger.tag(sentences))
+    assert sum(calls) == len(sentences) and len(calls) > 2
+
+
+def test_missing_model(tmp_path, tiny_descriptions, capsys):
+    from moviefib.build.tagging import Tagger, TaggerUnavailable
+
+    with pytest.raises(TaggerUnavailable, match="no_such_model"):
+        Tagger("no_such_model")
+    rc = main(["build", "descriptions", "-o", str(tmp_path / "m"), f"train={tiny_descriptions}",
+               "--model", "no_such_model", "--no-progress"])
+    assert rc == 5 and "no_such_model" in capsys.readouterr().err

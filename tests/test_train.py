@@ -183,8 +183,12 @@ def test_cli_train_then_predict(toy, tmp_path, capsys):
     recipe = str(ROOT / "baselines" / "text_3d.toml")
     sets = [a for kv in TINY_MODEL + TINY_TRAIN + ["train.epochs=1"] for a in ("--set", kv)]
     code = cli_main(["train", recipe, "--dataset", str(toy / "dataset"), "--features-dir", str(toy / "features"),
-                     "--out", str(tmp_path / "run"), *sets])
-    assert code == 0 and "best val accuracy" in capsys.readouterr().out
+                     "--out", str(tmp_path / "run"), "--score", *sets])
+    printed = capsys.readouterr().out
+    assert code == 0 and "best val accuracy" in printed
+    scored = json.loads((tmp_path / "run" / "val_evaluation.json").read_text())
+    best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best_val_acc"]
+    assert scored["submissions"][0]["accuracy"] == pytest.approx(best)
     out = tmp_path / "sub.tsv"
     code = cli_main(["predict", str(tmp_path / "run" / "best.pt"), str(toy / "dataset"), "--split", "test",
                      "--out", str(out)])

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -76,24 +76,22 @@ class Question:
         }
 
 
-def _hash(*parts) -> str:
-    return hashlib.sha1("\t".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:16]
-
-
 def question_id(clip_id: str, sentence: str, word_index: int) -> str:
-    """The stable id of a built question."""
-    return "q" + _hash(clip_id, sentence, word_index)
+    """The stable id of a built question: ``q`` + 16 hex digits of SHA-1(clip id, sentence, word index)."""
+    return "q" + hashlib.sha1(f"{clip_id}\t{sentence}\t{word_index}".encode("utf-8")).hexdigest()[:16]
 
 
 def sentence_id(clip_id: str, sentence: str) -> str:
-    return "s" + _hash(clip_id, sentence)
+    """``s`` + 16 hex digits of SHA-1(clip id, sentence)."""
+    return "s" + hashlib.sha1(f"{clip_id}\t{sentence}".encode("utf-8")).hexdigest()[:16]
 
 
-def make_question(record: SentenceRecord, word: Word) -> Question:
-    """The question that blanks ``word`` of ``record.sentence``."""
+def make_question(record: SentenceRecord, word: Word, sid: str | None = None) -> Question:
+    """The question that blanks ``word`` of ``record.sentence`` (``sid``: its sentence id, if known)."""
     s = record.sentence
     return Question(
-        question_id=question_id(record.clip_id, s, word.index), sentence_id=sentence_id(record.clip_id, s),
+        question_id=question_id(record.clip_id, s, word.index),
+        sentence_id=sid or sentence_id(record.clip_id, s),
         record=record, question=s[:word.char_start] + BLANK + s[word.char_end:], answer=word.text,
         answer_pos=word.tag, word_index=word.index, char_start=word.char_start, char_end=word.char_end,
         labels=record.labels,
@@ -186,8 +184,9 @@ def build_questions(records: Sequence[SentenceRecord], tags: Mapping[str, list[W
         blanks = [w for w in cands[r.sentence] if blank_vocab is None or vocab_key(w, mode) in blank_vocab]
         if not blanks:
             st.sentences_without_blank += 1
+        sid = sentence_id(r.clip_id, r.sentence) if blanks else ""
         for w in blanks:
-            q = make_question(r, w)
+            q = make_question(r, w, sid)
             if q.question_id in seen:
                 st.duplicates_dropped += 1
                 continue

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 
 from . import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
 
@@ -66,6 +66,8 @@ def _train(args) -> int:
         raise CLIError(f"{args.recipe}: bad [model] settings: {exc}", EXIT_USAGE) from None
     except (ImportError, RuntimeError) as exc:
         raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
     print(f"{config['model']['name']}: best val accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch} "
           f"({result.epochs_run} epochs); checkpoint {result.best_checkpoint}")
     if args.score:
@@ -74,16 +76,21 @@ def _train(args) -> int:
 
 
 def _score_val(config: dict, result) -> None:
-    from ..evaluate import score_submission
+    from ..evaluate import EvaluationError, evaluate, format_table
+    from ..evaluate.report import metrics_json
     from ..train import predict, write_predictions
 
     d = config["data"]
     sub = result.out_dir / f"{d['val_split']}_predictions.tsv"
-    write_predictions(predict(result.best_checkpoint, d["dataset"], d["val_split"],
-                              features_dir=config["features"]["dir"], device=config["train"]["device"],
-                              missing=d["missing"]), sub)
-    report = score_submission(sub, d["dataset"], d["val_split"])
-    print(f"evaluator on {d['val_split']}: {report}")
+    try:
+        write_predictions(predict(result.best_checkpoint, d["dataset"], d["val_split"],
+                                  features_dir=config["features"]["dir"], device=config["train"]["device"],
+                                  missing=d["missing"]), sub)
+        ev = evaluate(d["dataset"], sub, split=d["val_split"], bootstrap=0, allow_missing=d["missing"] == "skip")
+    except EvaluationError as exc:
+        raise CLIError(f"scoring {sub}: {exc}", EXIT_INVALID) from None
+    (result.out_dir / f"{d['val_split']}_evaluation.json").write_text(metrics_json(ev), encoding="utf-8")
+    print(format_table(ev), end="")
 
 
 def _predict(args) -> int:

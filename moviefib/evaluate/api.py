@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import __version__
-from ._io import sha256_file
+from ..fileio import sha256_file
 from .bootstrap import Interval, PairedComparison, accuracy_intervals, paired_comparison
 from .errors import SubmissionInvalid, UsageError
 from .human import PUBLISHED_HUMAN, HumanModeResult, PublishedHuman, compare_humans, read_human_answers

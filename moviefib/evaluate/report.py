@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._io import atomic_write
+from ..fileio import atomic_write
 from .errors import ResourceUnavailable
 
 if TYPE_CHECKING:

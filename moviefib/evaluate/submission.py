@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from ._io import atomic_write
+from ..fileio import atomic_write
 from .errors import InputError, UsageError
 
 if TYPE_CHECKING:

@@ -34,7 +34,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..video import Sampling, Segment, VideoError, sample, sampling_to_dict
-from .store import StoreError, _default_mode, open_store, write_store
+from ..fileio import atomic_write
+from .store import StoreError, open_store, write_store
 
 log = logging.getLogger(__name__)
 
@@ -306,21 +307,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class _Staging:
     """The staging folder of one output: run settings, staged .npz files and their manifest."""
 
@@ -342,7 +328,7 @@ class _Staging:
                     f"{self.dir} holds features made with other settings; rerun with the same settings, "
                     f"or pass overwrite (--overwrite) to start again")
         else:
-            _atomic_write_text(run, json.dumps(fingerprint, sort_keys=True, indent=1))
+            atomic_write(run, json.dumps(fingerprint, sort_keys=True, indent=1), fsync=True)
         for tmp in self.dir.glob(".*.tmp*"):
             tmp.unlink()  # a staged file interrupted before its rename
         for f in sorted(self.dir.glob("stage-*.npz")):
@@ -377,7 +363,7 @@ class _Staging:
         _fsync_dir(self.dir)
         self.files[name] = [c for c, _, _ in clips]
         manifest = {"staged": [{"file": k, "clips": v} for k, v in sorted(self.files.items())]}
-        _atomic_write_text(self.dir / "manifest.json", json.dumps(manifest))
+        atomic_write(self.dir / "manifest.json", json.dumps(manifest), fsync=True)
 
     def items(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         for name in sorted(self.files):
@@ -568,7 +554,7 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
     if failures:
         text = "".join(json.dumps({"clip_id": f.clip_id, "path": f.path, "reason": f.reason}) + "\n"
                        for f in failures)
-        _atomic_write_text(failures_path, text)
+        atomic_write(failures_path, text, fsync=True)
     elif failures_path.exists():
         failures_path.unlink()  # from an earlier run whose failed clips now succeeded
 

@@ -26,6 +26,7 @@ _FAMILY_MODULES = (
     "moviefib.features.models_2d",
     "moviefib.features.models_3d",
     "moviefib.features.models_i3d",
+    "moviefib.features.models_pytorchvideo",
 )
 
 _REGISTRY: dict[str, Callable[..., "Extractor"]] = {}

@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from ..fileio import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -142,29 +143,13 @@ class _Writer:
         return len(self.clip_ids)
 
 
-def _default_mode(path: str) -> None:
-    """Give a mkstemp file (created 0600) the permissions a plain open() would have."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def _atomic_h5(path: Path, fill) -> int:
     """Create ``path`` through a temp file in the same folder: ``fill(h5file)`` then rename."""
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             n = fill(h5)
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return n
 
 

