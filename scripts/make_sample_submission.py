@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         key = load_key(dataset, "val")
         sub = write_submission(args.out / SUBMISSION, sample_answers(key.question_ids, key.answers))
         metrics = expected_metrics(dataset, sub)
-    from moviefib.evaluate._io import atomic_write
+    from moviefib.fileio import atomic_write
 
     atomic_write(args.out / EXPECTED, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {sub} and {args.out / EXPECTED}: accuracy {metrics['submissions'][0]['accuracy']:.4f}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -113,18 +112,21 @@ _WORKER: dict = {}
 
 
 def _init_worker(name: str, batch_size: int) -> None:
-    # One BLAS thread per worker: the pool already uses every core.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
     if _WORKER.get("name") != name:
         _WORKER["nlp"] = _load(name)
         _WORKER["name"] = name
     _WORKER["batch_size"] = batch_size
 
 
-def _worker_tag(chunk: tuple[int, Sequence[str]]) -> tuple[int, list[list[Word]]]:
+def _worker_tag(chunk: tuple[int, Sequence[str]]) -> tuple[int, list[list[tuple]]]:
+    # Plain tuples cross the pipe several times faster than frozen dataclasses.
     start, sentences = chunk
-    return start, _tag_with(_WORKER["nlp"], sentences, _WORKER["batch_size"])
+    return start, [[astuple_word(w) for w in words]
+                   for words in _tag_with(_WORKER["nlp"], sentences, _WORKER["batch_size"])]
+
+
+def astuple_word(w: Word) -> tuple:
+    return (w.index, w.text, w.char_start, w.char_end, w.tag)
 
 
 class Tagger:
@@ -168,4 +170,5 @@ class Tagger:
             for _, part in pool.imap(_worker_tag, chunks):
                 if progress:
                     progress(len(part))
-                yield from part
+                for words in part:
+                    yield [Word(*t) for t in words]

@@ -19,6 +19,7 @@ Features are the input of the Kinetics classifier, averaged over positions: X3D'
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import urllib.request
@@ -113,9 +114,11 @@ def _download(name: str, url: str) -> Path:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
         os.replace(partial, cached)
-    except OSError as exc:  # URLError, timeouts and disk errors are all OSErrors
+    # URLError, timeouts and disk errors are OSErrors; a connection cut mid-file is IncompleteRead.
+    except (OSError, http.client.HTTPException) as exc:
         partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc or type(exc).__name__
+        reason = str(getattr(exc, "reason", None) or exc).strip()
+        reason = reason.splitlines()[0] if reason else type(exc).__name__
         raise WeightsUnavailableError(
             f"{name}: cannot download pytorchvideo weights from {url} ({reason}); on a machine without "
             f"internet, download the file elsewhere and pass its path as weights, or put it in "
