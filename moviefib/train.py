@@ -55,7 +55,7 @@ DEFAULTS: dict[str, dict] = {
     "train": {
         "out_dir": None,
         "device": "auto",         # auto, cpu, cuda, cuda:1...
-        "amp": True,              # bfloat16 autocast on GPU (ignored on CPU)
+        "amp": True,              # float16 autocast + gradient scaling on GPU (ignored on CPU)
         "seed": 0,
         "batch_size": 24,
         "eval_batch_size": 256,
@@ -299,8 +299,9 @@ def _autocast(device, amp: bool):
 
     import torch
 
+    # float16, not bfloat16: cuDNN runs LSTMs in bfloat16 only from cuDNN 9.13 on.
     if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
 
 
@@ -429,6 +430,7 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-1)
     collate = Collator(getattr(model, "tokenize", None))
     amp = bool(cfg_t["amp"])
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
 
     history: list[dict] = []
     start_epoch, best_acc, best_epoch, bad = 0, -1.0, 0, 0
@@ -440,6 +442,7 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
             raise ConfigError(f"{cfg_t['resume']}: vocabularies differ from this config's data; cannot resume")
         model.load_state_dict(state["state_dict"])
         optim.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         best_acc, best_epoch, bad = float(state["best_val_acc"]), int(state["best_epoch"]), int(state["bad_epochs"])
         log.info("resumed from %s after epoch %d (best val %.4f)", cfg_t["resume"], start_epoch, best_acc)
@@ -482,10 +485,12 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
             # A batch of only out-of-vocabulary answers has no loss (NaN): it adds no gradient.
             loss = torch.nan_to_num(loss, nan=0.0)
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg_t["clip_grad"]:
+                scaler.unscale_(optim)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg_t["clip_grad"]))
-            optim.step()
+            scaler.step(optim)
+            scaler.update()
             loss_sum += loss.detach() * len(target)
             n_seen += len(target)
             n_correct += (logits.detach().argmax(1) == target).sum()
@@ -514,8 +519,8 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
             ckpt = build_checkpoint(model, config, answer_vocab, words, stores, epoch=epoch + 1, val_acc=val_acc)
             if improved:
                 _atomic_save(ckpt, out / "best.pt")
-            ckpt.update(optimizer=optim.state_dict(), history=history, best_val_acc=best_acc,
-                        best_epoch=best_epoch, bad_epochs=bad)
+            ckpt.update(optimizer=optim.state_dict(), scaler=scaler.state_dict(), history=history,
+                        best_val_acc=best_acc, best_epoch=best_epoch, bad_epochs=bad)
             _atomic_save(ckpt, out / "last.pt")
             metrics = {**base, "history": history, "best_epoch": best_epoch, "best_val_acc": best_acc,
                        "finished": False}

@@ -24,6 +24,8 @@ def main() -> int:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--model", default=None)
     ap.add_argument("--top", type=int, default=15, help="differences to list per kind")
+    ap.add_argument("--raw", action="store_true",
+                    help="compare the files as they are (no mapping of cut sentences to full ones)")
     args = ap.parse_args()
     folder = args.shared / "data" / "moviefib_val"
     desc, fib = folder / "LSMDC16_annos_val.csv", folder / "LSMDC16_annos_val_FIB.csv"
@@ -33,9 +35,10 @@ def main() -> int:
     records = from_descriptions(desc).records
     real = read_fib_import(fib).records
     n = len(records)
-    records, real, mapped = canonical_rows(records, real)
-    print(f"{n - len(records)} description rows are sentences cut by the release's repeated-word bug: not "
-          f"built from; {mapped} released rows on them mapped to the full sentence")
+    if not args.raw:
+        records, real, mapped = canonical_rows(records, real)
+        print(f"{n - len(records)} description rows are sentences cut by the release's repeated-word bug: not "
+              f"built from; {mapped} released rows on them mapped to the full sentence")
     tagger = Tagger(args.model, n_process=args.processes)
     t0 = time.perf_counter()
     unique = list(dict.fromkeys(r.sentence for r in records))

@@ -108,6 +108,7 @@ def test_build_dataset_vocab_blind_and_stats(tmp_path, spacy_tagger):
     assert not (tmp_path / "ds.keys" / "train.parquet").exists()
     stats = json.loads((out / "stats.json").read_text())
     assert stats["tagger"]["model"].startswith("en_core_web_sm") and stats["tagger"]["version"]
+    assert stats["tagger"]["requested"] == "en_core_web_sm"  # the default; falls back to the re-upload
     assert stats["splits"]["test"]["blind"] and stats["splits"]["train"]["questions"] == rep.splits["train"].questions
     assert stats["blank_vocabulary"]["size"] == 3
     card = (out / "README.md").read_text()
@@ -276,7 +277,8 @@ def test_cli_corpus_and_import(tmp_path, capsys):
     assert main(["build", "corpus", "-o", str(tmp_path / "c"), str(j), "-j", "1", "--no-progress"]) == 0
     assert pq.read_table(tmp_path / "c" / "data" / "test.parquet").num_rows >= 1
     assert main(["build", "corpus", "-o", str(tmp_path / "d"), "--no-progress"]) == 2
-    capsys.readouterr()
+    assert main(["build"]) == 2
+    assert "descriptions" in capsys.readouterr().err
 
 
 def test_parallel_tagging_matches_single_process(spacy_tagger, tiny_descriptions):

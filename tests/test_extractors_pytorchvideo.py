@@ -20,6 +20,9 @@ from moviefib.features import models_pytorchvideo as PTV
 from moviefib.features.registry import create_extractor, list_extractors
 from moviefib.features.weights import WeightsUnavailableError, sha256_file
 
+# pytorchvideo decorates layers with torch.jit.script, which torch deprecates; nothing to act on here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")
+
 needs_pytorchvideo = pytest.mark.skipif(
     importlib.util.find_spec("pytorchvideo") is None,
     reason="pytorchvideo not installed (pip install 'moviefib[pytorchvideo]')")
@@ -210,3 +213,61 @@ def test_default_weights_come_from_the_torch_hub_cache(monkeypatch, tmp_path):
     ex = create_extractor("x3d_xs", memory_format="contiguous")
     assert ex.provenance["weights"].startswith("pytorchvideo:http://127.0.0.1")
     assert ex.provenance["sha256"] == sha256_file(cached) and ex.labels is not None
+
+
+@needs_pytorchvideo
+def test_a_cut_download_leaves_nothing_that_looks_cached(monkeypatch, tmp_path):
+    import threading
+
+    from pytorchvideo.models import hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def serve_half_a_file():
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+
+        thread = threading.Thread(target=serve_half_a_file, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/X3D_M.pyth"
+        monkeypatch.setitem(hub.x3d.checkpoint_paths, "x3d_m", url)
+        message = _one_line_unavailable("x3d_m")
+        thread.join(5)
+    assert "x3d_m" in message and "cut after 10 of 1000 bytes" in message
+    assert not any((tmp_path / "hub" / "checkpoints").iterdir())
+
+
+@needs_pytorchvideo
+def test_default_weights_download_into_the_cache(monkeypatch, tmp_path):
+    import http.server
+    import threading
+
+    from pytorchvideo.models import hub
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save({"model_state": _random("x3d_xs").model.net.state_dict()}, served / "X3D_XS.pyth")
+    handler = functools.partial(QuietHandler, directory=str(served))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/X3D_XS.pyth"
+        monkeypatch.setitem(hub.x3d.checkpoint_paths, "x3d_xs", url)
+        try:
+            ex = create_extractor("x3d_xs", memory_format="contiguous")
+        finally:
+            server.shutdown()
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "X3D_XS.pyth"
+    assert [p.name for p in cached.parent.iterdir()] == ["X3D_XS.pyth"]  # no temporary file left
+    assert ex.provenance["weights"] == f"pytorchvideo:{url}"
+    assert ex.provenance["sha256"] == sha256_file(cached) == sha256_file(served / "X3D_XS.pyth")
+    assert ex.classify is not None and len(ex.labels) == 400

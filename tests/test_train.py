@@ -65,7 +65,7 @@ def _write_features(fdir: Path, skip: set[int] = frozenset()):
     rng = np.random.default_rng(0)
     clips = [k for first, n, _ in SPLITS.values() for k in range(first, first + n) if k not in skip]
     for preset, dim, steps in (("paper_2d", 8, 9), ("paper_3d", 12, 3)):
-        def items():
+        def items(dim=dim, steps=steps):
             for k in clips:
                 feats = rng.normal(0, 0.5, (steps, dim))
                 feats[:, _label(k)] += 2.0
@@ -201,3 +201,24 @@ def test_cli_train_then_predict(toy, tmp_path, capsys):
     assert code == 3 and "nowhere" in err and "Traceback" not in err
     code = cli_main(["predict", str(tmp_path / "nope.pt"), str(toy / "dataset"), "--out", str(out)])
     assert code == 3 and "nope.pt: no such checkpoint" in capsys.readouterr().err
+
+
+def test_results_table_is_filled_from_metrics(toy, tmp_path):
+    import subprocess
+    import sys
+
+    train(_config(toy, "majority", tmp_path / "runs" / "majority"))
+    train(_config(toy, "context_lookup", tmp_path / "runs" / "context_lookup"))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
+    script = ROOT / "scripts" / "results_table.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), "--readme", str(readme)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    text = readme.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| majority") or line.startswith("| context")]
+    assert len(rows) == 2 and rows[0].startswith("| majority") and "old" not in text and text.endswith("tail\n")
+    acc = json.loads((tmp_path / "runs" / "majority" / "metrics.json").read_text())["best_val_acc"]
+    assert f"{100 * acc:.2f} %" in rows[0]
+    check = subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), "--readme", str(readme), "--check"])
+    assert check.returncode == 0

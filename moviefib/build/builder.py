@@ -402,8 +402,13 @@ def build_dataset(records: Sequence[SentenceRecord], folder: str | os.PathLike,
         from .tagging import Tagger
 
         tagger = Tagger(options.model, n_process=options.n_process)
-    tags = _tag_unique([r.sentence for r in records], tagger, progress)
-    cands = sentence_candidates(tags, options.mode)
+    tags: dict[str, list[Word]] = {}
+    cands: dict[str, list[Word]] = {}
+    unique = list(dict.fromkeys(r.sentence for r in records))
+    # Candidates are picked as tagged chunks arrive, while the pool's workers tag the next ones.
+    for sentence, words in zip(unique, tagger.tag(unique, progress=progress)):
+        tags[sentence] = words
+        cands[sentence] = candidates(words, options.mode, sentence)
     vocab = _resolve_vocab(options.vocab, records, cands, options.mode)
     questions, split_stats = build_questions(records, tags, options.mode, vocab, label_fn=label_fn, cands=cands)
     vocab_info = options.vocab.describe() | {"size": None if vocab is None else len(vocab)}

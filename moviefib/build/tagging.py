@@ -121,11 +121,11 @@ def _init_worker(name: str, batch_size: int) -> None:
 def _worker_tag(chunk: tuple[int, Sequence[str]]) -> tuple[int, list[list[tuple]]]:
     # Plain tuples cross the pipe several times faster than frozen dataclasses.
     start, sentences = chunk
-    return start, [[astuple_word(w) for w in words]
+    return start, [[_word_tuple(w) for w in words]
                    for words in _tag_with(_WORKER["nlp"], sentences, _WORKER["batch_size"])]
 
 
-def astuple_word(w: Word) -> tuple:
+def _word_tuple(w: Word) -> tuple:
     return (w.index, w.text, w.char_start, w.char_end, w.tag)
 
 

@@ -126,6 +126,8 @@ def _progress(args, sentences):
         return None, None
     from tqdm import tqdm
 
+    # No monitor thread: the tagging pool forks, and forking a process that runs threads is unsafe.
+    tqdm.monitor_interval = 0
     bar = tqdm(total=len(set(sentences)), unit="sent", desc="tagging", file=sys.stderr)
     return bar, bar.update
 

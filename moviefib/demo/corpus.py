@@ -390,7 +390,8 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
     info = dict(path=out, config=config, clips=_count(p.split for p in plans),
                 sentences=_count(p.split for p in plans for _ in p.sentences),
                 word_types=_count(t for p in plans for s in p.sentences for t in s.types))
-    if old is not None and old.get("complete"):
+    outputs = [out / ANNOTATION_FILE.format(split=s) for s in SPLITS] + [out / WORD_TYPES_FILE]
+    if old is not None and old.get("complete") and all(p.is_file() for p in outputs):
         log.info("reusing the complete corpus in %s", out)
         if progress:
             progress(len(plans), len(plans))

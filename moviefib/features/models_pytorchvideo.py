@@ -14,14 +14,15 @@ creation fails in one line instead of hanging.
 Features are the input of the Kinetics classifier, averaged over positions: X3D's 2048-d projected pool
 (after its ReLU), SlowFast's 2304-d concatenation of the pooled slow (2048) and fast (256) pathways.
 ``classify`` is that classifier, so ``classify(features)`` are the model's logits averaged over positions
-(the hub models apply a softmax per position first; the top classes agree).
+(X3D's hub model averages per-position softmaxes instead; at its training crop there is one position and
+the two agree). Resizing is antialiased, where pytorchvideo's ``ShortSideScale`` is not: pixels differ
+slightly from its recipe when downscaling.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
-import os
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fileio import atomic_output
 from .hub import load_state_dict_file
 from .registry import Extractor, library_versions, register_extractor
 from .transforms import FramePreprocess
@@ -101,28 +103,30 @@ def _checkpoint_url(hub, builder: str) -> str:
 def _download(name: str, url: str) -> Path:
     """The checkpoint at ``url`` from torch's hub cache, downloading it first if needed.
 
-    Written to a temporary name and renamed when complete, so a killed download never leaves a file
-    that looks cached."""
+    Written to a temporary name and renamed when complete, so a killed or cut download never leaves a
+    file that looks cached."""
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
     if cached.is_file():
         return cached
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+    hint = (f"on a machine without internet, download the file elsewhere and pass its path as weights, "
+            f"or put it in {cached.parent}")
     log.info("%s: downloading %s", name, url)
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(partial, "wb") as out:
+        with atomic_output(cached, suffix=".partial") as tmp, open(tmp, "wb") as out, \
+                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            expected = response.headers.get("Content-Length")
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-        os.replace(partial, cached)
-    # URLError, timeouts and disk errors are OSErrors; a connection cut mid-file is IncompleteRead.
+            # http.client ends a read quietly when the server closes early: only the length tells.
+            if expected is not None and out.tell() != int(expected):
+                raise WeightsUnavailableError(
+                    f"{name}: download of {url} cut after {out.tell()} of {expected} bytes; {hint}")
+    # URLError, timeouts and disk errors are OSErrors; http.client's own errors are not.
     except (OSError, http.client.HTTPException) as exc:
-        partial.unlink(missing_ok=True)
         reason = str(getattr(exc, "reason", None) or exc).strip()
         reason = reason.splitlines()[0] if reason else type(exc).__name__
         raise WeightsUnavailableError(
-            f"{name}: cannot download pytorchvideo weights from {url} ({reason}); on a machine without "
-            f"internet, download the file elsewhere and pass its path as weights, or put it in "
-            f"{cached.parent}") from None
+            f"{name}: cannot download pytorchvideo weights from {url} ({reason}); {hint}") from None
     return cached
 
 
