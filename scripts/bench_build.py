@@ -57,10 +57,11 @@ def main() -> int:
               f"(read {t_read:.1f} s, model load {t_load:.1f} s, tag+build+write {report.seconds:.1f} s = "
               f"{len(records) / report.seconds:.0f} sentences/s); CPU: main process {cpu_main:.1f} s, "
               f"tagging workers {cpu_kids:.1f} s")
-        # What the run would take with the cores to itself: CPU-bound, the cores shared by all processes.
+        # An upper bound for a machine with the cores to itself: the CPU time spread evenly over the cores
+        # (it ignores the serial part after tagging, when only the main process works).
         cores = min(n, len(os.sched_getaffinity(0)))
         bound = max((cpu_main + cpu_kids) / cores, cpu_main if n > 1 else 0.0)
-        print(f"  CPU-bound estimate on an otherwise idle machine: {len(records) / bound:.0f} sentences/s")
+        print(f"  upper bound on an otherwise idle machine (CPU time / cores): {len(records) / bound:.0f} sentences/s")
     return 0
 
 

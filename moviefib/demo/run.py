@@ -31,7 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .corpus import ANNOTATION_FILE, SPLITS, CorpusConfig, generate_corpus, question_type_labels
+from .corpus import (
+    ANNOTATION_FILE, SPLITS, CorpusConfig, write_text_atomic, generate_corpus, question_type_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,11 @@ def _extractor(stream: str, weights: str, device: str):
     """The stream's extractor at 112 px; random weights (with the reason) when pretrained ones cannot be had."""
     from ..features.registry import create_extractor
     from ..features.weights import WeightsUnavailableError
+
+    # The extractor's provenance lists the versions of the libraries already imported; decoding needs
+    # PyAV anyway, and importing it first keeps the provenance, hence the resume check, the same
+    # whether or not this run also generated the corpus.
+    import av  # noqa: F401
 
     name = STREAMS[stream][1]
     state = "pretrained"
@@ -170,13 +177,13 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
     runs, preds, report = out / "runs", out / "predictions", out / "report"
     stages: list[StageTime] = []
 
-    def stage(name: str, fn) -> object:
+    def stage(name: str, fn, describe=str):
         log.info("demo: %s...", name)
         t0 = time.perf_counter()
-        detail = fn()
-        stages.append(StageTime(name, time.perf_counter() - t0, str(detail)))
-        log.info("demo: %s done in %.1f s (%s)", name, stages[-1].seconds, detail)
-        return detail
+        value = fn()
+        stages.append(StageTime(name, time.perf_counter() - t0, describe(value)))
+        log.info("demo: %s done in %.1f s (%s)", name, stages[-1].seconds, stages[-1].detail)
+        return value
 
     def make_corpus() -> str:
         info = generate_corpus(corpus, CorpusConfig.preset(size, seed=seed), workers=workers)
@@ -191,20 +198,30 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
     checkpoints = {}
     for name in BASELINES:
         checkpoints[name] = stage(f"train {name}", lambda n=name: _train(n, dataset, features, runs, device,
-                                                                          epochs))
-    submissions = []
-    for name in BASELINES:
-        path = preds / f"{name}.tsv"
-        if not path.is_file():
-            write_predictions(predict(checkpoints[name], dataset, "test", features_dir=features, device=device),
-                              path)
-        submissions.append(path)
-    ev = stage("evaluate", lambda: evaluate(dataset, submissions, split="test", by=("question_type",)))
-    table = format_table(ev)
-    write_outputs(ev, report)
+                                                                          epochs),
+                                  lambda path: f"best model {path}")
+    submissions = [preds / f"{name}.tsv" for name in BASELINES]
+
+    def predict_all() -> int:
+        made = 0
+        for name, path in zip(BASELINES, submissions):
+            if not path.is_file():  # the submission writer is atomic: a file here is complete
+                write_predictions(predict(checkpoints[name], dataset, "test", features_dir=features,
+                                          device=device), path)
+                made += 1
+        return made
+
+    stage("predict", predict_all, lambda n: f"{n} of {len(BASELINES)} prediction files written")
+
+    def score():
+        ev = evaluate(dataset, submissions, split="test", by=("question_type",))
+        write_outputs(ev, report)
+        return ev
+
+    ev = stage("evaluate", score, lambda ev: f"{ev.n_questions} test questions")
     accuracy = _accuracy_by_type(dataset, submissions)
-    result = DemoResult(out, tuple(stages), used, accuracy, table, report)
-    (out / "demo.json").write_text(json.dumps({
+    result = DemoResult(out, tuple(stages), used, accuracy, format_table(ev), report)
+    write_text_atomic(out / "demo.json", json.dumps({
         "size": size, "seed": seed, "epochs": epochs, "device": device, "weights": used,
         "stages": [dataclasses.asdict(s) for s in stages], "test_accuracy": accuracy}, indent=2) + "\n")
     return result
