@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
+
+from .fileio import atomic_output
 
 BLANK = "_____"
 DESCRIPTION_COLUMNS = (
@@ -347,22 +348,14 @@ def write_rows(path: str | os.PathLike, rows: Iterable[DescriptionRow]) -> int:
 
     Returns the number of rows written. A crash never leaves a half-written file at ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                cols = row.fields()
-                for name, value in zip(FIB_COLUMNS, cols):
-                    _check_field(value, name)
-                fh.write("\t".join(cols) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        for row in rows:
+            cols = row.fields()
+            for name, value in zip(FIB_COLUMNS, cols):
+                _check_field(value, name)
+            fh.write("\t".join(cols) + "\n")
+            n += 1
     return n
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace as types_ns
@@ -268,3 +269,21 @@ def test_cli_writes_a_corpus_and_reports_errors_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "other settings (seed)" in err
     assert main(["demo", "corpus", "--out", str(tmp_path / "x"), "--movies", "2", "--no-progress"]) == 2
     assert "movies must be at least 3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MOVIEFIB_TEST_SLOW") != "1",
+                    reason="end-to-end demo (about a minute on 2 cores): set MOVIEFIB_TEST_SLOW=1")
+def test_demo_runs_end_to_end_and_resumes(tmp_path):
+    pytest.importorskip("torch")
+    from moviefib.demo.run import BASELINES, run_demo
+
+    result = run_demo(tmp_path / "demo", size="tiny", epochs=1, weights="none")
+    assert set(result.accuracy) == set(BASELINES)
+    assert all({"all", "appearance", "motion"} <= set(acc) for acc in result.accuracy.values())
+    assert (result.report_dir / "report.md").is_file() and (tmp_path / "demo" / "demo.json").is_file()
+    assert "question_type" in result.table
+    again = run_demo(tmp_path / "demo", size="tiny", epochs=1, weights="none")
+    details = {s.name: s.detail for s in again.stages}
+    assert details["corpus"] == "reused" and details["questions"] == "reused"
+    assert details["predict"].startswith("0 of") and again.accuracy == result.accuracy

@@ -12,11 +12,11 @@ Words are compared in lower case in ``clean`` mode and as written in ``compat`` 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from ..fileio import atomic_write
 from ..formats import FormatError
 
 
@@ -76,23 +76,11 @@ def read_vocab_file(path: str | os.PathLike, *, lower: bool = True) -> frozenset
     return frozenset(words)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_word_list(path: str | os.PathLike, words: Iterable[str]) -> None:
-    _atomic_text(Path(path), "".join(f"{w}\n" for w in words))
+    atomic_write(path, "".join(f"{w}\n" for w in words))
 
 
 def write_counts(path: str | os.PathLike, counts: Mapping[str, int]) -> None:
     """``word<TAB>count`` by decreasing count, ties alphabetical."""
     order = sorted(counts, key=lambda w: (-counts[w], w))
-    _atomic_text(Path(path), "".join(f"{w}\t{counts[w]}\n" for w in order))
+    atomic_write(path, "".join(f"{w}\t{counts[w]}\n" for w in order))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
+from . import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
 
 
 def register(subparsers) -> None:
@@ -116,16 +116,19 @@ def _corpus(args) -> int:
 
 
 def _run(args) -> int:
-    from ..demo.corpus import CorpusError
-    from ..demo.run import run_demo
+    from ..demo.run import DemoError, run_demo
 
     if args.workers < 1 or args.epochs < 0:
         raise CLIError("--workers must be at least 1 and --epochs at least 0", EXIT_USAGE)
     try:
         result = run_demo(args.out, size=args.size, seed=args.seed, epochs=args.epochs or None,
                           device=args.device, weights=args.weights, workers=args.workers)
-    except CorpusError as exc:
+    except DemoError as exc:
+        raise CLIError(str(exc), EXIT_PARTIAL) from None
+    except ValueError as exc:  # bad settings or inputs of a stage (corpus, build, training config)
         raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot write the demo to {args.out}: {exc}") from None
     print(result.table)
     print("\ntest accuracy by question type (%):")
     kinds = ("all", "text", "appearance", "motion")
@@ -135,7 +138,7 @@ def _run(args) -> int:
     print("\nstages:")
     for st in result.stages:
         print(f"  {st.name:24s} {st.seconds:8.1f} s  {st.detail}")
-    print(f"\nweights: " + ", ".join(f"{k} {v}" for k, v in result.weights.items()))
+    print("\nweights: " + ", ".join(f"{k} {v}" for k, v in result.weights.items()))
     print(f"report, metrics and chart: {result.report_dir}")
     return EXIT_OK
 

@@ -184,56 +184,92 @@ def describe(scene: SceneWords, rng: np.random.Generator) -> Sentence:
         toward = pick(_TOWARD)
         form = int(rng.integers(forms))
         if form == 0:
-            b.attr(scene.action, "action"); b.attr(scene.speed, "speed")
-            b.text(toward); b.attr(scene.direction, "direction")
+            b.attr(scene.action, "action")
+            b.attr(scene.speed, "speed")
+            b.text(toward)
+            b.attr(scene.direction, "direction")
         elif form == 1:
-            b.attr(scene.action, "action"); b.text(toward); b.attr(scene.direction, "direction")
+            b.attr(scene.action, "action")
+            b.text(toward)
+            b.attr(scene.direction, "direction")
             b.attr(scene.speed, "speed")
         elif form == 2:
-            b.attr(scene.speed, "speed"); b.attr(scene.action, "action")
-            b.text(toward); b.attr(scene.direction, "direction")
+            b.attr(scene.speed, "speed")
+            b.attr(scene.action, "action")
+            b.text(toward)
+            b.attr(scene.direction, "direction")
         elif form == 3:
-            b.text("moves"); b.attr(scene.speed, "speed"); b.text(toward)
-            b.attr(scene.direction, "direction"); b.text("and"); b.attr(scene.action, "action")
+            b.text("moves")
+            b.attr(scene.speed, "speed")
+            b.text(toward)
+            b.attr(scene.direction, "direction")
+            b.text("and")
+            b.attr(scene.action, "action")
         else:
-            b.attr(scene.action, "action"); b.text("as it moves"); b.attr(scene.speed, "speed")
-            b.text(toward); b.attr(scene.direction, "direction")
+            b.attr(scene.action, "action")
+            b.text("as it moves")
+            b.attr(scene.speed, "speed")
+            b.text(toward)
+            b.attr(scene.direction, "direction")
 
     def backdrop_suffix() -> None:
         if rng.random() < 0.3:
-            b.text(pick(_BACKDROP_PREPS)); b.attr(scene.backdrop, "backdrop")
+            b.text(pick(_BACKDROP_PREPS))
+            b.attr(scene.backdrop, "backdrop")
 
     def extra_clause() -> None:
         if scene.extra is not None and rng.random() < 0.6:
             if rng.random() < 0.5:
                 b.punct(",")
-            b.text("while a"); b.attr(scene.extra[0], "extra_colour"); b.attr(scene.extra[1], "extra_shape")
+            b.text("while a")
+            b.attr(scene.extra[0], "extra_colour")
+            b.attr(scene.extra[1], "extra_shape")
             b.text(pick(("rests in the corner", "sits still in the corner", "stays in the corner")))
 
     frame = int(rng.integers(6))
     if frame == 0:  # [intro,] NP motion [backdrop] [extra]
         if rng.random() < 0.5:
-            b.text(pick(_INTROS)); b.punct(",")
+            b.text(pick(_INTROS))
+            b.punct(",")
         noun_phrase(pick(("a", "the")))
-        motion(); backdrop_suffix(); extra_clause()
+        motion()
+        backdrop_suffix()
+        extra_clause()
     elif frame == 1:  # SOMEONE watches as NP motion
         b.text(pick(("SOMEONE watches as", "SOMEONE looks on as", "SOMEONE and SOMEONE watch as")))
-        noun_phrase("a"); motion(); backdrop_suffix()
+        noun_phrase("a")
+        motion()
+        backdrop_suffix()
     elif frame == 2:  # NP motion while SOMEONE gestures
-        noun_phrase(pick(("a", "the"))); motion(); backdrop_suffix()
-        b.text("while SOMEONE"); gesture()
+        noun_phrase(pick(("a", "the")))
+        motion()
+        backdrop_suffix()
+        b.text("while SOMEONE")
+        gesture()
     elif frame == 3:  # SOMEONE gestures [and gestures] as NP motion
         if rng.random() < 0.2:
-            b.text("SOMEONE and SOMEONE"); b.text(pick(_PAIR_GESTURES))
+            b.text("SOMEONE and SOMEONE")
+            b.text(pick(_PAIR_GESTURES))
         else:
-            b.text("SOMEONE"); first = gesture()
+            b.text("SOMEONE")
+            first = gesture()
             if rng.random() < 0.35:
-                b.text("and"); gesture(avoid=first)
-        b.text("as"); noun_phrase("a"); motion(); backdrop_suffix()
+                b.text("and")
+                gesture(avoid=first)
+        b.text("as")
+        noun_phrase("a")
+        motion()
+        backdrop_suffix()
     elif frame == 4:  # SOMEONE follows the NP with his eyes as it moves
-        b.text("SOMEONE follows"); noun_phrase("the")
-        b.text(f"with {pronoun} eyes as it"); motion(forms=4)
+        b.text("SOMEONE follows")
+        noun_phrase("the")
+        b.text(f"with {pronoun} eyes as it")
+        motion(forms=4)
     else:  # backdrop first: In front of the house, NP motion
-        b.text(pick(_BACKDROP_PREPS)); b.attr(scene.backdrop, "backdrop"); b.punct(",")
-        noun_phrase("a"); motion(); extra_clause()
+        b.text(pick(_BACKDROP_PREPS))
+        b.attr(scene.backdrop, "backdrop")
+        b.punct(",")
+        noun_phrase("a")
+        motion()
+        extra_clause()
     return b.sentence()

@@ -16,9 +16,11 @@ Every stage resumes: a rerun reuses the finished corpus, dataset, feature stores
 resumes clip by clip), finished training runs (an unfinished one continues from its ``last.pt``) and
 predictions, so an interrupted demo picks up where it stopped.
 
-Frames are 112 px: the extractors see them at their own size instead of upscaled to 224, which costs a
-quarter of the compute; linear probes on the default corpus found the same attributes recoverable (2D:
-colour, shape, size, backdrop; 3D: speed, direction, action) at either size.
+Frames are 112 px and the extractors see them at that size instead of upscaled to 224, a quarter of the
+compute. Linear probes on per-clip features of the default corpus (300 training clips, 100 held out)
+measured: EfficientNet-Lite0 colour/shape/size/backdrop 0.66/0.74/0.80/0.66 at 112 px (0.77/0.90/0.96/
+0.96 at 224) and near chance on motion; I3D speed/direction/action 0.79/0.78/0.54 at 112 px (0.83/0.78/
+0.65 at 224), with the first and second half of the windows kept apart.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ BASELINES = ("text_only", "text_2d", "text_3d", "text_2d3d", "text_2d3d_early")
 STREAMS = {"2d": ("demo_2d", "efficientnet_lite0"), "3d": ("demo_3d", "i3d")}
 _RECIPES = Path(__file__).resolve().parents[2] / "baselines"
 _DEMO_SIZE = 112
+
+
+class DemoError(RuntimeError):
+    """A stage of the demo could not finish (e.g. clips that failed to decode)."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +131,16 @@ def _extract(corpus: Path, features: Path, stream: str, weights: str, device: st
     for split in SPLITS:
         clips += clips_from_lsmdc(corpus / ANNOTATION_FILE.format(split=split), corpus)
     sampling = EveryKth(3) if stream == "2d" else Windows(16, stride=16, last="pad")
-    summary = extract(clips, features / f"{preset}.h5", ex, sampling, preset=preset, device=device,
-                      batch_size=32 if stream == "2d" else 8, num_workers=workers)
+    settings = dict(preset=preset, device=device, batch_size=32 if stream == "2d" else 8, num_workers=workers)
+    try:
+        summary = extract(clips, features / f"{preset}.h5", ex, sampling, **settings)
+    except ValueError as exc:
+        # The store was made with other settings, e.g. random weights by an earlier offline run: it
+        # belongs to this demo folder, so it is remade rather than mixed.
+        log.warning("%s; extracting %s again", exc, preset)
+        summary = extract(clips, features / f"{preset}.h5", ex, sampling, overwrite=True, **settings)
     if summary.failed:
-        raise RuntimeError(f"{preset}: {summary.failed} clips failed to extract; see the log")
+        raise DemoError(f"{preset}: {summary.failed} clips failed to extract; see the log")
     return state
 
 

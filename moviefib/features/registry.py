@@ -83,16 +83,23 @@ class Extractor:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape a feature (for provenance records)."""
+    """Versions of the libraries that shape a feature (for provenance records).
+
+    Read from the installed distributions' metadata, not from imported modules, so the answer does
+    not depend on what this process happened to import before (a resumed extraction compares it).
+    A library that is not installed is left out.
+    """
+    import importlib.metadata as md
     import platform
-    import sys
 
     from .. import __version__
 
     versions = {"moviefib": __version__, "python": platform.python_version()}
-    for module in ("numpy", "torch", "torchvision", "av", "transformers", "pytorchvideo"):
-        if module in sys.modules:
-            versions[module] = str(getattr(sys.modules[module], "__version__", "unknown"))
+    for dist in ("numpy", "torch", "torchvision", "av"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
     return versions
 
 
