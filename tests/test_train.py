@@ -8,6 +8,7 @@ near chance, like ``text_only``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,37 @@ def test_results_table_is_filled_from_metrics(toy, tmp_path):
     assert f"{100 * acc:.2f} %" in rows[0]
     check = subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), "--readme", str(readme), "--check"])
     assert check.returncode == 0
+
+
+def test_streams_are_aligned_by_time(tmp_path):
+    from moviefib.data import FIBDataset, WordVocab
+    from moviefib.dataset import QuestionItem
+    from moviefib.features.store import open_store
+
+    # Each step's features hold its own timestamp, so the batch shows which steps were picked.
+    t2d, t3d = (np.arange(30) + 0.5) / 10, np.array([0.42, 1.27, 2.18, 2.91])
+    write_store(tmp_path / "a.h5", [("c1", np.tile(t2d[:, None], (1, 2)), t2d)], {})
+    write_store(tmp_path / "b.h5", [("c1", np.tile(t3d[:, None], (1, 3)), t3d)], {})
+    stores = {"2d": open_store(tmp_path / "a.h5"), "3d": open_store(tmp_path / "b.h5")}
+    words = WordVocab(("<pad>", "<unk>", "<s>", "</s>", "a"))
+    item = QuestionItem("q", "c1", ("a",), ("b", "a"), "x", 0)
+    sample = FIBDataset([item], words, stores=stores)[0]
+    assert sample["left"] == [2, 4] and sample["right"] == [3, 4, 1]  # right side reversed
+    video = sample["video"]
+    assert video.shape == (4, 5)
+    assert np.allclose(video[:, 2:], t3d[:, None], atol=1e-3)  # the 3D stream (fewest steps) is the clock
+    assert np.allclose(video[:, 0], [0.45, 1.25, 2.15, 2.95], atol=1e-3)  # nearest 2D steps in time
+    few = FIBDataset([item], words, stores=stores, max_steps=2)[0]["video"]
+    assert np.allclose(few[:, 2], [0.42, 2.91], atol=1e-3)  # uniform subsampling at test time
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(os.environ.get("MOVIEFIB_TEST_GPU") != "1" or not torch.cuda.is_available(),
+                    reason="GPU test: set MOVIEFIB_TEST_GPU=1 on a machine with CUDA")
+@pytest.mark.parametrize("batch_norm", ["false", "true"])
+def test_cuda_mixed_precision_training(toy, tmp_path, batch_norm):
+    res = train(_config(toy, "text_2d3d", tmp_path, "train.epochs=3", 'train.device="cuda"', "train.amp=true",
+                        f"model.batch_norm={batch_norm}", "data.num_workers=2"))
+    assert res.best_val_acc >= 0.8
+    _, ckpt = load_checkpoint(res.best_checkpoint, device="cpu")
+    assert ckpt["config"]["train"]["amp"] is True

