@@ -442,7 +442,8 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
             raise ConfigError(f"{cfg_t['resume']}: vocabularies differ from this config's data; cannot resume")
         model.load_state_dict(state["state_dict"])
         optim.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # empty when saved without mixed precision
+            scaler.load_state_dict(state["scaler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         best_acc, best_epoch, bad = float(state["best_val_acc"]), int(state["best_epoch"]), int(state["bad_epochs"])
         log.info("resumed from %s after epoch %d (best val %.4f)", cfg_t["resume"], start_epoch, best_acc)

@@ -310,60 +310,137 @@ class _PyAVDecoder:
 
 
 class _TorchcodecDecoder:
+    """torchcodec, read sequentially frame by frame like the PyAV decoder.
+
+    torchcodec's public calls seek before decoding, and its seeks land late in MPEG-PS files: in
+    ``cityCC0.mpg`` a seek to the first frame (0.54 s) lands on the next key frame (1.02 s), so 12
+    frames are lost and asking for the last indexed frames raises. Its ``get_next_frame`` decodes from
+    where the decoder stands and, on a fresh decoder, from the very first packet without seeking; it
+    is only exported from ``torchcodec._core``, so it is looked up when the backend opens a file.
+    ``approximate`` seek mode spares the full packet scan that ``exact`` does on every open (a whole
+    movie is opened once per clip); frame counts and times come from the decoded stream anyway.
+    """
+
     name = "torchcodec"
-    # Frames are fetched in slices of this many seconds, so memory stays bounded on long videos.
-    chunk_seconds = 2.0
 
     def __init__(self, path: Path, threads: int = 1):
         try:
+            from torchcodec import _core
             from torchcodec.decoders import VideoDecoder
+            self._next_frame = _core.get_next_frame
+            self._container_metadata = _core.get_container_metadata
         except Exception as exc:
             raise VideoError(f"torchcodec is not usable here ({exc}); use the pyav backend") from None
         _check_file(path)
         self.path = path
-        try:
-            self.decoder = VideoDecoder(str(path), dimension_order="NHWC", num_ffmpeg_threads=threads)
-        except Exception as exc:
-            raise VideoError(f"{path}: cannot open ({type(exc).__name__}: {exc})") from None
+        self.threads = threads
+        self._VideoDecoder = VideoDecoder
+        self.decoder = self._open()
         m = self.decoder.metadata
-        start = m.begin_stream_seconds or 0.0
-        end = m.end_stream_seconds
-        self.end = end
+        start = m.begin_stream_seconds_from_header
+        if start is None:
+            start = m.begin_stream_seconds or 0.0
+        fps = m.average_fps_from_header or m.average_fps
+        duration = m.duration_seconds_from_header
+        if duration is None:  # as PyAV does: the container's duration (Matroska has no stream one)
+            try:
+                duration = self._container_metadata(self.decoder._decoder).duration_seconds_from_header
+            except Exception as exc:
+                log.debug("%s: no container metadata (%s)", path, exc)
         self.info = VideoInfo(
             path=str(path), backend=self.name, codec=m.codec or "", width=m.width, height=m.height,
-            fps=m.average_fps, start_time=float(start),
-            duration=(float(end) - float(start)) if end is not None else m.duration_seconds,
-            num_frames=m.num_frames)
+            fps=float(fps) if fps else None, start_time=float(start),
+            duration=duration, num_frames=m.num_frames_from_header)
+
+    def _open(self):
+        try:
+            return self._VideoDecoder(str(self.path), dimension_order="NHWC", seek_mode="approximate",
+                                      num_ffmpeg_threads=self.threads)
+        except Exception as exc:
+            raise VideoError(f"{self.path}: cannot open ({type(exc).__name__}: {exc})") from None
 
     def frames(self, segment: Segment | None, short_side: int | None) -> Iterator[tuple[float, np.ndarray]]:
-        import torch
-
         info = self.info
         lo = 0.0 if segment is None else segment.start
-        hi = info.duration if segment is None or segment.end is None else segment.end
-        if hi is None:
-            raise VideoError(f"{self.path}: torchcodec cannot tell where the stream ends")
+        hi = None if segment is None else segment.end
         size = _scaled_size(info.width, info.height, short_side)
-        t0 = lo
-        while t0 < hi:
-            t1 = min(hi, t0 + self.chunk_seconds)
+        period = 1.0 / info.fps if info.fps else 0.04
+        eps = 1e-6
+        first = None
+        if lo > 0:
+            first = self._seek(lo, eps)
+            if first is None:
+                log.debug("%s: cannot seek to %.3f s; decoding from the start", self.path, lo)
+                self.decoder = self._open()  # a fresh decoder reads from the first packet
+        for t, data in self._decode(period, first):
+            if t < lo - eps:
+                continue
+            if hi is not None and t >= hi - eps:
+                break
+            if size is not None:
+                data = _resize_hwc(data, size)
+            yield t, data.numpy()
+
+    def _seek(self, lo: float, eps: float):
+        """Put the decoder on a frame at or before ``lo``: that frame's (pts, data), or None.
+
+        None when the seeks land late however early they aim, or when torchcodec refuses the time:
+        it checks it against the header's duration, which may be wrong (the caller then decodes
+        from the start, which is always right).
+        """
+        start = self.info.start_time
+        for margin in (0.0, 1.0, 4.0, 16.0):
+            target = max(start, start + lo - margin)
             try:
-                batch = self.decoder.get_frames_played_in_range(info.start_time + t0, info.start_time + t1)
+                frame = self.decoder.get_frame_played_at(target)
+            except IndexError as exc:
+                log.debug("%s: seek to %.3f s refused (%s)", self.path, target, exc)
+                return None
             except Exception as exc:
-                raise VideoError(f"{self.path}: decoding failed at {t0:.3f} s "
+                raise VideoError(f"{self.path}: seeking to {lo:.3f} s failed "
                                  f"({type(exc).__name__}: {exc})") from None
-            data = batch.data
-            if size is not None and len(data):
-                data = torch.nn.functional.interpolate(
-                    data.permute(0, 3, 1, 2).float(), size=(size[1], size[0]), mode="bilinear",
-                    antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
-                data = data.permute(0, 2, 3, 1)
-            for t, img in zip(batch.pts_seconds.tolist(), data):
-                yield t - info.start_time, img.numpy()
-            t0 = t1
+            if frame.pts_seconds <= start + lo + eps:
+                return frame.pts_seconds, frame.data
+            if target <= start:
+                break
+        return None
+
+    def _decode(self, period: float, first) -> Iterator[tuple[float, object]]:
+        """(time on the video's time line, torch uint8 [H, W, 3]) in presentation order, repaired times.
+
+        ``first``: the (pts, data) a seek left the decoder on, decoded before the frames that follow.
+        """
+        start = self.info.start_time
+        prev = None
+        if first is not None:
+            prev = first[0] - start
+            yield prev, first[1]
+        while True:
+            try:
+                data, pts, _ = self._next_frame(self.decoder._decoder)
+            except IndexError:  # torchcodec's end of stream
+                return
+            except Exception as exc:
+                raise VideoError(f"{self.path}: decoding failed after {prev or 0.0:.3f} s "
+                                 f"({type(exc).__name__}: {exc})") from None
+            t = float(pts) - start
+            if prev is not None and t <= prev:
+                t = prev + period  # a broken, non-increasing time stamp
+            prev = t
+            yield t, data
 
     def close(self) -> None:
         self.decoder = None
+
+
+def _resize_hwc(data, size: tuple[int, int]):
+    """Scale a torch uint8 [H, W, 3] frame to ``size`` (width, height), bilinear with antialiasing."""
+    import torch
+
+    # uint8 in, uint8 out: torch's CPU kernel for this is several times faster than going through float.
+    x = torch.nn.functional.interpolate(data.permute(2, 0, 1)[None], size=(size[1], size[0]),
+                                        mode="bilinear", antialias=True, align_corners=False)
+    return x[0].permute(1, 2, 0).contiguous()
 
 
 def open_video(path: str | os.PathLike, *, backend: str = "pyav", threads: int = 1):
@@ -388,7 +465,10 @@ def iter_frames(path: str | os.PathLike, *, segment: Segment | None = None, back
     """Stream ``(time, RGB uint8 [H, W, 3])`` for every frame of the file or of ``segment``.
 
     ``time`` is in seconds from the clip start (segment start, or the stream's first frame).
-    ``short_side``: scale frames (bilinear, aspect kept) so their short side has this many pixels.
+    ``short_side``: scale frames (aspect kept, even sizes) so their short side has this many pixels:
+    PyAV with FFmpeg's bicubic scaler, torchcodec with torch's antialiased bilinear, so scaled frames
+    differ by 2-5 levels on average between the backends. Unscaled h264 frames are identical; MPEG-2
+    ones differ by about 0.6 level on average (the two convert YUV to RGB differently).
     """
     dec = open_video(path, backend=backend, threads=threads)
     lo = 0.0 if segment is None else segment.start
@@ -416,6 +496,16 @@ def _stream_duration(path: Path, backend: str, info: VideoInfo) -> float:
                 if last is not None:
                     period = 1.0 / info.fps if info.fps else 0.0
                     return last - info.start_time + period
+        except Exception as exc:
+            log.debug("%s: packet scan failed (%s); using the header's duration", path, exc)
+    else:
+        try:
+            from torchcodec.decoders import VideoDecoder
+
+            # exact mode scans every packet (no decoding) and reports where the content ends.
+            m = VideoDecoder(str(path), seek_mode="exact").metadata
+            if m.end_stream_seconds_from_content is not None:
+                return float(m.end_stream_seconds_from_content) - info.start_time
         except Exception as exc:
             log.debug("%s: packet scan failed (%s); using the header's duration", path, exc)
     if info.duration:

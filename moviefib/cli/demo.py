@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     run.add_argument("--size", default="default", choices=tuple(SIZE_PRESETS), help="corpus size")
     run.add_argument("--seed", type=int, default=0, help="corpus seed")
     run.add_argument("--epochs", type=int, default=None,
-                     help="training epochs per baseline (default: the demo's, see moviefib.demo.run.DEMO_TRAINING)")
+                     help="training epochs per baseline (None: the demo's own, moviefib.demo.run.DEMO_TRAINING)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="a training setting for every baseline, over the recipe and the demo's own "
                           "(repeatable), e.g. --set model.hidden=256")

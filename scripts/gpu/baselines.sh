@@ -16,8 +16,10 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,nohead
 SMI=$!
 trap 'kill $SMI 2>/dev/null || true; rm -rf "$OUT/work/features"' EXIT
 # 210 s for the whole benchmark: the phases are bounded by batch counts, this only guards a hang.
-PYTHONPATH=. timeout 210 "$PY" scripts/gpu/bench_epoch.py --out "$OUT/work" --device cuda \
-    --clips "${CLIPS:-4000}" --workers "${WORKERS:-10}" --large-batch "${BATCH:-512}" 2>&1 | tee "$OUT/log.txt" || true
+# DEVICE=cpu SCALE=0.01 QUESTIONS=2000 CLIPS=20 make a smoke run of this script on a machine without GPU.
+PYTHONPATH=. timeout 210 "$PY" scripts/gpu/bench_epoch.py --out "$OUT/work" --device "${DEVICE:-cuda}" \
+    --clips "${CLIPS:-4000}" --questions "${QUESTIONS:-296960}" --scale "${SCALE:-1}" \
+    --workers "${WORKERS:-10}" --large-batch "${BATCH:-512}" 2>&1 | tee "$OUT/log.txt" || true
 kill $SMI 2>/dev/null || true
 cp "$OUT/work/results.json" "$OUT/work/phases.json" "$OUT/" 2>/dev/null || true
 "$PY" - "$OUT" <<'PYEOF' | tee "$OUT/summary.txt"

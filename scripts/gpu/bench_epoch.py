@@ -73,6 +73,12 @@ def main() -> int:
     from moviefib.train import load_config, prepare_splits, train
 
     args.out.mkdir(parents=True, exist_ok=True)
+
+    def save(results: dict, phases: list) -> None:
+        for name, obj in (("phases.json", phases), ("results.json", results)):
+            tmp = args.out / f".{name}.tmp"
+            tmp.write_text(json.dumps(obj, indent=2) + "\n")
+            tmp.replace(args.out / name)
     t0 = time.time()
     tables = make_data(args.out / "features", args.clips, args.questions, 2000)
     phases = [{"name": "generate", "start": t0, "end": time.time()}]
@@ -108,6 +114,7 @@ def main() -> int:
                                     "traceback": traceback.format_exc()[-2000:]}
         phases.append({"name": key, "start": start, "end": time.time()})
         logging.info("%s: %s", key, {k: v for k, v in results["runs"][key].items() if k != "traceback"})
+        save(results, phases)  # after every phase: a time-out keeps the figures so far
 
     # Data loading alone, at the large batch: the rate the model must not exceed for loading to matter.
     start = time.time()
@@ -131,8 +138,7 @@ def main() -> int:
     except Exception as exc:
         results["runs"]["data_only"] = {"error": f"{exc.__class__.__name__}: {exc}"}
     phases.append({"name": "data_only", "start": start, "end": time.time()})
-    (args.out / "phases.json").write_text(json.dumps(phases, indent=2) + "\n")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save(results, phases)
     return 0
 
 
