@@ -39,7 +39,7 @@ def find_metrics(paths: list[Path]) -> list[dict]:
 def _fmt_settings(m: dict) -> str:
     cfg = m["config"]
     model = {k: v for k, v in cfg["model"].items() if k != "name"}
-    keys = ("emb_dim", "hidden", "dropout", "batch_norm", "freeze_encoder")
+    keys = ("emb_dim", "hidden", "dropout", "batch_norm", "freeze_encoder", "freeze_embeddings")
     parts = [f"{k}={model[k]}" for k in keys if k in model]
     if m["model"] not in ("majority", "context_lookup"):
         t = cfg["train"]
@@ -48,15 +48,15 @@ def _fmt_settings(m: dict) -> str:
 
 
 def table(metrics: list[dict]) -> str:
-    lines = ["| model | val accuracy | best epoch / run | train / val questions | answers (OOV on val) | "
+    lines = ["| model | run | val accuracy | best epoch / run | train / val questions | answers (OOV on val) | "
              "train s/epoch | settings |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for m in metrics:
         hist = m.get("history", [])
         secs = [h["seconds"] for h in hist if h.get("seconds") and "train_loss" in h]
         s_epoch = f"{sum(secs) / len(secs):.0f}" if secs else "—"
         lines.append(
-            f"| {m['model']} | {100 * m['best_val_acc']:.2f} % | {m['best_epoch']} / {len(hist)} | "
+            f"| {m['model']} | {Path(m['_path']).parent.name} | {100 * m['best_val_acc']:.2f} % | {m['best_epoch']} / {len(hist)} | "
             f"{m['n_train']:,} / {m['n_val']:,} | {m['answer_vocab_size']} ({100 * m['val_oov_rate']:.1f} %) | "
             f"{s_epoch} | {_fmt_settings(m)} |")
     return "\n".join(lines)

@@ -1,9 +1,11 @@
-"""`moviefib demo run` end to end on a small generated corpus: outputs, resume, the vision baselines'
-lead on visual questions, and errors. The generator's own determinism is tested in test_corpus.py."""
+"""`moviefib demo run` end to end on the tiny generated corpus (outputs, resume, errors), and, opt-in
+(``MOVIEFIB_TEST_DEMO_ACCURACY=1``, minutes), the vision baselines' lead on visual questions at the
+default size. The generator's own determinism is tested in test_corpus.py."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,13 +19,13 @@ from moviefib.demo.run import BASELINES, DEMO_TRAINING, run_demo
 pytest.importorskip("av")
 pytest.importorskip("torch")
 
-SIZE = "small"
+SIZE = "tiny"
 SEED = 0
-# The small corpus has ~530 training questions: more epochs than the default demo's to learn from them.
-TRAINING = ["train.epochs=40", "train.patience=10"]
+# The plumbing tests need trained models, not good ones.
+TRAINING = ["train.epochs=2"]
 VISION = ("text_2d", "text_3d", "text_2d3d", "text_2d3d_early")
-# Measured on the small corpus (seed 0): see _WEIGHTS for which extractors; the vision baselines lead
-# text_only on the visual questions by far more than this.
+# The small corpus (60 training clips) is too little to learn from: measured, text_2d led text_only on
+# the visual questions by 5.6 points only, text_2d3d not at all. The accuracy check runs the default size.
 MARGIN = 10.0
 
 
@@ -74,9 +76,12 @@ def test_outputs_and_layout(demo):
         assert f"{name}.tsv" in result.table
 
 
-def test_vision_baselines_beat_text_only_on_visual_questions(demo):
-    result, _, _ = demo
+@pytest.mark.skipif(os.environ.get("MOVIEFIB_TEST_DEMO_ACCURACY") != "1",
+                    reason="the default-size demo takes minutes; set MOVIEFIB_TEST_DEMO_ACCURACY=1")
+def test_vision_baselines_beat_text_only_on_visual_questions(tmp_path):
     from moviefib.dataset import read_table
+
+    result = run_demo(tmp_path / "d", seed=SEED, weights=_weights())
 
     counts: dict[str, int] = {}
     for kind in read_table(result.out_dir / "dataset", "test").column("question_type").to_pylist():
@@ -88,14 +93,12 @@ def test_vision_baselines_beat_text_only_on_visual_questions(demo):
 
 
 def test_rerun_resumes_without_redoing_work(demo):
-    result, weights, first = demo
-    t0 = time.perf_counter()
+    result, weights, _ = demo
     again = run_demo(result.out_dir, size=SIZE, seed=SEED, weights=weights, overrides=TRAINING)
-    assert time.perf_counter() - t0 < first / 2
     detail = {s.name: s.detail for s in again.stages}
     assert detail["corpus"] == "reused" and detail["questions"] == "reused"
-    assert detail["features 2d"].endswith("0 clips extracted, 100 reused")
-    assert detail["features 3d"].endswith("0 clips extracted, 100 reused")
+    assert detail["features 2d"].endswith("0 clips extracted, 12 reused")
+    assert detail["features 3d"].endswith("0 clips extracted, 12 reused")
     assert detail["predict"].startswith("0 of 5")
     assert again.accuracy == result.accuracy
 
