@@ -76,6 +76,15 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_videos() -> dict[str, Path]:
+    """The real video files of ../shared/videos by name (MPEG-2 with a start offset, h264 + aac...)."""
+    videos = sorted((SHARED / "videos").glob("*")) if (SHARED / "videos").is_dir() else []
+    if not videos:
+        pytest.skip(f"{SHARED / 'videos'} is absent: no real videos to decode")
+    return {p.name: p for p in videos}
+
+
+@pytest.fixture(scope="session")
 def tiny_descriptions(tmp_path_factory) -> Path:
     return write_tiny_descriptions(tmp_path_factory.mktemp("tiny_src") / "tiny_annos.csv")
 

@@ -18,14 +18,6 @@ FPS = 25
 
 
 @pytest.fixture(scope="module")
-def shared_videos():
-    videos = sorted((SHARED / "videos").glob("*")) if (SHARED / "videos").is_dir() else []
-    if not videos:
-        pytest.skip(f"{SHARED / 'videos'} is absent: no real videos to decode")
-    return {p.name: p for p in videos}
-
-
-@pytest.fixture(scope="module")
 def syn(tmp_path_factory):
     """50 lossless frames at 25 fps; frame i has red = i; the stream starts at 0.2 s (5 frames)."""
     return write_synthetic_video(tmp_path_factory.mktemp("v") / "syn.mkv", 50, fps=FPS, start_frames=5)

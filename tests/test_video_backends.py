@@ -28,14 +28,6 @@ SHARED_EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def shared_videos():
-    videos = sorted((SHARED / "videos").glob("*")) if (SHARED / "videos").is_dir() else []
-    if not videos:
-        pytest.skip(f"{SHARED / 'videos'} is absent: no real videos to decode")
-    return {p.name: p for p in videos}
-
-
-@pytest.fixture(scope="module")
 def syn(tmp_path_factory):
     """150 lossless frames at 25 fps, frame i has red = i; the stream starts at 0.2 s (5 frames)."""
     return write_synthetic_video(tmp_path_factory.mktemp("v") / "syn.mkv", 150, fps=FPS, start_frames=5)
