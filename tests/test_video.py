@@ -111,21 +111,6 @@ def test_windows_resampled_fps(syn):
     assert sum(4 - s.padded for s, _ in up) == 100
 
 
-def test_lying_frame_count(tmp_path):
-    """An AVI header that claims more frames than the file holds: decoding trusts the stream."""
-    path = write_synthetic_video(tmp_path / "liar.avi", 50, fps=FPS)
-    data = bytearray(path.read_bytes())
-    i = data.index(b"avih")  # main AVI header: dwTotalFrames at offset 8 + 16
-    data[i + 24:i + 28] = (444).to_bytes(4, "little")
-    j = data.index(b"strh")  # stream header: dwLength at offset 8 + 32
-    data[j + 40:j + 44] = (444).to_bytes(4, "little")
-    path.write_bytes(bytes(data))
-    assert probe(path).num_frames == 444
-    assert len(list(iter_frames(path))) == 50
-    assert len(list(sample(path, Uniform(10)))) == 10
-    assert _ids(list(sample(path, Uniform(2)))) == [[12], [37]]
-
-
 def test_bad_files(tmp_path):
     with pytest.raises(VideoError, match="no such file"):
         list(sample(tmp_path / "missing.avi", EveryKth(1)))

@@ -10,6 +10,7 @@ Sub-forms::
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -186,18 +187,23 @@ def _build(args, records, sources, problems, warnings) -> int:
     return _summary(report)
 
 
-def _run_descriptions(args) -> int:
-    from ..build import from_descriptions
-
+def _load_all(loads) -> tuple[list, list[str], list, list]:
+    """Concatenate ``(source, loaded)`` pairs of the input readers: records, sources, problems, warnings."""
     records, sources, problems, warnings = [], [], [], []
-    for arg in args.inputs:
-        split, path = _split_path(arg)
-        loaded = from_descriptions(path, split, errors=args.errors)
+    for source, loaded in loads:
         records += loaded.records
         problems += loaded.problems
         warnings += loaded.warnings
-        sources.append(str(path))
-    return _build(args, records, sources, problems, warnings)
+        sources.append(str(source))
+    return records, sources, problems, warnings
+
+
+def _run_descriptions(args) -> int:
+    from ..build import from_descriptions
+
+    loads = ((path, from_descriptions(path, split, errors=args.errors))
+             for split, path in map(_split_path, args.inputs))
+    return _build(args, *_load_all(loads))
 
 
 def _run_corpus(args) -> int:
@@ -205,32 +211,17 @@ def _run_corpus(args) -> int:
 
     if not args.inputs and not args.activitynet:
         raise CLIError("give generic corpus files and/or --activitynet FILE", EXIT_USAGE)
-    records, sources, problems, warnings = [], [], [], []
-    for arg in args.inputs:
-        loaded = read_generic(Path(arg), errors=args.errors)
-        records += loaded.records
-        problems += loaded.problems
-        sources.append(arg)
-    for arg in args.activitynet:
-        split, path = _split_path(arg)
-        loaded = read_activitynet(path, split or "train", errors=args.errors)
-        records += loaded.records
-        problems += loaded.problems
-        sources.append(str(path))
-    return _build(args, records, sources, problems, warnings)
+    generic = ((arg, read_generic(Path(arg), errors=args.errors)) for arg in args.inputs)
+    activitynet = ((path, read_activitynet(path, split or "train", errors=args.errors))
+                   for split, path in map(_split_path, args.activitynet))
+    return _build(args, *_load_all(itertools.chain(generic, activitynet)))
 
 
 def _run_import(args) -> int:
     from ..build import BuildError, import_dataset, read_fib_import
 
-    rows, sources, problems, warnings = [], [], [], []
-    for arg in args.inputs:
-        split, path = _split_path(arg)
-        loaded = read_fib_import(path, split, errors=args.errors)
-        rows += loaded.records
-        problems += loaded.problems
-        warnings += loaded.warnings
-        sources.append(str(path))
+    rows, sources, problems, warnings = _load_all(
+        (path, read_fib_import(path, split, errors=args.errors)) for split, path in map(_split_path, args.inputs))
     if not rows:
         raise CLIError("no valid questions in the inputs", EXIT_INVALID)
     _report_problems(problems, warnings)

@@ -43,7 +43,6 @@ import colorsys
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ..fileio import atomic_write, atomic_output
 from ..formats import DescriptionRow, format_timestamp, write_rows
 from .grammar import WORD_TYPES, Sentence, describe, draw_scene_words
 from .scenes import SceneSpec, layout_scene, render
@@ -261,15 +261,6 @@ def plan_corpus(config: CorpusConfig) -> list[ClipPlan]:
     return plans
 
 
-def _mkstemp_like_open(path: Path) -> tuple[int, str]:
-    """A temp file beside ``path`` with the permissions open() would give (mkstemp makes 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
-
-
 def write_clip(path: str | os.PathLike, scene: SceneSpec) -> Path:
     """Render ``scene`` and encode it to ``path`` (AVI, MPEG-4 part 2) atomically.
 
@@ -278,44 +269,25 @@ def write_clip(path: str | os.PathLike, scene: SceneSpec) -> Path:
     import av
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp_like_open(path)
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format="avi", options={"fflags": "+bitexact"}) as container:
-            stream = container.add_stream(_CODEC, rate=scene.fps)
-            stream.width, stream.height = scene.width, scene.height
-            stream.pix_fmt = "yuv420p"
-            stream.thread_count = 1
-            # The quantiser is pinned through qmin = qmax: PyAV frames carry no per-frame quality.
-            stream.codec_context.options = {"flags": "+bitexact+qscale", "qmin": _QSCALE, "qmax": _QSCALE}
-            for frame in render(scene):
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_output(path) as tmp, \
+            av.open(str(tmp), "w", format="avi", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream(_CODEC, rate=scene.fps)
+        stream.width, stream.height = scene.width, scene.height
+        stream.pix_fmt = "yuv420p"
+        stream.thread_count = 1
+        # The quantiser is pinned through qmin = qmax: PyAV frames carry no per-frame quality.
+        stream.codec_context.options = {"flags": "+bitexact+qscale", "qmin": _QSCALE, "qmax": _QSCALE}
+        for frame in render(scene):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 
 def _write_clip_job(job: tuple[str, SceneSpec]) -> str:
     write_clip(job[0], job[1])
     return job[0]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = _mkstemp_like_open(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _manifest(config: CorpusConfig, plans: list[ClipPlan], complete: bool) -> dict:
@@ -398,7 +370,7 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
         return CorpusInfo(**info, written=0, reused=True)
 
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, False), indent=2) + "\n")
+    atomic_write(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, False), indent=2) + "\n")
     for stale in out.glob("*/.*.avi.*.tmp"):
         stale.unlink()
     jobs = [(str(p.video_path(out)), p.scene) for p in plans if not p.video_path(out).exists()]
@@ -437,8 +409,8 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
                 lines.append(json.dumps({"split": split, "clip_id": p.clip_id, "sentence": s.text,
                                          "types": list(s.types), "roles": list(s.roles)},
                                         ensure_ascii=False))
-    write_text_atomic(out / WORD_TYPES_FILE, "\n".join(lines) + "\n")
-    write_text_atomic(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, True), indent=2) + "\n")
+    atomic_write(out / WORD_TYPES_FILE, "\n".join(lines) + "\n")
+    atomic_write(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, True), indent=2) + "\n")
     log.info("corpus written to %s: %s clips, %s sentences", out, info["clips"], info["sentences"])
     return CorpusInfo(**info, written=len(jobs), reused=False)
 

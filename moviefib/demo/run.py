@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..fileio import atomic_write
 from .corpus import (
-    ANNOTATION_FILE, SPLITS, CorpusConfig, write_text_atomic, generate_corpus, question_type_labels,
+    ANNOTATION_FILE, SPLITS, CorpusConfig, generate_corpus, question_type_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -333,7 +334,7 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
     accuracy = _accuracy_by_type(dataset, submissions)
     result = DemoResult(out, tuple(stages), used, accuracy,
                         format_table(ev), report)
-    write_text_atomic(out / "demo.json", json.dumps({
+    atomic_write(out / "demo.json", json.dumps({
         "size": size, "seed": seed, "training": settings, "device": device, "weights": result.weights,
         "stages": [dataclasses.asdict(s) for s in stages], "test_accuracy": accuracy}, indent=2) + "\n")
     return result
