@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..video import Sampling, Segment, VideoError, sample, sampling_to_dict
-from ..fileio import atomic_write
+from ..fileio import atomic_output, atomic_write
 from .store import StoreError, open_store, write_store
 
 log = logging.getLogger(__name__)
@@ -347,19 +346,12 @@ class _Staging:
         name = f"stage-{self.seq:07d}-{os.getpid()}.npz"
         self.seq += 1
         offsets = np.cumsum([0] + [len(f) for _, f, _ in clips]).astype(np.int64)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, clip_ids=np.array([c for c, _, _ in clips]), offsets=offsets,
-                         features=np.concatenate([f for _, f, _ in clips]).astype(np.float16),
-                         timestamps=np.concatenate([t for _, _, t in clips]).astype(np.float64))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.dir / name)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_output(self.dir / name) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, clip_ids=np.array([c for c, _, _ in clips]), offsets=offsets,
+                     features=np.concatenate([f for _, f, _ in clips]).astype(np.float16),
+                     timestamps=np.concatenate([t for _, _, t in clips]).astype(np.float64))
+            fh.flush()
+            os.fsync(fh.fileno())
         _fsync_dir(self.dir)
         self.files[name] = [c for c, _, _ in clips]
         manifest = {"staged": [{"file": k, "clips": v} for k, v in sorted(self.files.items())]}

