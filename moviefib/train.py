@@ -70,6 +70,8 @@ DEFAULTS: dict[str, dict] = {
         "resume": None,           # a last.pt to continue from
         "progress": True,
         "threads": 0,             # CPU threads for torch, 0 = torch's default (1 is faster on a busy machine)
+        "bn_calibration_batches": 100,  # recurrent batch norm: training batches that set its statistics
+                                        # before each validation (0 = keep the running averages)
     },
 }
 
@@ -347,6 +349,23 @@ def prepare_splits(config: dict, tables: dict | None = None):
     return answer_vocab, words, train_view, val_view
 
 
+def _calibrate(model, train_ds, cfg_t: dict, *, collate, seed: int, workers: int, device, amp: bool) -> None:
+    """Recurrent batch norm: statistics of the epoch's final weights, from training batches."""
+    import itertools
+
+    from .models.lstm import recalibrate_batch_norm
+
+    n = int(cfg_t["bn_calibration_batches"])
+    if n <= 0:
+        return
+    loader = _loader(train_ds, batch_size=int(cfg_t["batch_size"]), shuffle=True, workers=workers,
+                     collate=collate, seed=seed + 500_000, device=device)
+    with _autocast(device, amp):
+        used = recalibrate_batch_norm(model, (_to_device(b, device) for b in itertools.islice(loader, n)))
+    if used:
+        log.debug("batch-norm statistics recalibrated on %d training batches", used)
+
+
 def train(config: dict, *, tables: dict | None = None) -> TrainResult:
     """Train (or fit, for count models) ``config``'s model; see the module doc for what is written."""
     import torch
@@ -487,6 +506,8 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
         bar.close()
         loss_sum, n_correct = float(loss_sum), int(n_correct)
         secs = time.perf_counter() - t0
+        _calibrate(model, train_ds, cfg_t, collate=collate, seed=seed * 1000 + epoch, workers=workers, device=device,
+                   amp=amp)
         val_pred = predict_indices(model, val_ds, batch_size=int(cfg_t["eval_batch_size"]), device=device,
                                    workers=workers, amp=amp)
         val_acc = accuracy(val_pred, val_ds)

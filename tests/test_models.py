@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from moviefib.data import Collator, WordVocab, nearest_steps, sample_steps  # noqa: E402
 from moviefib.dataset import QuestionItem  # noqa: E402
 from moviefib.models import available_models, create_model, model_streams  # noqa: E402
-from moviefib.models.lstm import SeqLSTM  # noqa: E402
+from moviefib.models.lstm import SeqLSTM, recalibrate_batch_norm  # noqa: E402
 
 NEURAL = ["text_only", "text_2d", "text_3d", "text_2d3d", "text_2d3d_early"]
 DIMS = {"2d": 6, "3d": 10}
@@ -93,6 +93,56 @@ def test_batch_norm_statistics_ignore_padding():
     x2 = torch.cat([x, torch.full((1, 4, 4), 50.0)])  # a 4th sequence of length 1: steps 1.. are padding
     lstm2(x2, torch.tensor([4, 4, 4, 1]))
     assert torch.allclose(lstm2.bn_ih.running_mean[3], ref, atol=1e-6)
+
+
+def _bn_task(b, g):
+    # Every sequence starts with the same token (as each question side does) and varies in length.
+    lengths = torch.randint(1, 9, (b,), generator=g)
+    x = torch.randint(1, 20, (b, 9), generator=g)
+    x[:, 0] = 1
+    y = x[torch.arange(b), lengths - 1] % 4  # the class is the last token's
+    return x, lengths + 0, y
+
+
+class _BNNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.lstm, self.head = torch.nn.Embedding(20, 8), SeqLSTM(8, 16, batch_norm=True), torch.nn.Linear(16, 4)
+
+    def forward(self, batch):
+        x, lengths = batch
+        return self.head(self.lstm(self.embed(x), lengths)[0])
+
+
+def test_batch_norm_recalibration_makes_eval_match_training():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = _BNNet()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)  # fast-moving weights: running averages lag
+    for _ in range(60):
+        x, n, y = _bn_task(32, g)
+        loss = torch.nn.functional.cross_entropy(model((x, n)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, n, y = _bn_task(512, g)
+    with torch.no_grad():
+        batch_stats = model.train()((x, n))
+        lagging = model.eval()((x, n))
+        used = recalibrate_batch_norm(model, ((xb, nb) for xb, nb, _ in (_bn_task(32, g) for _ in range(50))))
+        assert not model.training  # the mode it was in comes back
+        precise = model((x, n))
+    assert used == 50
+    acc = {name: (out.argmax(1) == y).float().mean().item()
+           for name, out in (("batch", batch_stats), ("lagging", lagging), ("precise", precise))}
+    assert acc["batch"] > 0.95
+    assert acc["lagging"] < acc["batch"] - 0.03  # the problem is real on this task...
+    assert acc["precise"] >= acc["batch"] - 0.01  # ...and recalibration removes it
+
+
+def test_recalibration_without_batch_norm_runs_nothing():
+    lstm = SeqLSTM(4, 3)
+    assert recalibrate_batch_norm(lstm, iter(())) == 0
 
 
 def test_sample_steps_uniform_and_random():
