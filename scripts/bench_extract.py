@@ -2,11 +2,14 @@
 """Benchmark feature extraction: (a) decode only, (b) model only, (c) the pipeline, (d) a naive loop.
 
 Same clips, same model, one run. (a) runs the pipeline's DataLoader workers (decode + sample +
-preprocess) without a model; (b) runs the model on random inputs of the preprocessed shape, as many
-steps as the clips give, in batches; (c) is ``moviefib.features.pipeline.extract`` to a temporary store;
-(d) decodes a clip in the main process, then runs one forward pass per frame/window, nothing overlapped
-(as peer tools do). Prints clips/s and the ratios to the goals: on CPU the limit is
-1 / (1/decode + 1/model) (both share the cores), on GPU min(decode, model).
+preprocess, exactly the part the pipeline gives them: up to uint8 on a GPU, up to float on the CPU)
+without a model; (b) runs the model on random float inputs of the preprocessed shape, as many steps as
+the clips give, in batches; (c) is ``moviefib.features.pipeline.extract`` to a temporary store; (d)
+decodes a clip in the main process, then runs one forward pass per frame/window, nothing overlapped (as
+peer tools do). Prints clips/s and the ratios to the goals: on CPU the limit is 1 / (1/decode + 1/model)
+(both share the cores), on GPU min(decode, model). ``--normalise-in-workers`` gives (a) and (c) the
+arrangement of the CPU on a GPU too (float32 from the workers, the main process's threads left alone):
+the figures of the pipeline before it shipped uint8, for comparison on the same machine.
 
 ``--memory`` also measures the peak resident memory of decoding + preprocessing a short and a long
 synthetic video in a fresh process each (flat = streaming works).
@@ -21,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,14 +36,21 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_clips(folder: Path, n: int, seconds: float, size: tuple[int, int], codec: str) -> list:
+    """n synthetic clips in ``folder``; clips of the same settings already there are reused."""
     from moviefib.features.pipeline import ClipSource
     from moviefib.video import write_synthetic_video
 
     folder.mkdir(parents=True, exist_ok=True)
     ext = ".avi" if codec == "mpeg4" else ".mp4"
-    paths = [write_synthetic_video(folder / f"clip{i:04d}{ext}", int(seconds * 25), fps=25, size=size,
-                                   codec=codec) for i in range(n)]
-    return [ClipSource(p.stem, str(p)) for p in paths]
+    clips = []
+    for i in range(n):
+        path = folder / f"clip{i:04d}_{size[0]}x{size[1]}_{seconds:g}s_{codec}{ext}"
+        if not path.is_file():
+            tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")  # the suffix tells the codec's muxer
+            write_synthetic_video(tmp, int(seconds * 25), fps=25, size=size, codec=codec)
+            os.replace(tmp, path)
+        clips.append(ClipSource(path.stem, str(path)))
+    return clips
 
 
 def _sync(device: str) -> None:
@@ -77,11 +88,19 @@ def bench(args) -> dict:
     if args.folder:
         clips = pipeline.clips_from_folder(args.folder)[: args.clips]
     else:
-        clips = make_clips(tmp / "clips", args.clips, args.seconds, tuple(args.size), args.codec)
+        clips = make_clips(Path(args.clips_dir) if args.clips_dir else tmp / "clips", args.clips,
+                           args.seconds, tuple(args.size), args.codec)
     n = len(clips)
+    # What extract does by default: on CUDA, uint8 from the workers, normalisation on the device and
+    # capped main-process threads; --normalise-in-workers restores the former arrangement.
+    legacy = on_gpu and args.normalise_in_workers
+    on_device = on_gpu and pipeline.splits_preprocess(ext.preprocess) and not legacy
+    main_threads = torch.get_num_threads() if legacy else pipeline.default_main_threads(args.device)
     res = {"extractor": name, "preset": args.preset, "device": args.device, "batch_size": batch,
            "workers": workers, "clips": n, "sampling": str(sampling), "short_side": short_side,
-           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+           "worker_output": "uint8" if on_device else "float32",
+           "pipeline_main_threads": main_threads or torch.get_num_threads()}
     if on_gpu:
         res["gpu"] = torch.cuda.get_device_name(0)
     dev = torch.device(args.device)
@@ -96,7 +115,7 @@ def bench(args) -> dict:
     t = time.perf_counter()
     steps, shape = 0, None
     for b in pipeline.iter_batches(clips, ext, sampling, batch_size=batch, num_workers=workers,
-                                   short_side=short_side):
+                                   short_side=short_side, uint8=on_device):
         if b["x"] is not None:
             steps += len(b["x"])
             shape = tuple(b["x"].shape[1:])
@@ -122,7 +141,8 @@ def bench(args) -> dict:
 
     # (c) the pipeline
     summary = pipeline.extract(clips, tmp / "out.h5", ext, sampling, device=args.device, batch_size=batch,
-                               num_workers=workers, short_side=short_side, amp=not args.no_amp)
+                               num_workers=workers, short_side=short_side, amp=not args.no_amp,
+                               normalise_on_device=on_device, main_threads=main_threads)
     res["pipeline_clips_s"] = n / summary.seconds
     res["pipeline_failed"] = summary.failed
 
@@ -136,6 +156,7 @@ def bench(args) -> dict:
             forward(xi[None].to(dev)).float().cpu()
     _sync(args.device)
     res["naive_clips_s"] = len(naive_clips) / (time.perf_counter() - t)
+    shutil.rmtree(tmp, ignore_errors=True)  # the clips (unless --clips-dir) and the store
 
     a, m = res["decode_clips_s"], res["model_clips_s"]
     res["limit_clips_s"] = min(a, m) if on_gpu else 1.0 / (1.0 / a + 1.0 / m)
@@ -197,10 +218,15 @@ def main() -> int:
     ap.add_argument("--clips", type=int, default=8, help="number of clips (synthetic unless --folder)")
     ap.add_argument("--naive-clips", type=int, help="run the naive loop on only this many clips")
     ap.add_argument("--folder", help="use video files from this folder instead of synthetic clips")
+    ap.add_argument("--clips-dir", help="write the synthetic clips here, reusing those already made "
+                                        "(default: a new temporary folder)")
     ap.add_argument("--seconds", type=float, default=2.0, help="synthetic clip length (LSMDC: ~2-5 s)")
     ap.add_argument("--size", type=int, nargs=2, default=(640, 360), metavar=("W", "H"))
     ap.add_argument("--codec", default="mpeg4", help="synthetic clip codec (mpeg4 in .avi like LSMDC)")
     ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--normalise-in-workers", action="store_true",
+                    help="on a GPU, the pipeline's former arrangement: float32 from the workers, main "
+                         "threads not capped (for a before/after comparison)")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory vs video length")
     ap.add_argument("--memory-seconds", type=float, nargs="+", default=(20, 200))
     ap.add_argument("--skip-bench", action="store_true", help="only the memory measurement")
@@ -219,7 +245,8 @@ def main() -> int:
         results["bench"] = r
         print(f"{r['extractor']} on {r['device']}{' (' + r['gpu'] + ')' if 'gpu' in r else ''}: "
               f"{r['clips']} clips, {r['steps']} steps of {r['step_shape']}, batch {r['batch_size']}, "
-              f"{r['workers']} workers, {r['torch_threads']} torch threads")
+              f"{r['workers']} workers, {r['torch_threads']} torch threads; workers ship "
+              f"{r['worker_output']}, pipeline main process {r['pipeline_main_threads']} threads")
         for key, label in (("decode", "(a) decode only"), ("model", "(b) model only"),
                            ("pipeline", "(c) pipeline"), ("naive", "(d) naive loop")):
             print(f"  {label:18s} {r[key + '_clips_s']:8.2f} clips/s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -124,9 +125,56 @@ def test_preprocess_normalises_like_the_model_expects():
     out = i3d(torch.full((2, 300, 400, 3), 255, dtype=torch.uint8))
     assert torch.allclose(out, torch.ones_like(out))  # I3D takes [-1, 1]
     c3d = _random("c3d").preprocess
-    out = c3d(torch.full((16, 240, 320, 3), 100, dtype=torch.uint8))
+    frames = torch.empty((16, 240, 320, 3), dtype=torch.uint8)
+    frames[..., 0], frames[..., 1], frames[..., 2] = 200, 100, 50  # R, G, B
+    out = c3d(frames)
     assert tuple(out.shape) == (3, 16, 112, 112)
-    assert torch.allclose(out[0], torch.full_like(out[0], 100 - 90.25))  # 0-255 pixels minus mean
+    # BGR 0-255 pixels minus the (B, G, R) Sports-1M mean, as the Caffe model was trained.
+    for channel, value in enumerate((50 - 90.25, 100 - 97.66, 200 - 101.41)):
+        assert torch.allclose(out[channel], torch.full_like(out[channel], value))
+    assert _random("c3d").provenance["channel_order"] == "bgr"
+    assert "channel_order" not in _random("i3d").provenance  # RGB stores keep their provenance
+
+
+def _reference_preprocess(pre, frames):
+    """The undivided preprocessing as it was before the worker/device split (float after the crop)."""
+    from torchvision.transforms.v2 import functional as F
+
+    x = frames.permute(0, 3, 1, 2)
+    mode = F.InterpolationMode.BICUBIC if pre.interpolation == "bicubic" else F.InterpolationMode.BILINEAR
+    size = [pre.resize] if isinstance(pre.resize, int) else list(pre.resize)
+    x = F.center_crop(F.resize(x, size, interpolation=mode, antialias=True), list(pre.crop_size))
+    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    inv_std = 1.0 / torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
+    x = (x.to(torch.float32) * pre.scale - mean) * inv_std
+    return (x.permute(1, 0, 2, 3) if pre.layout == "3d" else x).contiguous()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "googlenet", "i3d", "r2plus1d_18", "s3d"])
+def test_preprocess_halves_equal_the_undivided_preprocessing(name):
+    pre = _random(name).preprocess
+    gen = torch.Generator().manual_seed(1)
+    t = 4 if pre.layout == "3d" else 1
+    steps = [torch.randint(0, 256, (t, 150, 200, 3), dtype=torch.uint8, generator=gen) for _ in range(3)]
+    want = torch.stack([_reference_preprocess(pre, f) for f in steps])
+    halves = [pickle.loads(pickle.dumps(pre)).resize_crop(f) for f in steps]  # as a worker runs it
+    for h in halves:
+        assert h.dtype == torch.uint8 and h.is_contiguous()
+    batch = torch.stack(halves)
+    assert torch.equal(pre.normalise(batch), want)  # a batch, as the pipeline normalises it
+    assert torch.equal(torch.stack([pre(f) for f in steps]), want)  # __call__ = both halves
+    assert torch.equal(pre.normalise(batch, dtype=torch.float16), want.half())
+    if pre.layout == "2d":  # the pipeline makes 2D batches channels-last before normalising on CUDA
+        cl = pre.normalise(batch[:, 0].contiguous(memory_format=torch.channels_last))
+        assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, want[:, 0])
+
+
+def test_normalise_rejects_what_resize_crop_does_not_make():
+    pre = _random("i3d").preprocess
+    with pytest.raises(ValueError, match="uint8"):
+        pre.normalise(torch.zeros(3, 4, 8, 8))
+    with pytest.raises(ValueError, match="3 channels"):
+        pre.normalise(torch.zeros(4, 3, 8, 8, dtype=torch.uint8))  # a 2D layout given to a 3D model
 
 
 def test_c3d_default_weights_explain_themselves():
@@ -134,11 +182,70 @@ def test_c3d_default_weights_explain_themselves():
         create_extractor("c3d")
 
 
+# The parameters of DavideA/c3d-pytorch's c3d.pickle (Sports-1M, 487 classes), by name and shape.
+C3D_PICKLE = {
+    **{f"{name}.weight": (cout, cin, 3, 3, 3) for name, cin, cout in (
+        ("conv1", 3, 64), ("conv2", 64, 128), ("conv3a", 128, 256), ("conv3b", 256, 256),
+        ("conv4a", 256, 512), ("conv4b", 512, 512), ("conv5a", 512, 512), ("conv5b", 512, 512))},
+    **{f"{name}.bias": (cout,) for name, cout in (
+        ("conv1", 64), ("conv2", 128), ("conv3a", 256), ("conv3b", 256), ("conv4a", 512),
+        ("conv4b", 512), ("conv5a", 512), ("conv5b", 512))},
+    "fc6.weight": (4096, 8192), "fc6.bias": (4096,), "fc7.weight": (4096, 4096), "fc7.bias": (4096,),
+    "fc8.weight": (487, 4096), "fc8.bias": (487,),
+}
+
+
+def test_c3d_loads_a_state_dict_shaped_like_c3d_pickle(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    state = {k: torch.randn(shape, generator=gen) * 0.01 for k, shape in C3D_PICKLE.items()}
+    path = tmp_path / "c3d.pickle"
+    # The 2017 file predates torch's zip format: save it the legacy way, as it is on disk.
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    ex = create_extractor("c3d", weights=path)
+    assert ex.provenance["weights"] == str(path) and len(ex.provenance["sha256"]) == 64
+    net = ex.model.model  # inside the channels-last wrapper
+    got = net.state_dict()
+    assert set(got) == set(C3D_PICKLE)
+    for k, v in state.items():
+        assert torch.equal(got[k], v), k
+    with torch.no_grad():
+        feats = ex.model(torch.randn(1, 3, 16, 112, 112) * 50)
+        assert feats.shape == (1, 4096) and ex.classify(feats).shape == (1, 487)
+    del state["fc8.weight"], state["fc8.bias"]
+    state = {f"module.{k}": v for k, v in list(state.items())[:3]}  # as DataParallel saves, cut short
+    bad = tmp_path / "bad.pickle"
+    torch.save(state, bad)
+    with pytest.raises(ValueError) as info:
+        create_extractor("c3d", weights=bad)
+    message = str(info.value)
+    assert "\n" not in message and "bad.pickle" in message and "does not fit the architecture" in message
+    assert "missing conv1.weight" in message and "unexpected module.conv1.weight" in message
+
+
 def test_c3d_rejects_a_state_dict_of_another_model(tmp_path):
     path = tmp_path / "c3d.pickle"
     torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3, 3)}, path)
     with pytest.raises(ValueError, match="does not fit the architecture"):
         create_extractor("c3d", weights=path)
+    state = {k: torch.zeros(shape) for k, shape in C3D_PICKLE.items() if k.startswith("conv")}
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 7, 7)
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"wrong shape conv1.weight \(64, 3, 3, 7, 7\)"):
+        create_extractor("c3d", weights=path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(os.environ.get("MOVIEFIB_TEST_GPU") != "1" or not torch.cuda.is_available(),
+                    reason="GPU test: set MOVIEFIB_TEST_GPU=1 on a machine with CUDA")
+def test_normalise_on_cuda_equals_the_cpu():
+    for name in ("efficientnet_lite0", "i3d"):
+        pre = _random(name).preprocess
+        t = 4 if pre.layout == "3d" else 1
+        x = torch.stack([pre.resize_crop(torch.randint(0, 256, (t, 120, 160, 3), dtype=torch.uint8))
+                         for _ in range(2)])
+        got = pre.normalise(x.pin_memory().to("cuda", non_blocking=True))
+        assert got.device.type == "cuda"
+        torch.testing.assert_close(got.cpu(), pre.normalise(x), rtol=1e-6, atol=1e-6)
 
 
 def test_c3d_fc7_and_memory_formats():

@@ -19,7 +19,7 @@ pytest.importorskip("av")
 pytest.importorskip("h5py")
 
 from moviefib.features.pipeline import (  # noqa: E402
-    ClipSource, clips_from_folder, clips_from_lsmdc, extract, parse_shard,
+    ClipSource, clips_from_folder, clips_from_lsmdc, extract, iter_batches, parse_shard,
     shard_path)
 from moviefib.features.store import StoreError, merge_stores, open_store  # noqa: E402
 from moviefib.video import EveryKth, Segment, Windows, write_synthetic_video  # noqa: E402
@@ -49,6 +49,18 @@ TINY = textwrap.dedent('''
             time.sleep(self.delay)
             return x
 
+    class Threads(torch.nn.Module):
+        """Records the torch CPU threads of the process that runs the model, and checks its input."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x):
+            assert x.dtype == torch.float32, x.dtype
+            self.seen.append(torch.get_num_threads())
+            return x
+
     def tiny(kind="2d", window=4, delay=0.0):
         torch.manual_seed(0)
         conv = torch.nn.Conv2d(3, 6, 3) if kind == "2d" else torch.nn.Conv3d(3, 6, 3, padding=1)
@@ -58,6 +70,19 @@ TINY = textwrap.dedent('''
             return Extractor("tiny2d", "2d", model, pre2d, 6, provenance={"weights": "random-init"})
         return Extractor("tiny3d", "3d", model, pre3d, 6, window=window,
                          provenance={"weights": "random-init"})
+
+    def tiny_split(kind="2d", window=4):
+        """A tiny model behind a real FramePreprocess, which the pipeline can split."""
+        from moviefib.features.transforms import FramePreprocess
+
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(3, 6, 3) if kind == "2d" else torch.nn.Conv3d(3, 6, 3, padding=1)
+        pool = torch.nn.AdaptiveAvgPool2d(1) if kind == "2d" else torch.nn.AdaptiveAvgPool3d(1)
+        model = torch.nn.Sequential(Threads(), conv, pool, torch.nn.Flatten()).eval()
+        pre = FramePreprocess(layout=kind, resize=12, crop=(8, 10), mean=(0.45, 0.4, 0.35),
+                              std=(0.2, 0.25, 0.3))
+        return Extractor(f"split{kind}", kind, model, pre, 6, window=window if kind == "3d" else 1,
+                         provenance={"weights": "random-init", **pre.describe()})
 ''')
 
 
@@ -130,6 +155,68 @@ def test_extract_3d_windows(tmp_path, tiny_module, clip_folder):
         cf = store.get("clip01")  # 22 frames -> 5 full windows + 1 padded
         assert cf.features.shape == (6, 6)
         np.testing.assert_allclose(cf.timestamps, [(4 * i + 1.5) / 25 for i in range(5)] + [20.5 / 25])
+
+
+@pytest.mark.parametrize("kind", ["2d", "3d"])
+def test_normalising_after_the_workers_gives_the_same_features(tmp_path, tiny_module, clip_folder, kind):
+    """The CUDA arrangement (uint8 from the workers, normalised by the main process, its threads capped)
+    run on the CPU gives the features of the CPU arrangement (normalised in the workers)."""
+    _, tinyext = tiny_module
+    clips = clips_from_folder(clip_folder)[:5]
+    sampling = EveryKth(4) if kind == "2d" else Windows(4, stride=4)
+    ex = tinyext.tiny_split(kind)
+    threads = torch.get_num_threads()
+    batch = next(b for b in iter_batches(clips, ex, sampling, batch_size=4, num_workers=0, uint8=True)
+                 if b["x"] is not None)
+    assert batch["x"].dtype == torch.uint8 and batch["x"].shape[1:] == ((3, 8, 10) if kind == "2d"
+                                                                        else (3, 4, 8, 10))
+    a = extract(clips, tmp_path / "a.h5", ex, sampling, batch_size=4, num_workers=2)
+    seen_a = list(ex.model[0].seen)
+    ex.model[0].seen.clear()
+    b = extract(clips, tmp_path / "b.h5", ex, sampling, batch_size=3, num_workers=2,
+                normalise_on_device=True, main_threads=1)
+    assert a.failed == b.failed == 0 and a.extracted == b.extracted == 5
+    assert set(seen_a) == {threads} and set(ex.model[0].seen) == {1}  # capped only when asked (CUDA)
+    assert torch.get_num_threads() == threads  # and restored
+    with open_store(tmp_path / "a.h5") as sa, open_store(tmp_path / "b.h5") as sb:
+        assert {k: v for k, v in sa.provenance.items() if k != "created"} == \
+               {k: v for k, v in sb.provenance.items() if k != "created"}  # a rerun may resume either
+        for c in sa.clip_ids():
+            np.testing.assert_array_equal(sa.get(c).features, sb.get(c).features)
+            np.testing.assert_array_equal(sa.get(c).timestamps, sb.get(c).timestamps)
+
+
+def test_uint8_workers_need_a_split_preprocess(tmp_path, tiny_module, clip_folder):
+    _, tinyext = tiny_module
+    clips = clips_from_folder(clip_folder)[:1]
+    with pytest.raises(ValueError, match="no uint8 half"):
+        iter_batches(clips, tinyext.tiny(), EveryKth(3), uint8=True)
+    with pytest.raises(ValueError, match="no uint8 half"):
+        extract(clips, tmp_path / "x.h5", tinyext.tiny(), EveryKth(3), normalise_on_device=True)
+    with pytest.raises(ValueError, match="main_threads"):
+        extract(clips, tmp_path / "x.h5", tinyext.tiny(), EveryKth(3), main_threads=0)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(os.environ.get("MOVIEFIB_TEST_GPU") != "1" or not torch.cuda.is_available(),
+                    reason="GPU test: set MOVIEFIB_TEST_GPU=1 on a machine with CUDA")
+@pytest.mark.parametrize("kind", ["2d", "3d"])
+def test_cuda_pipeline_matches_the_cpu(tmp_path, tiny_module, clip_folder, kind):
+    _, tinyext = tiny_module
+    clips = clips_from_folder(clip_folder)[:6]
+    sampling = EveryKth(4) if kind == "2d" else Windows(4, stride=4)
+    cpu = extract(clips, tmp_path / "cpu.h5", tinyext.tiny_split(kind), sampling, num_workers=2)
+    ex = tinyext.tiny_split(kind)
+    ex.model.to("cuda")
+    threads = torch.get_num_threads()
+    gpu = extract(clips, tmp_path / "gpu.h5", ex, sampling, device="cuda", num_workers=2, amp=False)
+    assert cpu.extracted == gpu.extracted == 6
+    assert set(ex.model[0].seen) == {min(2, threads)} and torch.get_num_threads() == threads
+    with open_store(tmp_path / "cpu.h5") as a, open_store(tmp_path / "gpu.h5") as b:
+        assert b.provenance["device"] == "cuda"
+        for c in a.clip_ids():
+            np.testing.assert_allclose(a.get(c).features, b.get(c).features, atol=2e-3, rtol=2e-3)
 
 
 def test_kill_and_rerun(tmp_path, tiny_module, clip_folder):

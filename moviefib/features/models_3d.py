@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hub import load_into, torchvision_model
+from .hub import load_state_dict_file, torchvision_model
 from .registry import Extractor, library_versions, register_extractor
 from .transforms import FramePreprocess
 
@@ -44,15 +44,23 @@ def _conv_head_as_linear(conv: nn.Conv3d) -> nn.Linear:
 # ---------------------------------------------------------------- C3D
 
 C3D_WINDOW = 16
-# Per-channel (R, G, B) mean of the Sports-1M training mean cube, in 0-255 pixel units: the Caffe model
-# was trained on mean-subtracted, unscaled pixels.
+# Input convention of the Sports-1M weights. The Caffe model (facebook/C3D) was trained on frames read by
+# OpenCV, so BGR, as unscaled 0-255 pixels minus the training mean cube, resized to 128x171 and cropped
+# to 112x112. The PyTorch port (DavideA/c3d-pytorch's c3d.pickle) is a straight copy of those weights:
+# the conversions it descends from (the Keras port of the Caffe model) transpose axes but never reorder
+# conv1's input channels. The port's own demo (predict.py) feeds RGB without the mean and is "tested only
+# qualitatively" by its README; we follow the training convention, which is what the paper's features saw.
+# C3D_MEAN is the per-channel (B, G, R) average of the Sports-1M mean cube, the per-channel mean the
+# common C3D ports subtract from OpenCV (BGR) frames (about 90, 98, 102).
+C3D_CHANNEL_ORDER = "bgr"
 C3D_MEAN = (90.25, 97.66, 101.41)
 
 
 class C3D(nn.Module):
-    """C3D (Tran et al. 2015), layer names of the common PyTorch port of the Sports-1M weights
-    (``c3d.pickle``). Input ``[B, 3, 16, 112, 112]`` (0-255 pixels, mean subtracted); output fc6 or
-    fc7 after ReLU (4096-d)."""
+    """C3D (Tran et al. 2015) with the parameter names of the common PyTorch port of the Sports-1M weights
+    (``c3d.pickle``: conv1, conv2, conv3a/b, conv4a/b, conv5a/b, fc6, fc7, fc8, weight and bias each).
+    Input ``[B, 3, 16, 112, 112]`` (0-255 BGR pixels, mean subtracted); output fc6 or fc7 after ReLU
+    (4096-d)."""
 
     def __init__(self, layer: str = "fc6", num_classes: int = 487):
         super().__init__()
@@ -88,29 +96,64 @@ class C3D(nn.Module):
         return self.fc8.eval()
 
 
+def _list(names: list[str], limit: int = 3) -> str:
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def load_c3d(path: Path, layer: str = "fc6") -> C3D:
+    """A :class:`C3D` holding the state dict in ``path`` (``c3d.pickle`` or a file with the same keys).
+
+    fc8 may have any number of classes (a fine-tuned head); everything else must match in name and
+    shape. Raises ValueError in one line naming the file and the first missing, unexpected or misshapen
+    keys.
+    """
+    state = load_state_dict_file(path)
+    fc8 = state.get("fc8.weight")
+    num_classes = fc8.shape[0] if isinstance(fc8, torch.Tensor) and fc8.ndim == 2 else 487
+    model = C3D(layer, num_classes=num_classes)
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    misshapen = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in want.items()
+                 if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape)]
+    if missing or unexpected or misshapen:
+        problems = "; ".join(f"{what} {_list(keys)}" for what, keys in
+                             (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
+                             if keys)
+        raise ValueError(f"c3d: {path} does not fit the architecture (expected the keys of the PyTorch "
+                         f"port's c3d.pickle, conv1.weight ... fc8.bias): {problems}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 @register_extractor("c3d")
-def create_c3d(*, weights="default", layer: str = "fc6",
-               mean: tuple[float, float, float] = C3D_MEAN) -> Extractor:
+def create_c3d(*, weights="default", layer: str = "fc6", mean: tuple[float, float, float] = C3D_MEAN,
+               channel_order: str = C3D_CHANNEL_ORDER) -> Extractor:
     """C3D fc6 (default, the paper's 3D feature) or fc7, 4096-d, per 16-frame window.
 
     The Sports-1M weights are not on any index: pass the path of ``c3d.pickle`` (the widely used PyTorch
     port, a state dict) as ``weights``. "default" fails with a one-line explanation.
+    ``channel_order`` and ``mean`` (0-255 units, in that channel order) default to the Caffe model's
+    training input, BGR minus the Sports-1M mean (see ``C3D_MEAN``); ``channel_order="rgb",
+    mean=(0, 0, 0)`` gives the pixels the port's predict.py feeds (which also resizes differently).
     """
     from .weights import WeightsUnavailableError, sha256_file
 
-    model = C3D(layer)
     if weights == "default":
         raise WeightsUnavailableError(
             "c3d has no downloadable default weights: pass the path of the Sports-1M c3d.pickle "
             "(PyTorch port of the Caffe model) as weights, or weights=None for random init")
     if weights is None:
+        model = C3D(layer)
         weights_id = digest = "random-init"
     else:
-        load_into(model, Path(weights), "c3d")
+        model = load_c3d(Path(weights), layer)
         weights_id, digest = str(weights), sha256_file(Path(weights))
     model.eval()
     preprocess = FramePreprocess(layout="3d", resize=(128, 171), crop=112, mean=tuple(mean),
-                                 std=(1.0, 1.0, 1.0), scale=1.0, interpolation="bilinear")
+                                 std=(1.0, 1.0, 1.0), scale=1.0, interpolation="bilinear",
+                                 channel_order=channel_order)
     provenance = {"extractor": "c3d", "layer": f"{layer} (after ReLU)", "weights": weights_id,
                   "sha256": digest, "dim": 4096, "window": C3D_WINDOW, **preprocess.describe(),
                   "versions": library_versions()}

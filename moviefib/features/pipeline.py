@@ -5,6 +5,13 @@ process. Each worker takes every n-th clip and packs the steps of its clips into
 ``batch_size`` steps (across clip and window boundaries), so a 3D model sees full batches even on
 2-second clips.
 
+On a GPU, given a preprocess in two halves (:class:`~moviefib.features.transforms.FramePreprocess`),
+the workers stop at uint8 (resize + crop) and the main process normalises on the device after the
+transfer: a quarter of the bytes of float32 through shared memory, pinning and PCIe (a batch of 32 I3D
+windows of 64 frames is 0.3 GB in uint8, 1.2 GB in float32). The main process then also runs with 2 torch
+threads, so that it leaves the cores to the decode workers. On the CPU the workers normalise too (in
+parallel with the model), and the threads are left alone.
+
 Crash safety. Finished clips are written every few seconds as a *staged file* in ``<out>.staging/``
 (a ``.npz`` written under a temporary name, synced and renamed: a staged file exists whole or not at
 all), next to ``run.json`` (the settings) and ``manifest.json`` (the staged files and their clips,
@@ -41,6 +48,9 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mpg", ".mpeg", ".mov", ".webm", ".m4v")
 # Provenance keys that do not change the features: a rerun may differ in them and still resume.
 _VOLATILE_KEYS = ("created", "library_versions", "shard", "num_clips_requested")
+# Torch CPU threads of the main process on CUDA: it only moves batches, normalises on the GPU and
+# gathers features, and every further thread competes with the decode workers for the cores.
+_CUDA_MAIN_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -207,6 +217,7 @@ def shard_path(out: str | os.PathLike, shard: tuple[int, int] | None) -> Path:
 class _StreamConfig:
     sampling: Sampling
     preprocess: Callable
+    uint8: bool  # run only preprocess.resize_crop: the consumer normalises
     kind: str
     batch_size: int
     backend: str
@@ -218,7 +229,8 @@ def _make_stream_class():
     import torch
 
     class ClipStream(torch.utils.data.IterableDataset):
-        """Yields batch dicts: x [n, ...] float, key/step/time per row, done {key: steps}, failed {key: reason}."""
+        """Yields batch dicts: x [n, ...] float (uint8 with cfg.uint8), key/step/time per row,
+        done {key: steps}, failed {key: reason}."""
 
         def __init__(self, clips: Sequence[tuple[int, ClipSource]], cfg: _StreamConfig):
             self.clips = list(clips)
@@ -228,6 +240,7 @@ def _make_stream_class():
             info = torch.utils.data.get_worker_info()
             mine = self.clips if info is None else self.clips[info.id::info.num_workers]
             cfg = self.cfg
+            preprocess = cfg.preprocess.resize_crop if cfg.uint8 else cfg.preprocess
             xs, keys, steps, times = [], [], [], []
             done: dict[int, int] = {}
             failed: dict[int, str] = {}
@@ -247,7 +260,7 @@ def _make_stream_class():
                     for step, frames in sample(clip.path, cfg.sampling, segment=clip.segment,
                                                backend=cfg.backend, short_side=cfg.short_side,
                                                threads=cfg.decode_threads):
-                        x = cfg.preprocess(torch.from_numpy(frames))
+                        x = preprocess(torch.from_numpy(frames))
                         xs.append(x[0] if cfg.kind == "2d" else x)
                         keys.append(key), steps.append(step.index), times.append(step.time)
                         n += 1
@@ -268,25 +281,49 @@ def _make_stream_class():
     return ClipStream
 
 
+def default_main_threads(device: str) -> int | None:
+    """The torch CPU threads :func:`extract` gives this process on ``device`` by default (None: unchanged)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return None
+    return min(_CUDA_MAIN_THREADS, torch.get_num_threads())
+
+
+def splits_preprocess(preprocess) -> bool:
+    """Whether ``preprocess`` has a uint8 worker half and a device half (``resize_crop`` and ``normalise``,
+    as :class:`moviefib.features.transforms.FramePreprocess` has)."""
+    return callable(getattr(preprocess, "resize_crop", None)) and callable(getattr(preprocess, "normalise", None))
+
+
 def iter_batches(clips: Sequence[ClipSource], extractor, sampling: Sampling, *, batch_size: int = 32,
                  num_workers: int = 2, backend: str = "pyav", short_side: int | None = None,
-                 decode_threads: int = 1, pin_memory: bool = False) -> Iterator[dict]:
+                 decode_threads: int = 1, pin_memory: bool = False, uint8: bool = False) -> Iterator[dict]:
     """Decode + preprocess ``clips`` in DataLoader workers; yield batches of up to ``batch_size`` steps.
 
     A batch is a dict: ``x`` (float tensor ``[n, 3, h, w]`` or ``[n, 3, T, h, w]``, or None), ``key``
     (index of the clip in ``clips`` for each row), ``step``, ``time`` (seconds), ``done`` (clip index ->
     number of steps, once the clip is fully decoded) and ``failed`` (clip index -> reason).
+    ``uint8=True``: the workers run only ``extractor.preprocess.resize_crop`` and ``x`` is uint8, for the
+    caller to pass through ``extractor.preprocess.normalise``; ValueError if the preprocess has no halves.
     """
     import torch
 
-    cfg = _StreamConfig(sampling, extractor.preprocess, extractor.kind, batch_size, backend, short_side,
-                        decode_threads)
+    if uint8 and not splits_preprocess(extractor.preprocess):
+        raise ValueError(f"extractor {getattr(extractor, 'name', '?')!r}: its preprocess has no uint8 half "
+                         f"(resize_crop/normalise), so the workers cannot ship uint8")
+    cfg = _StreamConfig(sampling, extractor.preprocess, uint8, extractor.kind, batch_size, backend,
+                        short_side, decode_threads)
     dataset = _make_stream_class()(list(enumerate(clips)), cfg)
     workers = max(0, min(num_workers, len(clips)))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory,
         prefetch_factor=2 if workers else None, persistent_workers=False)
-    yield from loader
+    return _lazily(loader)  # not itself a generator: bad arguments fail at the call
+
+
+def _lazily(loader) -> Iterator[dict]:
+    yield from loader  # the workers start at the first batch asked for, not before
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -417,11 +454,18 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
             preset: str | None = None, device: str = "cpu", batch_size: int = 32, num_workers: int = 2,
             backend: str = "pyav", short_side: int | None = None, decode_threads: int = 1,
             shard: tuple[int, int] | None = None, amp: bool = True, stage_seconds: float = 10.0,
-            overwrite: bool = False, on_start: Callable[[int, int], None] | None = None,
+            overwrite: bool = False, normalise_on_device: bool | None = None,
+            main_threads: int | None = None, on_start: Callable[[int, int], None] | None = None,
             on_clip: Callable[[str, bool], None] | None = None) -> ExtractSummary:
     """Extract features of ``clips`` into the store ``out`` (or its shard file), resumably.
 
     ``extractor`` is a :class:`moviefib.features.registry.Extractor` (already on ``device``).
+    ``normalise_on_device``: the workers ship uint8 and this process normalises on ``device`` (needs a
+    preprocess with halves, see :func:`splits_preprocess`); None: on CUDA when the preprocess has halves.
+    The features are the same either way (up to float rounding), and so is the provenance.
+    ``main_threads``: torch CPU threads of this process while batches run (restored afterwards); None:
+    2 on CUDA, where the model does not need them and more would compete with the decode workers, and
+    unchanged on the CPU, where the model runs on them.
     ``on_start(total, reused)`` is called once the finished clips of earlier runs are known and
     ``on_clip(clip_id, ok)`` as each clip finishes or fails (for progress bars).
     Raises ValueError when ``out`` or its staging folder holds features made with other settings
@@ -430,6 +474,17 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
     import torch
 
     t_start = time.perf_counter()
+    dev = torch.device(device)
+    if normalise_on_device is None:
+        normalise_on_device = dev.type == "cuda" and splits_preprocess(extractor.preprocess)
+    if normalise_on_device and not splits_preprocess(extractor.preprocess):
+        raise ValueError(f"extractor {extractor.name!r}: its preprocess has no uint8 half "
+                         f"(resize_crop/normalise) to split between the workers and the device")
+    normalise = extractor.preprocess.normalise if normalise_on_device else None
+    if main_threads is None:
+        main_threads = default_main_threads(device)
+    if main_threads is not None and main_threads < 1:
+        raise ValueError(f"main_threads must be at least 1, not {main_threads}")
     all_clips = _dedupe(clips)
     if shard is not None:
         i, n = shard
@@ -464,7 +519,6 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
 
     failures: list[Failure] = []
     extracted = steps_total = 0
-    dev = torch.device(device)
     use_amp = amp and dev.type == "cuda"
     model = extractor.model
     if dev.type == "cuda" and extractor.kind == "2d":
@@ -504,18 +558,26 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
         if on_clip:
             on_clip(clip.clip_id, False)
 
+    threads_before = torch.get_num_threads()
     try:
         if todo:
             batches = iter_batches(todo, extractor, sampling, batch_size=batch_size,
                                    num_workers=num_workers, backend=backend, short_side=short_side,
-                                   decode_threads=decode_threads, pin_memory=dev.type == "cuda")
+                                   decode_threads=decode_threads, pin_memory=dev.type == "cuda",
+                                   uint8=normalise is not None)
+            if main_threads is not None:
+                torch.set_num_threads(main_threads)
             with torch.inference_mode():
                 for batch in batches:
                     x = batch["x"]
                     if x is not None:
                         x = x.to(dev, non_blocking=True)
                         if dev.type == "cuda" and x.dim() == 4:
+                            # Before normalising: on uint8 the copy is a quarter of the bytes, and the
+                            # elementwise normalisation keeps the layout.
                             x = x.contiguous(memory_format=torch.channels_last)
+                        if normalise is not None:
+                            x = normalise(x)
                         with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
                             f = model(x)
                         f = f.float().cpu().numpy()
@@ -539,6 +601,7 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
             staging.write(pending)
             pending = []
     finally:
+        torch.set_num_threads(threads_before)
         if existing is not None:
             existing.close()
 
