@@ -210,6 +210,32 @@ class FIBDataset(torch.utils.data.Dataset):
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
+def video_statistics(dataset: FIBDataset, *, max_clips: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation of the video features of ``dataset``'s clips (the
+    streams concatenated, as the model reads them), over at most ``max_clips`` clips drawn at random.
+
+    CNN features after a ReLU sit mostly on a per-dimension offset (pretrained EfficientNet-Lite0 on
+    the demo corpus: mean 0.31, spread within a dimension 0.38); standardising them gives the video
+    LSTM inputs whose variation is on the scale of its weights, and puts 2D and 3D streams on one scale.
+    """
+    clips = sorted({dataset.item(i).clip_id for i in range(len(dataset))})
+    if len(clips) > max_clips:
+        pick = np.random.default_rng(seed).choice(len(clips), max_clips, replace=False)
+        clips = [clips[i] for i in sorted(pick)]
+    parts = []
+    for store in dataset.stores.values():
+        total, total_sq, n = None, None, 0
+        for clip in clips:
+            x = np.asarray(store.get(clip).features, dtype=np.float64)
+            total = x.sum(0) if total is None else total + x.sum(0)
+            total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
+            n += len(x)
+        mean = total / n
+        parts.append((mean, np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))))
+    return (np.concatenate([m for m, _ in parts]).astype(np.float32),
+            np.concatenate([sd for _, sd in parts]).astype(np.float32))
+
+
 def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     out = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)

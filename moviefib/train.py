@@ -231,7 +231,13 @@ def load_checkpoint(path: str | os.PathLike, *, device="cpu"):
     if ckpt.get("version", 0) > CHECKPOINT_VERSION:
         raise ConfigError(f"{path}: checkpoint version {ckpt['version']} is newer than this moviefib reads")
     model = create_model(ckpt["model_name"], **ckpt["model_config"])
-    model.load_state_dict(ckpt["state_dict"])
+    state = dict(ckpt["state_dict"])
+    if is_neural(model):
+        # Checkpoints from before feature standardisation lack its (identity) statistics.
+        for key in ("video_mean", "video_std"):
+            if key in model.state_dict() and key not in state:
+                state[key] = model.state_dict()[key]
+    model.load_state_dict(state)
     if is_neural(model):
         model.to(device).eval()
     ckpt["word_vocab"] = WordVocab(tuple(ckpt["word_vocab"]["words"]), ckpt["word_vocab"]["lowercase"])
@@ -392,6 +398,11 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
     common = dict(stores=stores, max_steps=int(cfg_d["max_steps"]), missing=cfg_d["missing"])
     train_ds = FIBDataset(train_view, words, train=True, **common)
     val_ds = FIBDataset(val_view, words, train=False, **common)
+    if getattr(model, "standardise_video", False) and model.video is not None and not cfg_t["resume"]:
+        # (a resumed model has its own)
+        from .data import video_statistics
+
+        model.set_video_statistics(*video_statistics(train_ds, seed=seed))
     if rank == 0:
         log.info("%s: %d answers (%s), %d words, %d train / %d val questions", name, len(answer_vocab),
                  cfg_d["answer_vocab"], len(words), len(train_ds), len(val_ds))

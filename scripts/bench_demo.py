@@ -75,6 +75,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default="default", choices=("default", "none"))
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--train-jobs", type=int, default=None, help="baselines trained at once (default: CPU cores)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="training setting for every baseline (repeatable)")
     args = p.parse_args()
@@ -90,7 +91,7 @@ def main() -> int:
     t0 = time.perf_counter()
     try:
         result = run_demo(out, size=args.size, seed=args.seed, overrides=args.overrides, device="cpu",
-                          weights=args.weights, workers=args.workers)
+                          weights=args.weights, workers=args.workers, train_jobs=args.train_jobs)
         total = time.perf_counter() - t0
         load_after = os.getloadavg()
         counts = question_counts(out / "dataset")

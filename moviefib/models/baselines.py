@@ -2,7 +2,9 @@
 and with early fusion).
 
 Head, as in the paper: ``dropout(0.5)`` over the concatenated encodings, then one linear layer over
-the answer vocabulary. Batches are the dicts built by :class:`moviefib.data.Collator`: ``left``,
+the answer vocabulary. With ``standardise_video`` (not in the paper; on by default in the demo) the
+video features are standardised per dimension with training-set statistics, kept in the model's
+buffers so a checkpoint carries them. Batches are the dicts built by :class:`moviefib.data.Collator`: ``left``,
 ``left_len``, ``right``, ``right_len`` (word ids; ``right`` reversed) and, for the vision models,
 ``video [B, S, D]`` and ``video_len`` (the streams' steps concatenated per step, ``streams`` order).
 """
@@ -22,8 +24,10 @@ class _Baseline(nn.Module):
 
     def __init__(self, *, n_answers: int, vocab_size: int, video_dims: dict[str, int] | None = None,
                  emb_dim: int = 512, hidden: int = 320, dropout: float = 0.5, batch_norm: bool = False,
-                 bn_gamma: float = 0.1, emb_dropout: float = 0.0, video_dropout: float = 0.0):
+                 bn_gamma: float = 0.1, emb_dropout: float = 0.0, video_dropout: float = 0.0,
+                 standardise_video: bool = False):
         super().__init__()
+        self.standardise_video = bool(standardise_video)
         self.text = TextEncoder(vocab_size, emb_dim=emb_dim, hidden=hidden, batch_norm=batch_norm,
                                 bn_gamma=bn_gamma, emb_dropout=emb_dropout)
         head_in = self.text.out_dim
@@ -33,7 +37,10 @@ class _Baseline(nn.Module):
             missing = [s for s in self.streams if s not in video_dims]
             if missing:
                 raise ValueError(f"{self.model_name} needs the feature size of stream(s) {', '.join(missing)}")
-            self.video = VideoEncoder(sum(video_dims[s] for s in self.streams), hidden=hidden,
+            dim = sum(video_dims[s] for s in self.streams)
+            self.register_buffer("video_mean", torch.zeros(dim))
+            self.register_buffer("video_std", torch.ones(dim))
+            self.video = VideoEncoder(dim, hidden=hidden,
                                       batch_norm=batch_norm, bn_gamma=bn_gamma, input_dropout=video_dropout)
             if self.early_fusion:
                 # The question encoding becomes the video LSTM's initial (h, c).
@@ -44,15 +51,32 @@ class _Baseline(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(head_in, n_answers)
 
+    def set_video_statistics(self, mean, std, *, floor: float = 1e-2) -> None:
+        """Per-dimension mean and standard deviation used by ``standardise_video``; a spread below
+        ``floor`` (a dimension that barely varies in training) is raised to it, so it cannot blow up."""
+        if self.video is None:
+            raise ValueError(f"{self.model_name} reads no video features")
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        std = torch.as_tensor(std, dtype=torch.float32).clamp_min(floor)
+        if mean.shape != self.video_mean.shape or std.shape != self.video_std.shape:
+            raise ValueError(f"video statistics of size {tuple(mean.shape)}, the model reads {tuple(self.video_mean.shape)}")
+        self.video_mean.copy_(mean)
+        self.video_std.copy_(std)
+
     def forward(self, batch: dict) -> torch.Tensor:
         q = self.text(batch["left"], batch["left_len"], batch["right"], batch["right_len"])
+        video = None
+        if self.video is not None:
+            video = batch["video"]
+            if self.standardise_video:
+                video = (video - self.video_mean) / self.video_std
         if self.video is None:
             enc = q
         elif self.early_fusion:
             h0, c0 = torch.tanh(self.init_state(q)).chunk(2, dim=1)
-            enc = self.video(batch["video"], batch["video_len"], (h0, c0))
+            enc = self.video(video, batch["video_len"], (h0, c0))
         else:
-            enc = torch.cat([q, self.video(batch["video"], batch["video_len"])], dim=1)
+            enc = torch.cat([q, self.video(video, batch["video_len"])], dim=1)
         return self.classifier(self.dropout(enc))
 
 
