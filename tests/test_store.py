@@ -38,6 +38,22 @@ def test_round_trip(tmp_path):
             s.get("zz")
 
 
+def test_small_store_held_in_memory_reads_as_from_the_file(tmp_path):
+    path = tmp_path / "f.h5"
+    write_store(path, _items(), {"preset": "x"})
+    with open_store(path, memory_limit=0) as from_file, open_store(path) as in_memory:
+        for c in from_file.clip_ids():
+            a, b = from_file.get(c), in_memory.get(c)
+            assert a.features.dtype == b.features.dtype
+            np.testing.assert_array_equal(a.features, b.features)
+            np.testing.assert_array_equal(a.timestamps, b.timestamps)
+        assert in_memory._memory is not None and from_file._memory is None
+        got = in_memory.get("c2")
+        got.features[:] = 7  # a caller's change stays in its copy
+        assert not np.any(in_memory.get("c2").features == 7)
+        assert pickle.loads(pickle.dumps(in_memory))._memory is None  # workers read their own
+
+
 def test_pickled_store_reopens(tmp_path):
     path = tmp_path / "f.h5"
     write_store(path, _items(), {})
