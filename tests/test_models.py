@@ -145,6 +145,26 @@ def test_recalibration_without_batch_norm_runs_nothing():
     assert recalibrate_batch_norm(lstm, iter(())) == 0
 
 
+def test_stream_dropout_zeroes_whole_streams_never_all_and_only_in_training():
+    torch.manual_seed(0)
+    model = create_model("text_2d3d", n_answers=3, vocab_size=30, video_dims=DIMS, emb_dim=8, hidden=8,
+                         stream_dropout=0.6)
+    video = torch.ones(400, 3, DIMS["2d"] + DIMS["3d"])
+    dropped = model.train()._drop_streams(video)
+    parts = dropped[:, :, :DIMS["2d"]], dropped[:, :, DIMS["2d"]:]
+    kept = torch.stack([(p == 1).all(2).all(1) for p in parts], dim=1)  # [400, 2]: stream kept whole
+    zero = torch.stack([(p == 0).all(2).all(1) for p in parts], dim=1)
+    assert torch.all(kept | zero)  # a stream is kept or dropped as a whole
+    assert kept.any(1).all()  # never both
+    assert 0.25 < zero.float().mean() < 0.55
+    batch = _batch(("2d", "3d"))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch), model(batch))
+    with pytest.raises(ValueError, match="stream_dropout"):
+        create_model("text_2d3d", n_answers=3, vocab_size=30, video_dims=DIMS, stream_dropout=1.0)
+
+
 def test_sample_steps_uniform_and_random():
     assert list(sample_steps(10, 15, train=True)) == list(range(10))
     u = sample_steps(100, 15, train=False)

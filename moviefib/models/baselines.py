@@ -25,9 +25,12 @@ class _Baseline(nn.Module):
     def __init__(self, *, n_answers: int, vocab_size: int, video_dims: dict[str, int] | None = None,
                  emb_dim: int = 512, hidden: int = 320, dropout: float = 0.5, batch_norm: bool = False,
                  bn_gamma: float = 0.1, emb_dropout: float = 0.0, video_dropout: float = 0.0,
-                 standardise_video: bool = False):
+                 standardise_video: bool = False, stream_dropout: float = 0.0):
         super().__init__()
         self.standardise_video = bool(standardise_video)
+        if not 0.0 <= stream_dropout < 1.0:
+            raise ValueError(f"stream_dropout must be in [0, 1), got {stream_dropout}")
+        self.stream_dropout = float(stream_dropout)
         self.text = TextEncoder(vocab_size, emb_dim=emb_dim, hidden=hidden, batch_norm=batch_norm,
                                 bn_gamma=bn_gamma, emb_dropout=emb_dropout)
         head_in = self.text.out_dim
@@ -38,6 +41,10 @@ class _Baseline(nn.Module):
             if missing:
                 raise ValueError(f"{self.model_name} needs the feature size of stream(s) {', '.join(missing)}")
             dim = sum(video_dims[s] for s in self.streams)
+            bounds = [0]
+            for st in self.streams:
+                bounds.append(bounds[-1] + video_dims[st])
+            self._stream_slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
             self.register_buffer("video_mean", torch.zeros(dim))
             self.register_buffer("video_std", torch.ones(dim))
             self.video = VideoEncoder(dim, hidden=hidden,
@@ -63,6 +70,20 @@ class _Baseline(nn.Module):
         self.video_mean.copy_(mean)
         self.video_std.copy_(std)
 
+    def _drop_streams(self, video: torch.Tensor) -> torch.Tensor:
+        """Zero each stream of a sample (its training mean, when standardised) with probability
+        ``stream_dropout``, never all streams of one sample. With 2D and 3D features concatenated the
+        model otherwise leans on whichever stream fits the training set first (measured on the demo:
+        the 2D+3D model answered motion questions worse than the 3D-only one)."""
+        b = video.shape[0]
+        keep = torch.rand(b, len(self.streams), device=video.device) >= self.stream_dropout
+        none = ~keep.any(1)
+        if none.any():
+            keep[none, torch.randint(len(self.streams), (int(none.sum()),), device=video.device)] = True
+        mask = torch.cat([keep[:, k:k + 1].expand(b, sl.stop - sl.start) for k, sl in enumerate(self._stream_slices)],
+                         dim=1).to(video.dtype)
+        return video * mask.unsqueeze(1)
+
     def forward(self, batch: dict) -> torch.Tensor:
         q = self.text(batch["left"], batch["left_len"], batch["right"], batch["right_len"])
         video = None
@@ -70,6 +91,8 @@ class _Baseline(nn.Module):
             video = batch["video"]
             if self.standardise_video:
                 video = (video - self.video_mean) / self.video_std
+            if self.training and self.stream_dropout > 0 and len(self.streams) > 1:
+                video = self._drop_streams(video)
         if self.video is None:
             enc = q
         elif self.early_fusion:
