@@ -147,6 +147,7 @@ def _run(args) -> int:
     print("\nstages:")
     for st in result.stages:
         print(f"  {st.name:24s} {st.seconds:8.1f} s  {st.detail}")
+    print(f"  {'total (wall clock)':24s} {result.seconds:8.1f} s")
     print("\nweights: " + ", ".join(f"{k} {v}" for k, v in result.weights.items()))
     print(f"report, metrics and chart: {result.report_dir}")
     return EXIT_OK

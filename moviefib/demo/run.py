@@ -106,7 +106,9 @@ class DemoResult:
 
     Attributes:
         out_dir: the demo folder.
-        stages: the stages in order, with their durations.
+        stages: the stages in order, with their durations (the training stages overlap when
+            baselines train side by side).
+        seconds: the whole run, wall clock.
         weights: per stream (``2d``, ``3d``), ``pretrained`` or ``random-init (<reason>)``.
         accuracy: baseline -> {``all``, ``text``, ``appearance``, ``motion``} -> test accuracy in %.
         table: the evaluator's text table of the test results.
@@ -115,6 +117,7 @@ class DemoResult:
 
     out_dir: Path
     stages: tuple[StageTime, ...]
+    seconds: float
     weights: dict[str, str]
     accuracy: dict[str, dict[str, float]]
     table: str
@@ -336,6 +339,7 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
     corpus, dataset, features = out / "corpus", out / "dataset", out / "features"
     runs, preds, report = out / "runs", out / "predictions", out / "report"
     stages: list[StageTime] = []
+    started = time.perf_counter()
 
     def stage(name: str, fn, describe=str):
         log.info("demo: %s...", name)
@@ -397,11 +401,12 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
 
     ev = stage("evaluate", score, lambda ev: f"{ev.n_questions} test questions")
     accuracy = _accuracy_by_type(dataset, submissions)
-    result = DemoResult(out, tuple(stages), used, accuracy,
+    result = DemoResult(out, tuple(stages), time.perf_counter() - started, used, accuracy,
                         format_table(ev), report)
     atomic_write(out / "demo.json", json.dumps({
         "size": size, "seed": seed, "training": settings, "device": device, "weights": result.weights,
-        "stages": [dataclasses.asdict(s) for s in stages], "test_accuracy": accuracy}, indent=2) + "\n")
+        "stages": [dataclasses.asdict(s) for s in stages], "seconds": result.seconds,
+        "test_accuracy": accuracy}, indent=2) + "\n")
     return result
 
 
