@@ -75,6 +75,8 @@ def test_outputs_and_layout(demo):
                                                *(f"train {n}" for n in BASELINES), "predict", "evaluate"]
     record = json.loads((out / "demo.json").read_text())
     assert record["test_accuracy"] == result.accuracy
+    assert record["seconds"] == result.seconds
+    assert result.seconds >= sum(s.seconds for s in result.stages if not s.name.startswith("train"))
     assert record["training"][:len(DEMO_TRAINING)] == [f"{k}={v}" for k, v in DEMO_TRAINING.items()]
     expected = "pretrained" if weights == "default" else "random-init (asked for)"
     assert result.weights == {"2d": expected, "3d": expected}
@@ -116,6 +118,23 @@ def test_vision_baselines_beat_text_only_on_visual_questions(tmp_path):
                     reason="the default-size demo takes minutes; set MOVIEFIB_TEST_DEMO_ACCURACY=1")
 def test_default_demo_meets_the_visual_goal(tmp_path):
     _check_leads(run_demo(tmp_path / "d", seed=SEED, weights=_weights()), GOAL_MARGIN)
+
+
+def test_baselines_trained_side_by_side_equal_those_trained_one_by_one(demo, tmp_path):
+    import shutil
+
+    import torch
+
+    result, weights, _ = demo
+    out = tmp_path / "d"
+    for part in ("corpus", "dataset", "features"):  # the same inputs; only the training is redone
+        shutil.copytree(result.out_dir / part, out / part)
+    alone = run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=TRAINING, train_jobs=1)
+    assert alone.accuracy == result.accuracy
+    for name in BASELINES:
+        a = torch.load(result.out_dir / "runs" / name / "best.pt", weights_only=True)["state_dict"]
+        b = torch.load(out / "runs" / name / "best.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_rerun_resumes_without_redoing_work(demo):
