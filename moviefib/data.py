@@ -156,7 +156,7 @@ class FIBDataset(torch.utils.data.Dataset):
         self.skipped_clips: list[str] = []
         keep = list(range(len(items)))
         if self.stores:
-            clip_ids = items.clip_ids() if hasattr(items, "clip_ids") else [it.clip_id for it in items]
+            clip_ids = _clip_ids(items)
             present = {name: set(s.clip_ids()) for name, s in self.stores.items()}
             keep = []
             for i, clip in enumerate(clip_ids):
@@ -181,6 +181,11 @@ class FIBDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def clip_ids(self) -> list[str]:
+        """The clip id of each sample, in order."""
+        ids = _clip_ids(self.items)
+        return [ids[i] for i in self.indices]
 
     def item(self, i: int):
         return self.items[self.indices[i]]
@@ -218,22 +223,25 @@ def video_statistics(dataset: FIBDataset, *, max_clips: int = 2000, seed: int = 
     the demo corpus: mean 0.31, spread within a dimension 0.38); standardising them gives the video
     LSTM inputs whose variation is on the scale of its weights, and puts 2D and 3D streams on one scale.
     """
-    clips = sorted({dataset.item(i).clip_id for i in range(len(dataset))})
+    clips = sorted(set(dataset.clip_ids()))
     if len(clips) > max_clips:
         pick = np.random.default_rng(seed).choice(len(clips), max_clips, replace=False)
         clips = [clips[i] for i in sorted(pick)]
-    parts = []
+    means, stds = [], []
     for store in dataset.stores.values():
-        total, total_sq, n = None, None, 0
+        total, total_sq, n = np.zeros(store.dim), np.zeros(store.dim), 0
         for clip in clips:
             x = np.asarray(store.get(clip).features, dtype=np.float64)
-            total = x.sum(0) if total is None else total + x.sum(0)
-            total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
+            total += x.sum(0)
+            total_sq += (x * x).sum(0)
             n += len(x)
-        mean = total / n
-        parts.append((mean, np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))))
-    return (np.concatenate([m for m, _ in parts]).astype(np.float32),
-            np.concatenate([sd for _, sd in parts]).astype(np.float32))
+        means.append(total / n)
+        stds.append(np.sqrt(np.maximum(total_sq / n - means[-1] ** 2, 0.0)))
+    return np.concatenate(means).astype(np.float32), np.concatenate(stds).astype(np.float32)
+
+
+def _clip_ids(items) -> list[str]:
+    return items.clip_ids() if hasattr(items, "clip_ids") else [it.clip_id for it in items]
 
 
 def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:

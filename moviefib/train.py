@@ -231,13 +231,7 @@ def load_checkpoint(path: str | os.PathLike, *, device="cpu"):
     if ckpt.get("version", 0) > CHECKPOINT_VERSION:
         raise ConfigError(f"{path}: checkpoint version {ckpt['version']} is newer than this moviefib reads")
     model = create_model(ckpt["model_name"], **ckpt["model_config"])
-    state = dict(ckpt["state_dict"])
-    if is_neural(model):
-        # Checkpoints from before feature standardisation lack its (identity) statistics.
-        for key in ("video_mean", "video_std"):
-            if key in model.state_dict() and key not in state:
-                state[key] = model.state_dict()[key]
-    model.load_state_dict(state)
+    model.load_state_dict(ckpt["state_dict"])
     if is_neural(model):
         model.to(device).eval()
     ckpt["word_vocab"] = WordVocab(tuple(ckpt["word_vocab"]["words"]), ckpt["word_vocab"]["lowercase"])
@@ -359,10 +353,10 @@ def _calibrate(model, train_ds, cfg_t: dict, *, collate, seed: int, workers: int
     """Recurrent batch norm: statistics of the epoch's final weights, from training batches."""
     import itertools
 
-    from .models.lstm import recalibrate_batch_norm
+    from .models.lstm import batch_norm_layers, recalibrate_batch_norm
 
     n = int(cfg_t["bn_calibration_batches"])
-    if n <= 0:
+    if n <= 0 or not batch_norm_layers(model):  # checked first: iterating a loader starts its workers
         return
     loader = _loader(train_ds, batch_size=int(cfg_t["batch_size"]), shuffle=True, workers=workers,
                      collate=collate, seed=seed + 500_000, device=device)
@@ -398,8 +392,7 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
     common = dict(stores=stores, max_steps=int(cfg_d["max_steps"]), missing=cfg_d["missing"])
     train_ds = FIBDataset(train_view, words, train=True, **common)
     val_ds = FIBDataset(val_view, words, train=False, **common)
-    if getattr(model, "standardise_video", False) and model.video is not None and not cfg_t["resume"]:
-        # (a resumed model has its own)
+    if getattr(model, "standardises_video", False) and not cfg_t["resume"]:  # a resumed model has its own
         from .data import video_statistics
 
         model.set_video_statistics(*video_statistics(train_ds, seed=seed))

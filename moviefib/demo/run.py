@@ -58,8 +58,6 @@ _DEMO_SIZE = 112
 # window per 2 s at 8 frames/s (frames twice as far apart as the clips' own, so motion is clearer and
 # there are half as many windows).
 _FRAMES_2D = 4
-# Relative training cost of the baselines (measured seconds on 2 cores), to start the longest first.
-_TRAIN_COST = {"text_2d3d_early": 60, "text_2d3d": 60, "text_2d": 53, "text_3d": 43, "text_only": 27}
 _WINDOW_3D = 16
 _FPS_3D = 8.0
 
@@ -288,12 +286,12 @@ def _train_all(names: Sequence[str], *, jobs: int, dataset: Path, features: Path
     bar = _Bar("train", "baseline") if progress else None
     done: dict[str, tuple[Path, float]] = {}
     level = logging.getLogger().getEffectiveLevel()
-    # The costliest runs first (vision models, late and early fusion), so the last ones to finish are short.
-    order = sorted(names, key=lambda n: -_TRAIN_COST.get(n, 0))
     try:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_train_job, n, dataset, features, runs, preds, device, list(settings), level): n
-                       for n in order}
+            # BASELINES goes from the cheapest model to the costliest: starting from its end leaves the
+            # short runs for last, when the other processes are finishing too.
+            futures = [pool.submit(_train_job, n, dataset, features, runs, preds, device, list(settings), level)
+                       for n in reversed(names)]
             if bar:
                 bar.start(len(names), 0)
             for future in as_completed(futures):
@@ -330,7 +328,6 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
     from ..evaluate import evaluate, format_table, write_outputs
     from ..train import load_config, predict, write_predictions
 
-    train_jobs = train_jobs if train_jobs is not None else os.cpu_count() or 1
     if weights not in ("default", "none"):
         raise ValueError(f"weights must be 'default' or 'none', not {weights!r}")
     settings = [f"{k}={v}" for k, v in DEMO_TRAINING.items()] + list(overrides)
@@ -373,7 +370,7 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
         shutil.rmtree(runs, ignore_errors=True)
         shutil.rmtree(preds, ignore_errors=True)
     checkpoints = {}
-    jobs = max(1, min(train_jobs, len(BASELINES)))
+    jobs = max(1, min(train_jobs or os.cpu_count() or 1, len(BASELINES)))
     log.info("demo: training %d baselines, %d at a time...", len(BASELINES), jobs)
     for name, (best, seconds) in _train_all(BASELINES, jobs=jobs, dataset=dataset, features=features, runs=runs,
                                             preds=preds, device=device, settings=settings, progress=progress):

@@ -40,13 +40,11 @@ class _Baseline(nn.Module):
             missing = [s for s in self.streams if s not in video_dims]
             if missing:
                 raise ValueError(f"{self.model_name} needs the feature size of stream(s) {', '.join(missing)}")
-            dim = sum(video_dims[s] for s in self.streams)
-            bounds = [0]
-            for st in self.streams:
-                bounds.append(bounds[-1] + video_dims[st])
-            self._stream_slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-            self.register_buffer("video_mean", torch.zeros(dim))
-            self.register_buffer("video_std", torch.ones(dim))
+            self._stream_dims = [video_dims[s] for s in self.streams]
+            dim = sum(self._stream_dims)
+            if self.standardise_video:
+                self.register_buffer("video_mean", torch.zeros(dim))
+                self.register_buffer("video_std", torch.ones(dim))
             self.video = VideoEncoder(dim, hidden=hidden,
                                       batch_norm=batch_norm, bn_gamma=bn_gamma, input_dropout=video_dropout)
             if self.early_fusion:
@@ -58,11 +56,16 @@ class _Baseline(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(head_in, n_answers)
 
+    @property
+    def standardises_video(self) -> bool:
+        """Whether the model standardises video features (and so needs :meth:`set_video_statistics`)."""
+        return self.standardise_video and self.video is not None
+
     def set_video_statistics(self, mean, std, *, floor: float = 1e-2) -> None:
         """Per-dimension mean and standard deviation used by ``standardise_video``; a spread below
         ``floor`` (a dimension that barely varies in training) is raised to it, so it cannot blow up."""
-        if self.video is None:
-            raise ValueError(f"{self.model_name} reads no video features")
+        if not self.standardises_video:
+            raise ValueError(f"{self.model_name} does not standardise video features")
         mean = torch.as_tensor(mean, dtype=torch.float32)
         std = torch.as_tensor(std, dtype=torch.float32).clamp_min(floor)
         if mean.shape != self.video_mean.shape or std.shape != self.video_std.shape:
@@ -75,27 +78,24 @@ class _Baseline(nn.Module):
         ``stream_dropout``, never all streams of one sample. With 2D and 3D features concatenated the
         model otherwise leans on whichever stream fits the training set first (measured on the demo:
         the 2D+3D model answered motion questions worse than the 3D-only one)."""
-        b = video.shape[0]
-        keep = torch.rand(b, len(self.streams), device=video.device) >= self.stream_dropout
+        keep = torch.rand(video.shape[0], len(self.streams), device=video.device) >= self.stream_dropout
         none = ~keep.any(1)
         if none.any():
             keep[none, torch.randint(len(self.streams), (int(none.sum()),), device=video.device)] = True
-        mask = torch.cat([keep[:, k:k + 1].expand(b, sl.stop - sl.start) for k, sl in enumerate(self._stream_slices)],
-                         dim=1).to(video.dtype)
+        sizes = torch.tensor(self._stream_dims, device=video.device)
+        mask = torch.repeat_interleave(keep, sizes, dim=1).to(video.dtype)  # [B, D]
         return video * mask.unsqueeze(1)
 
     def forward(self, batch: dict) -> torch.Tensor:
         q = self.text(batch["left"], batch["left_len"], batch["right"], batch["right_len"])
-        video = None
-        if self.video is not None:
-            video = batch["video"]
-            if self.standardise_video:
-                video = (video - self.video_mean) / self.video_std
-            if self.training and self.stream_dropout > 0 and len(self.streams) > 1:
-                video = self._drop_streams(video)
         if self.video is None:
-            enc = q
-        elif self.early_fusion:
+            return self.classifier(self.dropout(q))
+        video = batch["video"]
+        if self.standardise_video:
+            video = (video - self.video_mean) / self.video_std
+        if self.training and self.stream_dropout > 0 and len(self.streams) > 1:
+            video = self._drop_streams(video)
+        if self.early_fusion:
             h0, c0 = torch.tanh(self.init_state(q)).chunk(2, dim=1)
             enc = self.video(video, batch["video_len"], (h0, c0))
         else:

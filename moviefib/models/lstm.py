@@ -57,7 +57,7 @@ class MaskedStepBatchNorm(nn.Module):
 
     def finish_calibration(self) -> None:
         """Running statistics := the row-weighted averages of the summed batch statistics (steps never
-        seen keep theirs)."""
+        seen, e.g. when no batch came, keep theirs)."""
         mean_sum, var_sum, rows = self._sums
         self._sums = None
         seen = rows[:, 0] > 0
@@ -70,8 +70,8 @@ class MaskedStepBatchNorm(nn.Module):
         step = min(t, self.max_steps - 1)
         m = mask.to(x.dtype).unsqueeze(1)
         n = float(rows)
-        rows = rows if self.training else 0
-        if rows > 1:
+        batch_rows = rows if self.training else 0  # rows whose statistics this step may use
+        if batch_rows > 1:
             mean = (x * m).sum(0) / n
             var = (((x - mean) ** 2) * m).sum(0) / n
             with torch.no_grad():
@@ -79,14 +79,14 @@ class MaskedStepBatchNorm(nn.Module):
                 if self._sums is not None:
                     # The variance this step is normalised with in training: its own (biased) one on
                     # enough rows, else the running (unbiased) estimate.
-                    used = var.detach().float() if rows >= self.min_rows else unbiased
+                    used = var.detach().float() if batch_rows >= self.min_rows else unbiased
                     self._sums[0][step] += mean.detach().float() * n
                     self._sums[1][step] += used * n
                     self._sums[2][step] += n
                 else:
                     self.running_mean[step].lerp_(mean.detach().float(), self.momentum)
                     self.running_var[step].lerp_(unbiased, self.momentum)
-        if rows < self.min_rows:
+        if batch_rows < self.min_rows:
             mean, var = self.running_mean[step].to(x.dtype), self.running_var[step].to(x.dtype)
         y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight
         return y if self.bias is None else y + self.bias
@@ -101,7 +101,7 @@ def recalibrate_batch_norm(model: nn.Module, batches: Iterable) -> int:
     The statistics are those of the weights as they are now, which the running averages, made while
     the weights moved, are not (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", 2021).
     """
-    layers = [m for m in model.modules() if isinstance(m, MaskedStepBatchNorm)]
+    layers = batch_norm_layers(model)
     if not layers:
         return 0
     was_training = model.training
@@ -115,12 +115,14 @@ def recalibrate_batch_norm(model: nn.Module, batches: Iterable) -> int:
             n += 1
     finally:
         for layer in layers:
-            if n:
-                layer.finish_calibration()
-            else:
-                layer._sums = None
+            layer.finish_calibration()
         model.train(was_training)
     return n
+
+
+def batch_norm_layers(model: nn.Module) -> list[MaskedStepBatchNorm]:
+    """The recurrent batch-norm layers of ``model`` (none unless built with ``batch_norm=True``)."""
+    return [m for m in model.modules() if isinstance(m, MaskedStepBatchNorm)]
 
 
 class SeqLSTM(nn.Module):
