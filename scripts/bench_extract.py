@@ -184,7 +184,14 @@ def memprobe(path: str, short_side: int, seconds_label: str) -> None:
                           short_side=short_side):
         if b["x"] is not None:
             total += float(b["x"].mean())
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss survives execve, so in this child it would report the benchmark parent's peak; the
+    # kernel's VmHWM belongs to this process image alone.
+    try:
+        status = Path("/proc/self/status").read_text()
+        self_kb = int(status.split("VmHWM:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The worker is forked from this process: its peak includes the pages it shares with it.
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"video": seconds_label, "peak_rss_main_mb": self_kb / 1024,
                       "peak_rss_worker_mb": child_kb / 1024}))
