@@ -1,6 +1,7 @@
 """Crash-safe file output shared by every room: write to a temp file beside the target, then rename.
 
-A reader never sees a half-written file at the target path: either the old content, or the new.
+A reader never sees a half-written file at the target path: either the old content, or the new. A
+writer that must be alone (a resumable extraction) holds an :func:`exclusive_lock`.
 Stdlib only.
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -60,3 +63,48 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class LockHeldError(RuntimeError):
+    """Another live process holds the lock; the message names it (pid, host, since when)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` for the block, or raise :class:`LockHeldError` at once.
+
+    The kernel drops a ``flock`` when its holder dies, even by ``kill -9``, so a crash never leaves a
+    stale lock behind. The file names its holder and is removed on release. ``what`` says what the lock
+    guards, for the error message.
+    """
+    import fcntl
+
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "a process starting up"
+            os.close(fd)
+            raise LockHeldError(f"{what} (held by {holder}; lock file {path})") from None
+        # The previous holder may have removed the file between our open and our lock: a lock on that
+        # orphan would guard nothing, so open the path again.
+        try:
+            st = os.stat(path)
+            current = (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode("utf-8"))
+        yield
+    finally:
+        # Removed while still held, so no other process can lock the old file after we let go.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)

@@ -22,6 +22,7 @@ from moviefib.features.pipeline import (  # noqa: E402
     ClipSource, clips_from_folder, clips_from_lsmdc, extract, iter_batches, parse_shard,
     shard_path)
 from moviefib.features.store import StoreError, merge_stores, open_store  # noqa: E402
+from moviefib.fileio import LockHeldError, exclusive_lock  # noqa: E402
 from moviefib.video import EveryKth, Segment, Windows, write_synthetic_video  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -246,9 +247,11 @@ def test_kill_and_rerun(tmp_path, tiny_module, clip_folder):
     assert list(staging.glob("stage-*.npz")), "no staged file within 60 s"
     with pytest.raises(StoreError):
         open_store(out)  # nothing partial reads as a store
+    assert out.with_name("k.h5.lock").exists()  # left by the killed run; its lock died with it
     summary = extract(clips_from_folder(clip_folder), out, tinyext.tiny(), EveryKth(2), batch_size=4,
                       num_workers=1)
     assert summary.reused >= 1 and summary.reused + summary.extracted == 12 and summary.failed == 0
+    assert not out.with_name("k.h5.lock").exists()
     clean = extract(clips_from_folder(clip_folder), tmp_path / "clean.h5", tinyext.tiny(), EveryKth(2),
                     batch_size=5, num_workers=2)
     with open_store(out) as a, open_store(tmp_path / "clean.h5") as b:
@@ -262,6 +265,29 @@ def test_kill_and_rerun(tmp_path, tiny_module, clip_folder):
     assert (again.extracted, again.reused) == (0, 12)
     with pytest.raises(ValueError, match="other settings"):
         extract(clips_from_folder(clip_folder), out, tinyext.tiny(), EveryKth(3), num_workers=1)
+
+
+def test_a_second_run_on_the_same_output_stops_at_once(tmp_path, tiny_module, clip_folder, capsys):
+    """While one extraction writes a store, another on the same file is refused and touches nothing."""
+    from moviefib.cli import main
+
+    moddir, tinyext = tiny_module
+    out = tmp_path / "busy.h5"
+    lock = out.with_name("busy.h5.lock")
+    staging = out.with_name("busy.h5.staging")
+    staging.mkdir()
+    in_progress = staging / ".stage-0000000-1.npz.abc.tmp"  # the other run's staged file, being written
+    in_progress.write_bytes(b"half")
+    with exclusive_lock(lock, what="held by this test"):
+        with pytest.raises(LockHeldError, match=f"pid {os.getpid()} on "):
+            extract(clips_from_folder(clip_folder), out, tinyext.tiny(), EveryKth(4), num_workers=1)
+        code = main(["extract", "--preset", "efficientnet_lite0", "--weights", "none", "--folder",
+                     str(clip_folder), "-o", str(out), "--limit", "1", "--no-progress"])
+        assert code == 5 and "being written by another extraction" in capsys.readouterr().err
+        assert in_progress.exists() and not out.exists()
+    assert not lock.exists()
+    summary = extract(clips_from_folder(clip_folder), out, tinyext.tiny(), EveryKth(4), num_workers=1)
+    assert summary.extracted == 12 and not lock.exists() and not staging.exists()
 
 
 def test_shards_and_merge(tmp_path, tiny_module, clip_folder):

@@ -96,6 +96,7 @@ def _inputs(args):
 def _extract(args: argparse.Namespace) -> int:
     from ..features import pipeline, presets
     from ..features.registry import UnknownExtractorError, create_extractor
+    from ..fileio import LockHeldError
     from ..features.weights import WeightsUnavailableError
 
     if args.preset:
@@ -176,6 +177,8 @@ def _extract(args: argparse.Namespace) -> int:
             amp=not args.no_amp, overwrite=args.overwrite, on_start=on_start, on_clip=on_clip)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    except LockHeldError as exc:
+        raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
     finally:
         if bar is not None:
             bar.close()

@@ -18,8 +18,10 @@ all), next to ``run.json`` (the settings) and ``manifest.json`` (the staged file
 rewritten atomically). At the end everything is packed into the HDF5 store ``<out>`` (written to a
 temporary name, then renamed) and the staging folder is removed. Killed at any moment and rerun with
 the same settings, a run keeps the clips of every staged file and of an existing store at ``<out>``,
-and extracts only the rest. Clips that cannot be processed (missing, empty, undecodable, no step) go
-into ``<out>.failures.jsonl`` with their reason; the run goes on.
+and extracts only the rest. While a run lasts it holds ``<out>.lock`` (a ``flock``, which dies with the
+process), so a second run on the same output stops at once instead of racing it. Clips that cannot be
+processed (missing, empty, undecodable, no step) go into ``<out>.failures.jsonl`` with their reason; the
+run goes on.
 
 Sharding: ``shard=(i, n)`` (0-based i) processes every n-th clip of the sorted clip list and writes
 ``<stem>.shard-<i>-of-<n><suffix>``; :func:`moviefib.features.store.merge_stores` joins the shards.
@@ -40,7 +42,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..video import Sampling, Segment, VideoError, sample, sampling_to_dict
-from ..fileio import atomic_output, atomic_write
+from ..fileio import atomic_output, atomic_write, exclusive_lock
 from .store import StoreError, open_store, write_store
 
 log = logging.getLogger(__name__)
@@ -469,7 +471,8 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
     ``on_start(total, reused)`` is called once the finished clips of earlier runs are known and
     ``on_clip(clip_id, ok)`` as each clip finishes or fails (for progress bars).
     Raises ValueError when ``out`` or its staging folder holds features made with other settings
-    (unless ``overwrite``).
+    (unless ``overwrite``), and :class:`~moviefib.fileio.LockHeldError` when another live process is
+    extracting into the same file.
     """
     import torch
 
@@ -491,132 +494,137 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
         all_clips = all_clips[i::n]
     out = shard_path(out, shard)
     out.parent.mkdir(parents=True, exist_ok=True)
-    prov = make_provenance(extractor, sampling, preset=preset, device=device, amp=amp, backend=backend,
-                           short_side=short_side)
-    if shard is not None:
-        prov["shard"] = f"{shard[0]}/{shard[1]}"
-    fingerprint = _fingerprint(prov)
+    # Two runs on one output would delete each other's temporary files and redo each other's clips.
+    with exclusive_lock(out.with_name(out.name + ".lock"),
+                        what=f"{out} is being written by another extraction; to run several at once, "
+                             f"give each its own output or shard (--shard i/N)"):
+        prov = make_provenance(extractor, sampling, preset=preset, device=device, amp=amp, backend=backend,
+                               short_side=short_side)
+        if shard is not None:
+            prov["shard"] = f"{shard[0]}/{shard[1]}"
+        fingerprint = _fingerprint(prov)
 
-    for stale in out.parent.glob(f".{out.name}.*.tmp"):
-        stale.unlink()  # a pack interrupted before its rename
-    existing = None
-    if out.exists() and not overwrite:
+        for stale in out.parent.glob(f".{out.name}.*.tmp"):
+            stale.unlink()  # a pack interrupted before its rename
+        existing = None
+        if out.exists() and not overwrite:
+            try:
+                existing = open_store(out)
+            except StoreError as exc:
+                raise ValueError(f"{out} exists and is not a usable store ({exc}); pass overwrite") from None
+            if _fingerprint(existing.provenance) != fingerprint:
+                existing.close()
+                raise ValueError(f"{out} holds features made with other settings; pass overwrite "
+                                 f"(--overwrite) or choose another output")
+        staging = _Staging(out, fingerprint, overwrite=overwrite)
+        done_before = staging.done_ids() | (set(existing.clip_ids()) if existing else set())
+        todo = [c for c in all_clips if c.clip_id not in done_before]
+        reused = len(all_clips) - len(todo)
+        log.info("%s: %d clips, %d already done, %d to extract", out, len(all_clips), reused, len(todo))
+        if on_start:
+            on_start(len(all_clips), reused)
+
+        failures: list[Failure] = []
+        extracted = steps_total = 0
+        use_amp = amp and dev.type == "cuda"
+        model = extractor.model
+        if dev.type == "cuda" and extractor.kind == "2d":
+            model = model.to(memory_format=torch.channels_last)
+        pending: list[tuple[str, np.ndarray, np.ndarray]] = []
+        last_stage = time.perf_counter()
+        parts: dict[int, list] = {}
+        expected: dict[int, int] = {}
+
+        def finish(key: int) -> None:
+            nonlocal extracted, steps_total
+            rows = sorted(parts.pop(key), key=lambda r: r[0])
+            n = expected.pop(key)
+            clip = todo[key]
+            feats = np.stack([r[1] for r in rows])
+            ts = np.array([r[2] for r in rows], dtype=np.float64)
+            if len(rows) != n or [r[0] for r in rows] != list(range(n)):
+                fail(key, f"{clip.path}: steps lost in the pipeline ({len(rows)} of {n})")
+                return
+            with np.errstate(over="ignore"):
+                finite = np.all(np.isfinite(feats.astype(np.float16)))
+            if not finite:
+                fail(key, f"{clip.path}: non-finite features (NaN/inf, or too large for float16)")
+                return
+            pending.append((clip.clip_id, feats, ts))
+            extracted += 1
+            steps_total += n
+            if on_clip:
+                on_clip(clip.clip_id, True)
+
+        def fail(key: int, reason: str) -> None:
+            parts.pop(key, None)
+            expected.pop(key, None)
+            clip = todo[key]
+            failures.append(Failure(clip.clip_id, clip.path, reason))
+            log.warning("failed: %s: %s", clip.clip_id, reason)
+            if on_clip:
+                on_clip(clip.clip_id, False)
+
+        threads_before = torch.get_num_threads()
         try:
-            existing = open_store(out)
-        except StoreError as exc:
-            raise ValueError(f"{out} exists and is not a usable store ({exc}); pass overwrite") from None
-        if _fingerprint(existing.provenance) != fingerprint:
-            existing.close()
-            raise ValueError(f"{out} holds features made with other settings; pass overwrite "
-                             f"(--overwrite) or choose another output")
-    staging = _Staging(out, fingerprint, overwrite=overwrite)
-    done_before = staging.done_ids() | (set(existing.clip_ids()) if existing else set())
-    todo = [c for c in all_clips if c.clip_id not in done_before]
-    reused = len(all_clips) - len(todo)
-    log.info("%s: %d clips, %d already done, %d to extract", out, len(all_clips), reused, len(todo))
-    if on_start:
-        on_start(len(all_clips), reused)
+            if todo:
+                batches = iter_batches(todo, extractor, sampling, batch_size=batch_size,
+                                       num_workers=num_workers, backend=backend, short_side=short_side,
+                                       decode_threads=decode_threads, pin_memory=dev.type == "cuda",
+                                       uint8=normalise is not None)
+                if main_threads is not None:
+                    torch.set_num_threads(main_threads)
+                with torch.inference_mode():
+                    for batch in batches:
+                        x = batch["x"]
+                        if x is not None:
+                            x = x.to(dev, non_blocking=True)
+                            if dev.type == "cuda" and x.dim() == 4:
+                                # Before normalising: on uint8 the copy is a quarter of the bytes, and the
+                                # elementwise normalisation keeps the layout.
+                                x = x.contiguous(memory_format=torch.channels_last)
+                            if normalise is not None:
+                                x = normalise(x)
+                            with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+                                f = model(x)
+                            f = f.float().cpu().numpy()
+                            for k, s, t, row in zip(batch["key"].tolist(), batch["step"].tolist(),
+                                                    batch["time"].tolist(), f):
+                                parts.setdefault(k, []).append((s, row, t))
+                        for k, reason in batch["failed"].items():
+                            fail(int(k), reason)
+                        for k, n in batch["done"].items():
+                            expected[int(k)] = int(n)
+                            parts.setdefault(int(k), [])
+                        for k in [k for k in expected if len(parts.get(k, ())) >= expected[k]]:
+                            finish(k)
+                        if pending and time.perf_counter() - last_stage >= stage_seconds:
+                            staging.write(pending)
+                            pending = []
+                            last_stage = time.perf_counter()
+                for k in list(expected):
+                    finish(k)
+            if pending:
+                staging.write(pending)
+                pending = []
+        finally:
+            torch.set_num_threads(threads_before)
+            if existing is not None:
+                existing.close()
 
-    failures: list[Failure] = []
-    extracted = steps_total = 0
-    use_amp = amp and dev.type == "cuda"
-    model = extractor.model
-    if dev.type == "cuda" and extractor.kind == "2d":
-        model = model.to(memory_format=torch.channels_last)
-    pending: list[tuple[str, np.ndarray, np.ndarray]] = []
-    last_stage = time.perf_counter()
-    parts: dict[int, list] = {}
-    expected: dict[int, int] = {}
+        failures_path = out.with_name(out.name + ".failures.jsonl")
+        if failures:
+            text = "".join(json.dumps({"clip_id": f.clip_id, "path": f.path, "reason": f.reason}) + "\n"
+                           for f in failures)
+            atomic_write(failures_path, text, fsync=True)
+        elif failures_path.exists():
+            failures_path.unlink()  # from an earlier run whose failed clips now succeeded
 
-    def finish(key: int) -> None:
-        nonlocal extracted, steps_total
-        rows = sorted(parts.pop(key), key=lambda r: r[0])
-        n = expected.pop(key)
-        clip = todo[key]
-        feats = np.stack([r[1] for r in rows])
-        ts = np.array([r[2] for r in rows], dtype=np.float64)
-        if len(rows) != n or [r[0] for r in rows] != list(range(n)):
-            fail(key, f"{clip.path}: steps lost in the pipeline ({len(rows)} of {n})")
-            return
-        with np.errstate(over="ignore"):
-            finite = np.all(np.isfinite(feats.astype(np.float16)))
-        if not finite:
-            fail(key, f"{clip.path}: non-finite features (NaN/inf, or too large for float16)")
-            return
-        pending.append((clip.clip_id, feats, ts))
-        extracted += 1
-        steps_total += n
-        if on_clip:
-            on_clip(clip.clip_id, True)
-
-    def fail(key: int, reason: str) -> None:
-        parts.pop(key, None)
-        expected.pop(key, None)
-        clip = todo[key]
-        failures.append(Failure(clip.clip_id, clip.path, reason))
-        log.warning("failed: %s: %s", clip.clip_id, reason)
-        if on_clip:
-            on_clip(clip.clip_id, False)
-
-    threads_before = torch.get_num_threads()
-    try:
-        if todo:
-            batches = iter_batches(todo, extractor, sampling, batch_size=batch_size,
-                                   num_workers=num_workers, backend=backend, short_side=short_side,
-                                   decode_threads=decode_threads, pin_memory=dev.type == "cuda",
-                                   uint8=normalise is not None)
-            if main_threads is not None:
-                torch.set_num_threads(main_threads)
-            with torch.inference_mode():
-                for batch in batches:
-                    x = batch["x"]
-                    if x is not None:
-                        x = x.to(dev, non_blocking=True)
-                        if dev.type == "cuda" and x.dim() == 4:
-                            # Before normalising: on uint8 the copy is a quarter of the bytes, and the
-                            # elementwise normalisation keeps the layout.
-                            x = x.contiguous(memory_format=torch.channels_last)
-                        if normalise is not None:
-                            x = normalise(x)
-                        with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                            f = model(x)
-                        f = f.float().cpu().numpy()
-                        for k, s, t, row in zip(batch["key"].tolist(), batch["step"].tolist(),
-                                                batch["time"].tolist(), f):
-                            parts.setdefault(k, []).append((s, row, t))
-                    for k, reason in batch["failed"].items():
-                        fail(int(k), reason)
-                    for k, n in batch["done"].items():
-                        expected[int(k)] = int(n)
-                        parts.setdefault(int(k), [])
-                    for k in [k for k in expected if len(parts.get(k, ())) >= expected[k]]:
-                        finish(k)
-                    if pending and time.perf_counter() - last_stage >= stage_seconds:
-                        staging.write(pending)
-                        pending = []
-                        last_stage = time.perf_counter()
-            for k in list(expected):
-                finish(k)
-        if pending:
-            staging.write(pending)
-            pending = []
-    finally:
-        torch.set_num_threads(threads_before)
-        if existing is not None:
-            existing.close()
-
-    failures_path = out.with_name(out.name + ".failures.jsonl")
-    if failures:
-        text = "".join(json.dumps({"clip_id": f.clip_id, "path": f.path, "reason": f.reason}) + "\n"
-                       for f in failures)
-        atomic_write(failures_path, text, fsync=True)
-    elif failures_path.exists():
-        failures_path.unlink()  # from an earlier run whose failed clips now succeeded
-
-    output = _pack(out, staging, prov, len(all_clips), overwrite)
-    seconds = time.perf_counter() - t_start
-    return ExtractSummary(str(output) if output else None, len(all_clips), extracted, reused,
-                          tuple(failures), str(failures_path) if failures else None, steps_total, seconds)
+        output = _pack(out, staging, prov, len(all_clips), overwrite)
+        seconds = time.perf_counter() - t_start
+        return ExtractSummary(str(output) if output else None, len(all_clips), extracted, reused,
+                              tuple(failures), str(failures_path) if failures else None, steps_total,
+                              seconds)
 
 
 def _pack(out: Path, staging: _Staging, prov: dict, total: int, overwrite: bool) -> Path | None:
