@@ -134,7 +134,7 @@ def test_extract_2d_store_and_failures(tmp_path, tiny_module, clip_folder):
         assert sorted(store.clip_ids()) == [f"clip{i:02d}" for i in range(12)]
         prov = store.provenance
         assert prov["extractor"] == "tiny2d" and prov["dim"] == 6 and prov["weights"] == "random-init"
-        assert prov["sampling"] == {"type": "EveryKth", "k": 3} and "torch" in prov["library_versions"]
+        assert prov["sampling"] == {"type": "EveryKth", "k": 3} and "torch" in prov["versions"]
         cf = store.get("clip05")  # 30 frames -> frames 0, 3, ..., 27
         np.testing.assert_allclose(cf.timestamps, np.arange(0, 30, 3) / 25)
         # Same features as running the model on each frame alone: batching across clips is exact.
@@ -263,7 +263,7 @@ def test_kill_and_rerun(tmp_path, tiny_module, clip_folder):
     # A third run has nothing left to do; other settings are refused, not mixed in.
     again = extract(clips_from_folder(clip_folder), out, tinyext.tiny(), EveryKth(2), num_workers=1)
     assert (again.extracted, again.reused) == (0, 12)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(sampling.k: 2 -> 3\)"):
         extract(clips_from_folder(clip_folder), out, tinyext.tiny(), EveryKth(3), num_workers=1)
 
 

@@ -30,6 +30,7 @@ Under ``torchrun`` the shard comes from ``RANK``/``WORLD_SIZE`` (see :func:`shar
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -43,13 +44,14 @@ import numpy as np
 
 from ..video import Sampling, Segment, VideoError, sample, sampling_to_dict
 from ..fileio import atomic_output, atomic_write, exclusive_lock
+from .registry import library_versions
 from .store import StoreError, open_store, write_store
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mpg", ".mpeg", ".mov", ".webm", ".m4v")
 # Provenance keys that do not change the features: a rerun may differ in them and still resume.
-_VOLATILE_KEYS = ("created", "library_versions", "shard", "num_clips_requested")
+_VOLATILE_KEYS = ("created", "shard", "num_clips_requested")
 # Torch CPU threads of the main process on CUDA: it only moves batches, normalises on the GPU and
 # gathers features, and every further thread competes with the decode workers for the cores.
 _CUDA_MAIN_THREADS = 2
@@ -359,12 +361,13 @@ class _Staging:
         if run.is_file():
             try:
                 old = json.loads(run.read_text(encoding="utf-8"))
+                diff = settings_diff(old, fingerprint) if isinstance(old, dict) else "run.json is not a record"
             except ValueError:
-                old = None  # written atomically, so unreadable means foreign: refuse below
-            if old != fingerprint:
+                diff = "run.json is unreadable"  # written atomically, so unreadable means foreign
+            if diff:
                 raise ValueError(
-                    f"{self.dir} holds features made with other settings; rerun with the same settings, "
-                    f"or pass overwrite (--overwrite) to start again")
+                    f"{self.dir} holds features made with other settings ({diff}); rerun with the same "
+                    f"settings, or pass overwrite (--overwrite) to start again")
         else:
             atomic_write(run, json.dumps(fingerprint, sort_keys=True, indent=1), fsync=True)
         for tmp in self.dir.glob(".*.tmp*"):
@@ -410,36 +413,52 @@ class _Staging:
 # ---------------------------------------------------------------------------------------------------
 
 
-def library_versions() -> dict:
-    import importlib.metadata as md
-
-    versions = {}
-    for dist in ("moviefib", "torch", "torchvision", "av", "torchcodec", "h5py", "numpy"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return versions
-
-
 def make_provenance(extractor, sampling: Sampling, *, preset: str | None, device: str, amp: bool,
                     backend: str, short_side: int | None) -> dict:
     """The provenance of a store made with these settings (the extractor's own plus the run's)."""
     dev_type = device.split(":")[0]
     prov = dict(extractor.provenance)
+    # One record of the versions: the core libraries, the extractor's own (transformers...) and the
+    # decoder's. They are settings like the others: a rerun under other versions does not mix in.
+    decoder_dist = "av" if backend == "pyav" else backend
+    versions = {**library_versions(), **prov.get("versions", {})}
+    try:
+        versions[decoder_dist] = importlib.metadata.version(decoder_dist)
+    except importlib.metadata.PackageNotFoundError:
+        pass
     prov.update({
         "extractor": extractor.name, "preset": preset, "kind": extractor.kind, "dim": extractor.dim,
         "window": extractor.window, "model_fps": extractor.fps, "sampling": sampling_to_dict(sampling),
         "timestamps": "seconds from the clip start: mean presentation time of each step's frames",
         "decoder": backend, "decode_short_side": short_side, "device": dev_type,
         "precision": "float16 autocast" if (amp and dev_type == "cuda") else "float32",
-        "stored_dtype": "float16", "library_versions": library_versions(),
+        "stored_dtype": "float16", "versions": versions,
     })
     return json.loads(json.dumps(prov, default=str))
 
 
 def _fingerprint(prov: dict) -> dict:
     return {k: v for k, v in prov.items() if k not in _VOLATILE_KEYS}
+
+
+def settings_diff(old: dict, new: dict) -> str:
+    """The settings that differ between two fingerprints, ``key: old -> new`` (nested dicts one level
+    down, e.g. ``versions.torch``), to say why a run will not resume."""
+    def show(v) -> str:
+        text = json.dumps(v, sort_keys=True)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    parts = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            parts += [f"{k}.{j}: {show(a.get(j))} -> {show(b.get(j))}"
+                      for j in sorted(set(a) | set(b)) if a.get(j) != b.get(j)]
+        else:
+            parts.append(f"{k}: {show(a)} -> {show(b)}")
+    return "; ".join(parts)
 
 
 def _dedupe(clips: Iterable[ClipSource]) -> list[ClipSource]:
@@ -512,10 +531,11 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
                 existing = open_store(out)
             except StoreError as exc:
                 raise ValueError(f"{out} exists and is not a usable store ({exc}); pass overwrite") from None
-            if _fingerprint(existing.provenance) != fingerprint:
+            diff = settings_diff(_fingerprint(existing.provenance), fingerprint)
+            if diff:
                 existing.close()
-                raise ValueError(f"{out} holds features made with other settings; pass overwrite "
-                                 f"(--overwrite) or choose another output")
+                raise ValueError(f"{out} holds features made with other settings ({diff}); pass "
+                                 f"overwrite (--overwrite) or choose another output")
         staging = _Staging(out, fingerprint, overwrite=overwrite)
         done_before = staging.done_ids() | (set(existing.clip_ids()) if existing else set())
         todo = [c for c in all_clips if c.clip_id not in done_before]

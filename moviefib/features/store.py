@@ -296,7 +296,7 @@ def open_store(path: str | os.PathLike, *, memory_limit: int = DEFAULT_MEMORY_LI
 
 
 # Provenance keys that legitimately differ between the shards of one extraction run.
-_SHARD_KEYS = ("shard", "num_clips_requested", "created", "library_versions")
+_SHARD_KEYS = ("shard", "num_clips_requested", "created")
 
 
 def merge_stores(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> int:
