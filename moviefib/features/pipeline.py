@@ -554,6 +554,7 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
         last_stage = time.perf_counter()
         parts: dict[int, list] = {}
         expected: dict[int, int] = {}
+        failed_keys: set[int] = set()
 
         def finish(key: int) -> None:
             nonlocal extracted, steps_total
@@ -576,7 +577,16 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
             if on_clip:
                 on_clip(clip.clip_id, True)
 
+        def collect(features, batch: dict) -> None:
+            """File a batch's feature rows under their clips (rows of a clip failed meanwhile are dropped)."""
+            rows = features.float().cpu().numpy()
+            for k, s, t, row in zip(batch["key"].tolist(), batch["step"].tolist(), batch["time"].tolist(),
+                                    rows):
+                if k not in failed_keys:
+                    parts.setdefault(k, []).append((s, row, t))
+
         def fail(key: int, reason: str) -> None:
+            failed_keys.add(key)
             parts.pop(key, None)
             expected.pop(key, None)
             clip = todo[key]
@@ -594,9 +604,13 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
                                        uint8=normalise is not None)
                 if main_threads is not None:
                     torch.set_num_threads(main_threads)
+                # One batch stays in flight: its features are read back only once the next batch is
+                # queued, so on a GPU the device never waits for this loop's bookkeeping.
+                in_flight = None
                 with torch.inference_mode():
                     for batch in batches:
                         x = batch["x"]
+                        queued = None
                         if x is not None:
                             x = x.to(dev, non_blocking=True)
                             if dev.type == "cuda" and x.dim() == 4:
@@ -606,11 +620,10 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
                             if normalise is not None:
                                 x = normalise(x)
                             with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                                f = model(x)
-                            f = f.float().cpu().numpy()
-                            for k, s, t, row in zip(batch["key"].tolist(), batch["step"].tolist(),
-                                                    batch["time"].tolist(), f):
-                                parts.setdefault(k, []).append((s, row, t))
+                                queued = (model(x), batch)
+                        if in_flight is not None:
+                            collect(*in_flight)
+                        in_flight = queued
                         for k, reason in batch["failed"].items():
                             fail(int(k), reason)
                         for k, n in batch["done"].items():
@@ -622,6 +635,8 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
                             staging.write(pending)
                             pending = []
                             last_stage = time.perf_counter()
+                if in_flight is not None:
+                    collect(*in_flight)
                 for k in list(expected):
                     finish(k)
             if pending:
