@@ -9,7 +9,9 @@ On a GPU, given a preprocess in two halves (:class:`~moviefib.features.transform
 the workers stop at uint8 (resize + crop) and the main process normalises on the device after the
 transfer: a quarter of the bytes of float32 through shared memory, pinning and PCIe (a batch of 32 I3D
 windows of 64 frames is 0.3 GB in uint8, 1.2 GB in float32). The main process then also runs with 2 torch
-threads, so that it leaves the cores to the decode workers. On the CPU the workers normalise too (in
+threads, so that it leaves the cores to the decode workers. Copies run on their own CUDA stream, and one
+batch stays in flight (its features are read back after the next batch is queued), so the device has
+the next batch before it finishes the current one. On the CPU the workers normalise too (in
 parallel with the model), and the threads are left alone.
 
 Crash safety. Finished clips are written every few seconds as a *staged file* in ``<out>.staging/``
@@ -437,6 +439,21 @@ def make_provenance(extractor, sampling: Sampling, *, preset: str | None, device
     return json.loads(json.dumps(prov, default=str))
 
 
+def _to_device(x, dev, copy_stream):
+    """``x`` on ``dev``, copied asynchronously; with ``copy_stream`` (CUDA), copied on that stream and
+    made safe to use on the current one."""
+    import torch
+
+    if copy_stream is None:
+        return x.to(dev, non_blocking=True)
+    with torch.cuda.stream(copy_stream):
+        y = x.to(dev, non_blocking=True)
+    current = torch.cuda.current_stream(dev)
+    current.wait_stream(copy_stream)
+    y.record_stream(current)  # the allocator must not reuse y's memory before the model has read it
+    return y
+
+
 def _fingerprint(prov: dict) -> dict:
     return {k: v for k, v in prov.items() if k not in _VOLATILE_KEYS}
 
@@ -607,12 +624,14 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
                 # One batch stays in flight: its features are read back only once the next batch is
                 # queued, so on a GPU the device never waits for this loop's bookkeeping.
                 in_flight = None
+                # On CUDA, copies run on their own stream, so the next batch's copy overlaps this one's model.
+                copy_stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
                 with torch.inference_mode():
                     for batch in batches:
                         x = batch["x"]
                         queued = None
                         if x is not None:
-                            x = x.to(dev, non_blocking=True)
+                            x = _to_device(x, dev, copy_stream)
                             if dev.type == "cuda" and x.dim() == 4:
                                 # Before normalising: on uint8 the copy is a quarter of the bytes, and the
                                 # elementwise normalisation keeps the layout.
