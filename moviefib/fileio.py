@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -75,7 +78,7 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
 
     The kernel drops a ``flock`` when its holder dies, even by ``kill -9``, so a crash never leaves a
     stale lock behind. The file names its holder and is removed on release. ``what`` says what the lock
-    guards, for the error message.
+    guards, for the error message. Where the file system has no locks, it warns and runs the block unguarded.
     """
     import fcntl
 
@@ -88,6 +91,16 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
             holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "a process starting up"
             os.close(fd)
             raise LockHeldError(f"{what} (held by {holder}; lock file {path})") from None
+        except OSError as exc:
+            # Some cluster file systems have no locks (Lustre mounted without -o flock, some NFS): go on
+            # unguarded rather than refuse to work there.
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            log.warning("%s: this file system cannot lock files (%s); nothing stops a second run on the "
+                        "same output", path, exc.strerror or exc)
+            yield
+            return
         # The previous holder may have removed the file between our open and our lock: a lock on that
         # orphan would guard nothing, so open the path again.
         try:

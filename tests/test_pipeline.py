@@ -290,6 +290,21 @@ def test_a_second_run_on_the_same_output_stops_at_once(tmp_path, tiny_module, cl
     assert summary.extracted == 12 and not lock.exists() and not staging.exists()
 
 
+def test_a_file_system_without_locks_still_extracts(tmp_path, tiny_module, clip_folder, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    _, tinyext = tiny_module
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "nolock.h5"
+    summary = extract(clips_from_folder(clip_folder), out, tinyext.tiny(), EveryKth(4), num_workers=0)
+    assert summary.extracted == 12 and not out.with_name("nolock.h5.lock").exists()
+    assert "cannot lock files (Function not implemented)" in caplog.text
+
+
 def test_shards_and_merge(tmp_path, tiny_module, clip_folder):
     _, tinyext = tiny_module
     clips = clips_from_folder(clip_folder)
