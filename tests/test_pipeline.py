@@ -384,8 +384,15 @@ def test_lsmdc_inputs(tmp_path, tiny_module):
         assert len(ts) == 38 and ts[0] == pytest.approx(0.0) and ts[-1] == pytest.approx(37 / 25)
 
 
-def test_cli_errors(tmp_path):
+def test_cli_errors(tmp_path, clip_folder, capsys):
     from moviefib.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["extract", "--preset", "efficientnet_lite0", "--weights", "none", "--folder", str(clip_folder),
+                 "-o", str(blocker / "x.h5"), "--no-progress"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"cannot write {blocker / 'x.h5'}" in err
 
     assert main(["extract", "--preset", "nope", "--folder", str(tmp_path), "-o", "x.h5"]) == 2
     assert main(["extract", "--preset", "paper_2d", "--folder", str(tmp_path / "none"),

@@ -179,6 +179,9 @@ def _extract(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     except LockHeldError as exc:
         raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
+    except OSError as exc:  # the output cannot be written (no such folder, disk full...)
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc} ({exc.filename}); finished clips "
+                       f"are kept: rerun once this is fixed") from None
     finally:
         if bar is not None:
             bar.close()
@@ -221,6 +224,8 @@ def _merge(args: argparse.Namespace) -> int:
         n = merge_stores(args.output, args.inputs)
     except (StoreError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(f"{args.output}: {n} clips from {len(args.inputs)} stores")
     return EXIT_OK
 
@@ -233,6 +238,8 @@ def _export(args: argparse.Namespace) -> int:
         n = export_npy(args.store, args.out_dir, key=args.key)
     except StoreError as exc:
         raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot write to {args.out_dir}: {exc.strerror or exc}") from None
     print(f"{args.out_dir}: {n} clips exported")
     return EXIT_OK
 
@@ -246,6 +253,8 @@ def _import(args: argparse.Namespace) -> int:
                        step_seconds=args.step_seconds)
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(f"{args.output}: {n} clips imported")
     return EXIT_OK
 
