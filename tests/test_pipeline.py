@@ -267,6 +267,38 @@ def test_kill_and_rerun(tmp_path, tiny_module, clip_folder):
         extract(clips_from_folder(clip_folder), out, tinyext.tiny(), EveryKth(3), num_workers=1)
 
 
+def test_ctrl_c_stages_the_finished_clips(tmp_path, tiny_module, clip_folder):
+    """Interrupted, a run keeps the clips it finished since its last staged file."""
+    moddir, _ = tiny_module
+    out = tmp_path / "int.h5"
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {str(moddir)!r})
+        from tinyext import tiny
+        from moviefib.features.pipeline import clips_from_folder, extract
+        from moviefib.video import EveryKth
+        extract(clips_from_folder({str(clip_folder)!r}), {str(out)!r}, tiny(delay=0.4), EveryKth(2),
+                batch_size=4, num_workers=1, stage_seconds=1000,
+                on_clip=lambda clip_id, ok: print("done", clip_id, flush=True))
+    '''))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("done"), proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    staged = list(out.with_name("int.h5.staging").glob("stage-*.npz"))
+    assert len(staged) == 1 and not out.exists()
+    with np.load(staged[0]) as z:
+        assert first.split()[1] in z["clip_ids"]
+
+
 def test_a_second_run_on_the_same_output_stops_at_once(tmp_path, tiny_module, clip_folder, capsys):
     """While one extraction writes a store, another on the same file is refused and touches nothing."""
     from moviefib.cli import main

@@ -661,6 +661,10 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
             if pending:
                 staging.write(pending)
                 pending = []
+        except KeyboardInterrupt:
+            if pending:  # keep the clips finished since the last staged file for the rerun
+                staging.write(pending)
+            raise
         finally:
             torch.set_num_threads(threads_before)
             if existing is not None:
