@@ -20,7 +20,7 @@ all), next to ``run.json`` (the settings) and ``manifest.json`` (the staged file
 rewritten atomically). At the end everything is packed into the HDF5 store ``<out>`` (written to a
 temporary name, then renamed) and the staging folder is removed. Killed at any moment and rerun with
 the same settings, a run keeps the clips of every staged file and of an existing store at ``<out>``,
-and extracts only the rest. While a run lasts it holds ``<out>.lock`` (a ``flock``, which dies with the
+and extracts only the rest (interrupted with Ctrl-C, it first stages the clips it has finished). While a run lasts it holds ``<out>.lock`` (a ``flock``, which dies with the
 process), so a second run on the same output stops at once instead of racing it. Clips that cannot be
 processed (missing, empty, undecodable, no step) go into ``<out>.failures.jsonl`` with their reason; the
 run goes on.
