@@ -35,7 +35,8 @@ def register(subparsers) -> None:
                     help="'default' (pretrained), 'none' (random init) or a weights file")
     ex.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     ex.add_argument("--batch-size", type=int, default=None,
-                    help="steps per forward pass (default: 4 for 2D, 2 for 3D on CPU, where small batches run faster; 256/32 on GPU)")
+                    help="steps per forward pass (default: 4 for 2D, 2 for 3D on CPU, where small batches "
+                         "run faster; 256/32 on GPU)")
     ex.add_argument("--workers", type=int, default=None,
                     help="decoding worker processes (default: CPU cores - 1 on CPU, all cores on GPU)")
     ex.add_argument("--decoder", default="pyav", choices=("pyav", "torchcodec"))

@@ -20,10 +20,10 @@ all), next to ``run.json`` (the settings) and ``manifest.json`` (the staged file
 rewritten atomically). At the end everything is packed into the HDF5 store ``<out>`` (written to a
 temporary name, then renamed) and the staging folder is removed. Killed at any moment and rerun with
 the same settings, a run keeps the clips of every staged file and of an existing store at ``<out>``,
-and extracts only the rest (interrupted with Ctrl-C, it first stages the clips it has finished). While a run lasts it holds ``<out>.lock`` (a ``flock``, which dies with the
-process), so a second run on the same output stops at once instead of racing it. Clips that cannot be
-processed (missing, empty, undecodable, no step) go into ``<out>.failures.jsonl`` with their reason; the
-run goes on.
+and extracts only the rest (interrupted with Ctrl-C, it first stages the clips it has finished).
+While a run lasts it holds ``<out>.lock`` (a ``flock``, which dies with the process), so a second run
+on the same output stops at once instead of racing it. Clips that cannot be processed (missing, empty,
+undecodable, no step) go into ``<out>.failures.jsonl`` with their reason; the run goes on.
 
 Sharding: ``shard=(i, n)`` (0-based i) processes every n-th clip of the sorted clip list and writes
 ``<stem>.shard-<i>-of-<n><suffix>``; :func:`moviefib.features.store.merge_stores` joins the shards.
@@ -538,80 +538,14 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
                                short_side=short_side)
         if shard is not None:
             prov["shard"] = f"{shard[0]}/{shard[1]}"
-        fingerprint = _fingerprint(prov)
-
-        for stale in out.parent.glob(f".{out.name}.*.tmp"):
-            stale.unlink()  # a pack interrupted before its rename
-        existing = None
-        if out.exists() and not overwrite:
-            try:
-                existing = open_store(out)
-            except StoreError as exc:
-                raise ValueError(f"{out} exists and is not a usable store ({exc}); pass overwrite") from None
-            diff = settings_diff(_fingerprint(existing.provenance), fingerprint)
-            if diff:
-                existing.close()
-                raise ValueError(f"{out} holds features made with other settings ({diff}); pass "
-                                 f"overwrite (--overwrite) or choose another output")
-        staging = _Staging(out, fingerprint, overwrite=overwrite)
-        done_before = staging.done_ids() | (set(existing.clip_ids()) if existing else set())
+        staging, done_before = _resume(out, _fingerprint(prov), overwrite=overwrite)
         todo = [c for c in all_clips if c.clip_id not in done_before]
         reused = len(all_clips) - len(todo)
         log.info("%s: %d clips, %d already done, %d to extract", out, len(all_clips), reused, len(todo))
         if on_start:
             on_start(len(all_clips), reused)
 
-        failures: list[Failure] = []
-        extracted = steps_total = 0
-        use_amp = amp and dev.type == "cuda"
-        model = extractor.model
-        if dev.type == "cuda" and extractor.kind == "2d":
-            model = model.to(memory_format=torch.channels_last)
-        pending: list[tuple[str, np.ndarray, np.ndarray]] = []
-        last_stage = time.perf_counter()
-        parts: dict[int, list] = {}
-        expected: dict[int, int] = {}
-        failed_keys: set[int] = set()
-
-        def finish(key: int) -> None:
-            nonlocal extracted, steps_total
-            rows = sorted(parts.pop(key), key=lambda r: r[0])
-            n = expected.pop(key)
-            clip = todo[key]
-            feats = np.stack([r[1] for r in rows])
-            ts = np.array([r[2] for r in rows], dtype=np.float64)
-            if len(rows) != n or [r[0] for r in rows] != list(range(n)):
-                fail(key, f"{clip.path}: steps lost in the pipeline ({len(rows)} of {n})")
-                return
-            with np.errstate(over="ignore"):
-                finite = np.all(np.isfinite(feats.astype(np.float16)))
-            if not finite:
-                fail(key, f"{clip.path}: non-finite features (NaN/inf, or too large for float16)")
-                return
-            pending.append((clip.clip_id, feats, ts))
-            extracted += 1
-            steps_total += n
-            if on_clip:
-                on_clip(clip.clip_id, True)
-
-        def collect(features, batch: dict) -> None:
-            """File a batch's feature rows under their clips (rows of a clip failed meanwhile are dropped)."""
-            rows = features.float().cpu().numpy()
-            for k, s, t, row in zip(batch["key"].tolist(), batch["step"].tolist(), batch["time"].tolist(),
-                                    rows):
-                if k not in failed_keys:
-                    parts.setdefault(k, []).append((s, row, t))
-
-        def fail(key: int, reason: str) -> None:
-            failed_keys.add(key)
-            parts.pop(key, None)
-            expected.pop(key, None)
-            clip = todo[key]
-            failures.append(Failure(clip.clip_id, clip.path, reason))
-            log.warning("failed: %s: %s", clip.clip_id, reason)
-            if on_clip:
-                on_clip(clip.clip_id, False)
-
+        assembler = _ClipAssembler(todo, staging, stage_seconds=stage_seconds, on_clip=on_clip)
         threads_before = torch.get_num_threads()
         try:
             if todo:
@@ -621,55 +555,15 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
                                        uint8=normalise is not None)
                 if main_threads is not None:
                     torch.set_num_threads(main_threads)
-                # One batch stays in flight: its features are read back only once the next batch is
-                # queued, so on a GPU the device never waits for this loop's bookkeeping.
-                in_flight = None
-                # On CUDA, copies run on their own stream, so the next batch's copy overlaps this one's model.
-                copy_stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
-                with torch.inference_mode():
-                    for batch in batches:
-                        x = batch["x"]
-                        queued = None
-                        if x is not None:
-                            x = _to_device(x, dev, copy_stream)
-                            if dev.type == "cuda" and x.dim() == 4:
-                                # Before normalising: on uint8 the copy is a quarter of the bytes, and the
-                                # elementwise normalisation keeps the layout.
-                                x = x.contiguous(memory_format=torch.channels_last)
-                            if normalise is not None:
-                                x = normalise(x)
-                            with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                                queued = (model(x), batch)
-                        if in_flight is not None:
-                            collect(*in_flight)
-                        in_flight = queued
-                        for k, reason in batch["failed"].items():
-                            fail(int(k), reason)
-                        for k, n in batch["done"].items():
-                            expected[int(k)] = int(n)
-                            parts.setdefault(int(k), [])
-                        for k in [k for k in expected if len(parts.get(k, ())) >= expected[k]]:
-                            finish(k)
-                        if pending and time.perf_counter() - last_stage >= stage_seconds:
-                            staging.write(pending)
-                            pending = []
-                            last_stage = time.perf_counter()
-                if in_flight is not None:
-                    collect(*in_flight)
-                for k in list(expected):
-                    finish(k)
-            if pending:
-                staging.write(pending)
-                pending = []
+                _run_model(batches, extractor, dev, normalise=normalise, amp=amp, assembler=assembler)
+            assembler.stage()
         except KeyboardInterrupt:
-            if pending:  # keep the clips finished since the last staged file for the rerun
-                staging.write(pending)
+            assembler.stage()  # keep the clips finished since the last staged file for the rerun
             raise
         finally:
             torch.set_num_threads(threads_before)
-            if existing is not None:
-                existing.close()
 
+        failures = assembler.failures
         failures_path = out.with_name(out.name + ".failures.jsonl")
         if failures:
             text = "".join(json.dumps({"clip_id": f.clip_id, "path": f.path, "reason": f.reason}) + "\n"
@@ -679,10 +573,147 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
             failures_path.unlink()  # from an earlier run whose failed clips now succeeded
 
         output = _pack(out, staging, prov, len(all_clips), overwrite)
-        seconds = time.perf_counter() - t_start
-        return ExtractSummary(str(output) if output else None, len(all_clips), extracted, reused,
-                              tuple(failures), str(failures_path) if failures else None, steps_total,
-                              seconds)
+        return ExtractSummary(str(output) if output else None, len(all_clips), assembler.extracted, reused,
+                              tuple(failures), str(failures_path) if failures else None, assembler.steps,
+                              time.perf_counter() - t_start)
+
+
+def _resume(out: Path, fingerprint: dict, *, overwrite: bool) -> tuple[_Staging, set[str]]:
+    """The staging folder of ``out`` and the clips earlier runs finished (staged, or packed in ``out``).
+
+    Raises ValueError when they were made with other settings (unless ``overwrite``).
+    """
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):
+        stale.unlink()  # a pack interrupted before its rename
+    packed: set[str] = set()
+    if out.exists() and not overwrite:
+        try:
+            existing = open_store(out)
+        except StoreError as exc:
+            raise ValueError(f"{out} exists and is not a usable store ({exc}); pass overwrite") from None
+        with existing:
+            diff = settings_diff(_fingerprint(existing.provenance), fingerprint)
+            if diff:
+                raise ValueError(f"{out} holds features made with other settings ({diff}); pass "
+                                 f"overwrite (--overwrite) or choose another output")
+            packed = set(existing.clip_ids())
+    staging = _Staging(out, fingerprint, overwrite=overwrite)
+    return staging, staging.done_ids() | packed
+
+
+def _run_model(batches: Iterator[dict], extractor, dev, *, normalise, amp: bool,
+               assembler: _ClipAssembler) -> None:
+    """Run the model over the workers' batches and hand each batch's rows and news to ``assembler``."""
+    import torch
+
+    model = extractor.model
+    if dev.type == "cuda" and extractor.kind == "2d":
+        model = model.to(memory_format=torch.channels_last)
+    use_amp = amp and dev.type == "cuda"
+    # On CUDA, copies run on their own stream, so the next batch's copy overlaps this one's model.
+    copy_stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+    # One batch stays in flight: its features are read back only once the next batch is queued, so on
+    # a GPU the device never waits for this loop's bookkeeping.
+    in_flight = None
+    with torch.inference_mode():
+        for batch in batches:
+            x = batch["x"]
+            queued = None
+            if x is not None:
+                x = _to_device(x, dev, copy_stream)
+                if dev.type == "cuda" and x.dim() == 4:
+                    # Before normalising: on uint8 the copy is a quarter of the bytes, and the
+                    # elementwise normalisation keeps the layout.
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if normalise is not None:
+                    x = normalise(x)
+                with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+                    queued = (model(x), batch)
+            if in_flight is not None:
+                assembler.add_rows(*in_flight)
+            in_flight = queued
+            assembler.add_news(batch)
+        if in_flight is not None:
+            assembler.add_rows(*in_flight)
+    assembler.finish_all()
+
+
+class _ClipAssembler:
+    """Puts clips together from feature rows that arrive batch by batch, and stages the finished ones.
+
+    A clip is finished once the workers have said how many steps it has and all of them have arrived;
+    finished clips are staged every ``stage_seconds``. Failed clips are kept with their reasons.
+    """
+
+    def __init__(self, todo: list[ClipSource], staging: _Staging, *, stage_seconds: float,
+                 on_clip: Callable[[str, bool], None] | None):
+        self.todo, self.staging, self.stage_seconds, self.on_clip = todo, staging, stage_seconds, on_clip
+        self.parts: dict[int, list] = {}  # clip index -> (step, row, time) so far
+        self.expected: dict[int, int] = {}  # clip index -> its number of steps, once known
+        self.failed_keys: set[int] = set()
+        self.failures: list[Failure] = []
+        self.pending: list[tuple[str, np.ndarray, np.ndarray]] = []  # finished, not yet staged
+        self.extracted = self.steps = 0
+        self.last_stage = time.perf_counter()
+
+    def add_rows(self, features, batch: dict) -> None:
+        """File a batch's feature rows under their clips (rows of a clip failed meanwhile are dropped)."""
+        rows = features.float().cpu().numpy()
+        for k, s, t, row in zip(batch["key"].tolist(), batch["step"].tolist(), batch["time"].tolist(), rows):
+            if k not in self.failed_keys:
+                self.parts.setdefault(k, []).append((s, row, t))
+
+    def add_news(self, batch: dict) -> None:
+        """Take a batch's failed and fully decoded clips; finish the complete ones; stage when due."""
+        for k, reason in batch["failed"].items():
+            self._fail(int(k), reason)
+        for k, n in batch["done"].items():
+            self.expected[int(k)] = int(n)
+            self.parts.setdefault(int(k), [])
+        for k in [k for k, n in self.expected.items() if len(self.parts.get(k, ())) >= n]:
+            self._finish(k)
+        if self.pending and time.perf_counter() - self.last_stage >= self.stage_seconds:
+            self.stage()
+
+    def finish_all(self) -> None:
+        """After the last batch: every clip still waiting has lost steps, or is complete."""
+        for k in list(self.expected):
+            self._finish(k)
+
+    def stage(self) -> None:
+        if self.pending:
+            self.staging.write(self.pending)
+            self.pending = []
+        self.last_stage = time.perf_counter()
+
+    def _finish(self, key: int) -> None:
+        rows = sorted(self.parts.pop(key), key=lambda r: r[0])
+        n = self.expected.pop(key)
+        clip = self.todo[key]
+        if len(rows) != n or [r[0] for r in rows] != list(range(n)):
+            self._fail(key, f"{clip.path}: steps lost in the pipeline ({len(rows)} of {n})")
+            return
+        feats = np.stack([r[1] for r in rows])
+        with np.errstate(over="ignore"):
+            finite = np.all(np.isfinite(feats.astype(np.float16)))
+        if not finite:
+            self._fail(key, f"{clip.path}: non-finite features (NaN/inf, or too large for float16)")
+            return
+        self.pending.append((clip.clip_id, feats, np.array([r[2] for r in rows], dtype=np.float64)))
+        self.extracted += 1
+        self.steps += n
+        if self.on_clip:
+            self.on_clip(clip.clip_id, True)
+
+    def _fail(self, key: int, reason: str) -> None:
+        self.failed_keys.add(key)
+        self.parts.pop(key, None)
+        self.expected.pop(key, None)
+        clip = self.todo[key]
+        self.failures.append(Failure(clip.clip_id, clip.path, reason))
+        log.warning("failed: %s: %s", clip.clip_id, reason)
+        if self.on_clip:
+            self.on_clip(clip.clip_id, False)
 
 
 def _pack(out: Path, staging: _Staging, prov: dict, total: int, overwrite: bool) -> Path | None:
