@@ -220,9 +220,8 @@ def test_cuda_pipeline_matches_the_cpu(tmp_path, tiny_module, clip_folder, kind)
             np.testing.assert_allclose(a.get(c).features, b.get(c).features, atol=2e-3, rtol=2e-3)
 
 
-def test_kill_and_rerun(tmp_path, tiny_module, clip_folder):
-    moddir, tinyext = tiny_module
-    out = tmp_path / "k.h5"
+def _start_slow_extraction(tmp_path, moddir, clip_folder, out, extra_args: str, **popen):
+    """A subprocess extracting ``clip_folder`` into ``out`` with a model slowed to 0.4 s per batch."""
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f'''
         import sys
@@ -231,10 +230,16 @@ def test_kill_and_rerun(tmp_path, tiny_module, clip_folder):
         from moviefib.features.pipeline import clips_from_folder, extract
         from moviefib.video import EveryKth
         extract(clips_from_folder({str(clip_folder)!r}), {str(out)!r}, tiny(delay=0.4), EveryKth(2),
-                batch_size=4, num_workers=1, stage_seconds=0)
+                batch_size=4, num_workers=1, {extra_args})
     '''))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True)
+    return subprocess.Popen([sys.executable, str(script)], env=env, **popen)
+
+
+def test_kill_and_rerun(tmp_path, tiny_module, clip_folder):
+    moddir, tinyext = tiny_module
+    out = tmp_path / "k.h5"
+    proc = _start_slow_extraction(tmp_path, moddir, clip_folder, out, "stage_seconds=0", start_new_session=True)
     staging = out.with_name("k.h5.staging")
     deadline = time.time() + 60
     try:
@@ -271,20 +276,10 @@ def test_ctrl_c_stages_the_finished_clips(tmp_path, tiny_module, clip_folder):
     """Interrupted, a run keeps the clips it finished since its last staged file."""
     moddir, _ = tiny_module
     out = tmp_path / "int.h5"
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f'''
-        import sys
-        sys.path.insert(0, {str(moddir)!r})
-        from tinyext import tiny
-        from moviefib.features.pipeline import clips_from_folder, extract
-        from moviefib.video import EveryKth
-        extract(clips_from_folder({str(clip_folder)!r}), {str(out)!r}, tiny(delay=0.4), EveryKth(2),
-                batch_size=4, num_workers=1, stage_seconds=1000,
-                on_clip=lambda clip_id, ok: print("done", clip_id, flush=True))
-    '''))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = _start_slow_extraction(
+        tmp_path, moddir, clip_folder, out,
+        'stage_seconds=1000, on_clip=lambda clip_id, ok: print("done", clip_id, flush=True)',
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
         assert first.startswith("done"), proc.stderr.read()
