@@ -47,11 +47,11 @@ def test_small_store_held_in_memory_reads_as_from_the_file(tmp_path):
             assert a.features.dtype == b.features.dtype
             np.testing.assert_array_equal(a.features, b.features)
             np.testing.assert_array_equal(a.timestamps, b.timestamps)
-        assert in_memory._memory is not None and from_file._memory is None
+        assert isinstance(in_memory._arrays[0], np.ndarray) and not isinstance(from_file._arrays[0], np.ndarray)
         got = in_memory.get("c2")
         got.features[:] = 7  # a caller's change stays in its copy
         assert not np.any(in_memory.get("c2").features == 7)
-        assert pickle.loads(pickle.dumps(in_memory))._memory is None  # workers read their own
+        assert pickle.loads(pickle.dumps(in_memory))._arrays is None  # workers read their own
 
 
 def test_pickled_store_reopens(tmp_path):

@@ -193,7 +193,9 @@ class FeatureStore:
     def __init__(self, path: str | os.PathLike, *, memory_limit: int = DEFAULT_MEMORY_LIMIT):
         self.path = Path(path)
         self.memory_limit = int(memory_limit)
-        self._memory: tuple[np.ndarray, np.ndarray] | None = None
+        # (features, timestamps) of this process's handle: numpy arrays when held in memory, else the
+        # HDF5 datasets; chosen once per handle.
+        self._arrays: tuple | None = None
         self._h5 = None
         self._pid: int | None = None
         self._ids: list[str] = []
@@ -229,8 +231,18 @@ class FeatureStore:
         self._ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in h5["clip_ids"][()]]
         self._index = {c: i for i, c in enumerate(self._ids)}
         self._offsets = h5["offsets"][()]
-        self._h5, self._pid = h5, os.getpid()
+        self._h5, self._pid, self._arrays = h5, os.getpid(), None
         return h5
+
+    def _rows(self) -> tuple:
+        """The features and timestamps datasets, read into memory if at most ``memory_limit`` bytes."""
+        if self._arrays is None:
+            h5 = self._file()
+            feats, ts = h5["features"], h5["timestamps"]
+            if feats.size * feats.dtype.itemsize <= self.memory_limit:
+                feats, ts = feats[()], ts[()]
+            self._arrays = (feats, ts)
+        return self._arrays
 
     def clip_ids(self) -> list[str]:
         """The clip ids, in storage order."""
@@ -250,18 +262,15 @@ class FeatureStore:
 
     def get(self, clip_id: str) -> ClipFeatures:
         """The features of one clip; KeyError naming the clip and the store when absent."""
-        h5 = self._file()
+        self._file()
         i = self._index.get(clip_id)
         if i is None:
             raise KeyError(f"clip {clip_id!r} not in feature store {self.path}")
         a, b = int(self._offsets[i]), int(self._offsets[i + 1])
-        if self._memory is None:
-            feats = h5["features"]
-            if feats.size * feats.dtype.itemsize > self.memory_limit:
-                return ClipFeatures(features=feats[a:b], timestamps=h5["timestamps"][a:b])
-            self._memory = (feats[()], h5["timestamps"][()])
-        # Copies, as a read from the file would give: a caller may modify them.
-        return ClipFeatures(features=self._memory[0][a:b].copy(), timestamps=self._memory[1][a:b].copy())
+        feats, ts = self._rows()
+        if isinstance(feats, np.ndarray):  # in memory: copies, as a read from the file gives
+            return ClipFeatures(features=feats[a:b].copy(), timestamps=ts[a:b].copy())
+        return ClipFeatures(features=feats[a:b], timestamps=ts[a:b])
 
     def items(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """``(clip_id, features, timestamps)`` for every clip, in storage order."""
@@ -272,7 +281,7 @@ class FeatureStore:
     def close(self) -> None:
         if self._h5 is not None and self._pid == os.getpid():
             self._h5.close()
-        self._h5, self._pid, self._memory = None, None, None
+        self._h5, self._pid, self._arrays = None, None, None
 
     def __enter__(self) -> "FeatureStore":
         return self
@@ -282,7 +291,7 @@ class FeatureStore:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_h5"], state["_pid"], state["_memory"] = None, None, None
+        state["_h5"], state["_pid"], state["_arrays"] = None, None, None
         return state
 
     def __repr__(self) -> str:
