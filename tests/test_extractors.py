@@ -163,7 +163,6 @@ def test_preprocess_halves_equal_the_undivided_preprocessing(name):
     batch = torch.stack(halves)
     assert torch.equal(pre.normalise(batch), want)  # a batch, as the pipeline normalises it
     assert torch.equal(torch.stack([pre(f) for f in steps]), want)  # __call__ = both halves
-    assert torch.equal(pre.normalise(batch, dtype=torch.float16), want.half())
     if pre.layout == "2d":  # the pipeline makes 2D batches channels-last before normalising on CUDA
         cl = pre.normalise(batch[:, 0].contiguous(memory_format=torch.channels_last))
         assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, want[:, 0])

@@ -99,13 +99,9 @@ class FramePreprocess:
             x = x.permute(1, 0, 2, 3)
         return x.contiguous()
 
-    def normalise(self, x, dtype=None):
+    def normalise(self, x):
         """The device half: uint8 output of :meth:`resize_crop` (one step, or a batch of steps stacked
-        on a new first axis) -> ``(x * scale - mean) / std`` on ``x``'s device.
-
-        The arithmetic runs in float32 whatever ``dtype`` is, so the result equals the undivided
-        preprocessing's; ``dtype`` (e.g. ``torch.float16`` under AMP) only sets the returned type.
-        """
+        on a new first axis) -> float32 ``(x * scale - mean) / std`` on ``x``'s device."""
         import torch
 
         if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
@@ -119,8 +115,7 @@ class FramePreprocess:
         shape[axis] = 3
         mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(shape)
         inv_std = 1.0 / torch.tensor(self.std, dtype=torch.float32, device=x.device).view(shape)
-        y = (x.to(torch.float32) * self.scale - mean) * inv_std
-        return y if dtype is None or dtype == torch.float32 else y.to(dtype)
+        return (x.to(torch.float32) * self.scale - mean) * inv_std
 
     def __call__(self, frames):
         return self.normalise(self.resize_crop(frames))
