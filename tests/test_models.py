@@ -141,8 +141,13 @@ def test_batch_norm_recalibration_makes_eval_match_training():
 
 
 def test_recalibration_without_batch_norm_runs_nothing():
-    lstm = SeqLSTM(4, 3)
-    assert recalibrate_batch_norm(lstm, iter(())) == 0
+    def batches():  # iterating a training loader would start its worker processes
+        raise AssertionError("batches were drawn for a model without batch norm")
+        yield
+
+    assert recalibrate_batch_norm(SeqLSTM(4, 3), batches()) == 0
+    with pytest.raises(AssertionError, match="were drawn"):  # the check above can fail
+        recalibrate_batch_norm(SeqLSTM(4, 3, batch_norm=True), batches())
 
 
 def test_stream_dropout_zeroes_whole_streams_never_all_and_only_in_training():

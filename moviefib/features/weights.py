@@ -26,7 +26,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fileio import atomic_output, atomic_write, sha256_file  # noqa: F401  (re-exported: the model modules hash local weights)
+# sha256_file is also re-exported: the model modules hash local weights with it.
+from ..fileio import atomic_output, atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
