@@ -290,20 +290,8 @@ class _PyAVDecoder:
 
     def _decode(self, period: float) -> Iterator[tuple[float, object]]:
         """(time on the video's time line, av.VideoFrame) in presentation order, repaired timestamps."""
-        start = self.info.start_time
-        prev = None
-        try:
-            for frame in self.container.decode(self.stream):
-                t = frame.time
-                # Frames without a timestamp (some AVI/MPEG streams) follow their predecessor.
-                t = (prev + period if prev is not None else 0.0) if t is None else t - start
-                if prev is not None and t <= prev:
-                    t = prev + period  # a broken, non-increasing time stamp
-                prev = t
-                yield t, frame
-        except Exception as exc:
-            raise VideoError(f"{self.path}: decoding failed after {prev or 0.0:.3f} s "
-                             f"({type(exc).__name__}: {exc})") from None
+        raw = ((frame.time, frame) for frame in self.container.decode(self.stream))
+        return _repaired_times(raw, self.path, self.info.start_time, period)
 
     def close(self) -> None:
         self.container.close()
@@ -410,27 +398,38 @@ class _TorchcodecDecoder:
 
         ``first``: the (pts, data) a seek left the decoder on, decoded before the frames that follow.
         """
-        start = self.info.start_time
-        prev = None
-        if first is not None:
-            prev = first[0] - start
-            yield prev, first[1]
-        while True:
-            try:
-                data, pts, _ = self._next_frame(self.decoder._decoder)
-            except IndexError:  # torchcodec's end of stream
-                return
-            except Exception as exc:
-                raise VideoError(f"{self.path}: decoding failed after {prev or 0.0:.3f} s "
-                                 f"({type(exc).__name__}: {exc})") from None
-            t = float(pts) - start
-            if prev is not None and t <= prev:
-                t = prev + period  # a broken, non-increasing time stamp
-            prev = t
-            yield t, data
+        def raw():
+            if first is not None:
+                yield first
+            while True:
+                try:
+                    data, pts, _ = self._next_frame(self.decoder._decoder)
+                except IndexError:  # torchcodec's end of stream
+                    return
+                yield float(pts), data
+
+        return _repaired_times(raw(), self.path, self.info.start_time, period)
 
     def close(self) -> None:
         self.decoder = None
+
+
+def _repaired_times(raw: Iterator[tuple[float | None, object]], path: Path, start: float,
+                    period: float) -> Iterator[tuple[float, object]]:
+    """``(presentation time, frame)`` from a decoder -> ``(time on the video's time line, frame)``,
+    increasing: a frame without a time stamp (some AVI/MPEG streams) or with a non-increasing one
+    follows its predecessor by ``period``. A decoder error becomes a :class:`VideoError`."""
+    prev = None
+    try:
+        for pts, frame in raw:
+            t = (prev + period if prev is not None else 0.0) if pts is None else pts - start
+            if prev is not None and t <= prev:
+                t = prev + period
+            prev = t
+            yield t, frame
+    except Exception as exc:
+        raise VideoError(f"{path}: decoding failed after {prev or 0.0:.3f} s "
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 def _resize_hwc(data, size: tuple[int, int]):
