@@ -56,41 +56,44 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, *, max_height: int
     import av
 
     src, dst = Path(src), Path(dst)
-    frames = 0
     try:
-        with atomic_output(dst, suffix=".webm") as tmp:
-            with av.open(str(src)) as inp:
-                if not inp.streams.video:
-                    raise ClipError(f"{src}: no video stream")
-                vin = inp.streams.video[0]
-                vin.thread_type = "AUTO"
-                rate = vin.average_rate or vin.guessed_rate or Fraction(25)
-                with av.open(str(tmp), "w", format="webm") as out:
-                    vout = None
-                    for frame in inp.decode(vin):
-                        if vout is None:
-                            h = min(max_height, frame.height)
-                            w = round(frame.width * h / frame.height)
-                            # 4:2:0 chroma needs even sizes.
-                            w, h = max(2, w - w % 2), max(2, h - h % 2)
-                            vout = out.add_stream("libvpx-vp9", rate=rate)
-                            vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
-                            # Real-time speed settings: a clip must be ready about as fast as it plays.
-                            vout.options = {"deadline": "realtime", "cpu-used": "8", "crf": "33", "b": "0",
-                                            "row-mt": "1"}
-                            vout.codec_context.time_base = 1 / Fraction(rate)
-                        img = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
-                        # Frame index as time stamp: AVI time stamps are often missing or irregular.
-                        img.pts, img.time_base = frames, vout.codec_context.time_base
-                        out.mux(vout.encode(img))
-                        frames += 1
-                    if vout is None:
-                        raise ClipError(f"{src}: no decodable video frame")
-                    out.mux(vout.encode(None))
+        with atomic_output(dst, suffix=".webm") as tmp, av.open(str(src)) as inp, \
+                av.open(str(tmp), "w", format="webm") as out:
+            return _encode_vp9(inp, out, src, max_height)
     except ClipError:
         raise
     except Exception as exc:
         raise ClipError(f"{src}: cannot transcode: {exc}") from exc
+
+
+def _encode_vp9(inp, out, src: Path, max_height: int) -> int:
+    """Encode the first video stream of the open container ``inp`` into ``out``; the frame count."""
+    if not inp.streams.video:
+        raise ClipError(f"{src}: no video stream")
+    vin = inp.streams.video[0]
+    vin.thread_type = "AUTO"
+    rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+    vout = None
+    frames = 0
+    for frame in inp.decode(vin):
+        if vout is None:
+            h = min(max_height, frame.height)
+            w = round(frame.width * h / frame.height)
+            # 4:2:0 chroma needs even sizes.
+            w, h = max(2, w - w % 2), max(2, h - h % 2)
+            vout = out.add_stream("libvpx-vp9", rate=rate)
+            vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
+            # Real-time speed settings: a clip must be ready about as fast as it plays.
+            vout.options = {"deadline": "realtime", "cpu-used": "8", "crf": "33", "b": "0", "row-mt": "1"}
+            vout.codec_context.time_base = 1 / Fraction(rate)
+        img = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
+        # Frame index as time stamp: AVI time stamps are often missing or irregular.
+        img.pts, img.time_base = frames, vout.codec_context.time_base
+        out.mux(vout.encode(img))
+        frames += 1
+    if vout is None:
+        raise ClipError(f"{src}: no decodable video frame")
+    out.mux(vout.encode(None))
     return frames
 
 
