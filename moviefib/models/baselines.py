@@ -4,9 +4,10 @@ and with early fusion).
 Head, as in the paper: ``dropout(0.5)`` over the concatenated encodings, then one linear layer over
 the answer vocabulary. With ``standardise_video`` (not in the paper; on by default in the demo) the
 video features are standardised per dimension with training-set statistics, kept in the model's
-buffers so a checkpoint carries them. Batches are the dicts built by :class:`moviefib.data.Collator`: ``left``,
-``left_len``, ``right``, ``right_len`` (word ids; ``right`` reversed) and, for the vision models,
-``video [B, S, D]`` and ``video_len`` (the streams' steps concatenated per step, ``streams`` order).
+buffers so a checkpoint carries them. Batches are the dicts built by :class:`moviefib.data.Collator`:
+``left``, ``left_len``, ``right``, ``right_len`` (word ids; ``right`` reversed) and, for the vision
+models, ``video [B, S, D]`` and ``video_len`` (the streams' steps concatenated per step, ``streams``
+order).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class _Baseline(nn.Module):
         mean = torch.as_tensor(mean, dtype=torch.float32)
         std = torch.as_tensor(std, dtype=torch.float32).clamp_min(floor)
         if mean.shape != self.video_mean.shape or std.shape != self.video_std.shape:
-            raise ValueError(f"video statistics of size {tuple(mean.shape)}, the model reads {tuple(self.video_mean.shape)}")
+            raise ValueError(f"video statistics of size {tuple(mean.shape)}, the model reads "
+                             f"{tuple(self.video_mean.shape)}")
         self.video_mean.copy_(mean)
         self.video_std.copy_(std)
 
