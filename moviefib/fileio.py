@@ -121,3 +121,21 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+
+
+class PathEscapeError(ValueError):
+    """A path built from an id (a clip id, a file name from a request) would leave its root folder."""
+
+
+def contained_path(root: str | os.PathLike, relative: str) -> Path:
+    """``root / relative``, refused (:class:`PathEscapeError`) unless it stays inside ``root``.
+
+    Ids become paths in several rooms (clip files under a video root, exported ``.npy`` files, the human
+    page's clip cache); an id such as ``../../etc/x`` or ``/abs`` must never reach outside. Symbolic links
+    inside ``root`` are not followed here: the check is on the names, which is what an id controls.
+    """
+    root = Path(root)
+    rel = Path(relative)
+    if not relative or rel.is_absolute() or "\x00" in relative or any(p == ".." for p in rel.parts):
+        raise PathEscapeError(f"{relative!r}: not a relative path inside {root}")
+    return root / rel

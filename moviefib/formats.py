@@ -133,6 +133,33 @@ class ClipId:
         return Path(video_root) / self.movie / f"{self.clip_id}.avi"
 
 
+# Control characters (C0, DEL, C1): never legitimate in an id, and NUL truncates paths in C libraries.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def id_problem(text: str, *, allow_slash: bool = False) -> str | None:
+    """Why ``text`` cannot be an id (clip or question id), or None when it can.
+
+    Ids become file names: absolute paths, ``..`` parts, NUL and control characters are refused
+    everywhere; ``/`` only where ids are relative paths by design (``allow_slash``: ``--folder`` clips).
+    """
+    if not text:
+        return "empty id"
+    if _CONTROL_RE.search(text):
+        return f"id {text!r} holds a control character"
+    if "/" in text or "\\" in text:
+        if not allow_slash:
+            return f"id {text!r} holds a path separator"
+        parts = text.replace("\\", "/").split("/")
+        if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text):
+            return f"id {text!r} is an absolute path"
+        if any(p in ("", ".", "..") for p in parts):
+            return f"id {text!r} has an empty, '.' or '..' path part"
+    elif text in (".", ".."):
+        return f"id {text!r} is not a name"
+    return None
+
+
 def movie_of(clip_id: str) -> str:
     """The movie folder of a clip id (its id without the last ``_`` field), without full parsing."""
     return clip_id.rsplit("_", 1)[0]
