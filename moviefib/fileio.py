@@ -72,6 +72,22 @@ class LockHeldError(RuntimeError):
     """Another live process holds the lock; the message names it (pid, host, since when)."""
 
 
+# Descriptors of the locks this process holds. A forked child (a DataLoader worker) inherits them, and a
+# flock lasts while any copy of its descriptor is open: the lock would outlive a holder killed before its
+# workers. Each child closes its copies at once, so the lock dies with the process that took it.
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCK_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` for the block, or raise :class:`LockHeldError` at once.
@@ -111,6 +127,7 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
         if current:
             break
         os.close(fd)
+    _HELD_LOCK_FDS.add(fd)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
@@ -120,6 +137,7 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
         # Removed while still held, so no other process can lock the old file after we let go.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        _HELD_LOCK_FDS.discard(fd)
         os.close(fd)
 
 
