@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
+from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CLIError
 
 
 def register(subparsers) -> None:
@@ -83,10 +83,9 @@ def _corpus(args) -> int:
         raise CLIError(str(exc), EXIT_USAGE) from None
     if args.workers < 1:
         raise CLIError(f"--workers must be at least 1, got {args.workers}", EXIT_USAGE)
-    try:
-        import av  # noqa: F401  (checked here so that a missing PyAV is one line, not a traceback)
-    except ImportError:
-        raise CLIError("PyAV is needed to write clips: pip install 'moviefib[video]'", EXIT_UNAVAILABLE) from None
+    from .extras import require_extra
+
+    require_extra("moviefib demo corpus", "video", "av")
 
     bar = None
 
@@ -123,6 +122,9 @@ def _corpus(args) -> int:
 
 
 def _run(args) -> int:
+    from .extras import require_extra
+
+    require_extra("moviefib demo run", "all", "torch", "torchvision", "av", "h5py")
     from ..demo.run import DemoError, run_demo
 
     if args.workers < 1 or any(v is not None and v < 1 for v in (args.epochs, args.train_jobs)):
