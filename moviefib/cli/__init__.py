@@ -4,9 +4,8 @@ Each sub-command lives in its own module here and exposes ``register(subparsers)
 parser(s) and sets ``func`` to a function ``(args) -> int`` (the exit status). Modules are imported to
 register their arguments only; heavy imports happen inside ``func``.
 
-Exit statuses: 0 success; 2 usage error; 3 invalid input (a bad file, a bad submission); 4 finished
-with failures (some clips could not be processed); 5 a resource is unavailable (weights offline...);
-130 interrupted.
+Exit statuses: the table in :mod:`moviefib.exits` (0 success, 2 usage, 3 invalid input, 4 finished
+with failures, 5 resource unavailable, 130 interrupted), re-exported here for the command modules.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ import importlib
 import logging
 import sys
 
-EXIT_OK, EXIT_USAGE, EXIT_INVALID, EXIT_PARTIAL, EXIT_UNAVAILABLE = 0, 2, 3, 4, 5
+from ..exits import (EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE,  # noqa: F401
+                     EXIT_USAGE)
 
 # Sub-command modules, in the order of the data flow.
 COMMAND_MODULES = ("build", "evaluate", "weights", "features", "train", "demo", "human")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
     except KeyboardInterrupt:
         print(f"moviefib {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

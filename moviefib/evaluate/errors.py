@@ -4,36 +4,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..exits import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE
+
 if TYPE_CHECKING:
     from .submission import ValidationReport
-
-# Kept equal to moviefib.cli's EXIT_USAGE / EXIT_INVALID; the library does not import the CLI.
-USAGE_EXIT = 2
-INVALID_EXIT = 3
 
 
 class EvaluationError(Exception):
     """Base class: a one-line reason and the exit status that goes with it."""
 
-    exit_code = INVALID_EXIT
+    exit_code = EXIT_INVALID
 
 
 class UsageError(EvaluationError):
     """The evaluator was asked for something impossible: a missing file or split, no key, bad options."""
 
-    exit_code = USAGE_EXIT
+    exit_code = EXIT_USAGE
 
 
 class InputError(EvaluationError):
     """An input other than the submission (dataset table, key, FIB file, human answers) is malformed."""
 
-    exit_code = INVALID_EXIT
+    exit_code = EXIT_INVALID
 
 
 class SubmissionInvalid(EvaluationError):
     """One or more submissions failed validation; ``reports`` holds every problem found."""
 
-    exit_code = INVALID_EXIT
+    exit_code = EXIT_INVALID
 
     def __init__(self, reports: "list[ValidationReport]"):
         self.reports = reports
@@ -45,4 +43,4 @@ class SubmissionInvalid(EvaluationError):
 class ResourceUnavailable(EvaluationError):
     """An optional resource (the spaCy model for lemma matching, matplotlib) is not installed."""
 
-    exit_code = 5
+    exit_code = EXIT_UNAVAILABLE
