@@ -6,11 +6,23 @@ records back reproduces it byte for byte (the original time-stamp strings are ke
 
 Errors name the file, the line and the reason. ``errors="strict"`` (default) raises on the first bad
 row; ``errors="skip"`` drops bad rows and reports each one in :attr:`ReadResult.problems`. Known quirks of
-the original release are kept and reported in :attr:`ReadResult.warnings`, never dropped.
+the original release are kept and reported in :attr:`ReadResult.warnings`, never dropped (a blank inside
+a word, a truncated FILL_IN, a FILL_IN without any blank).
+
+Validation of a row: CLIP_ID is ``<4 digits>_<NAME>_<start>-<end>`` whose times equal the row's ALIGNED
+times within a millisecond of rounding (:func:`lsmdc_clip_problem`), and no id holds a path separator,
+``..`` or a control character (:func:`id_problem`); SENTENCE, FILL_IN and BLANK hold no NUL or control
+character other than tab (:func:`text_problem`).
+
+Also here, for every reader of untrusted JSON and TSV: :func:`load_json` (NaN, Infinity, overflowing
+numbers and over-long integers become :class:`BadNumber` markers; deep nesting is an error),
+:func:`json_number` and :func:`text_number` (a finite number, no coercion of ``true`` or ``"2.5"``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -27,11 +39,18 @@ FIB_COLUMNS = DESCRIPTION_COLUMNS + ("FILL_IN", "BLANK")
 
 ErrorMode = Literal["strict", "skip"]
 
+# An id's times and the row's ALIGNED times are both written to the millisecond; they may differ by
+# one millisecond of rounding (measured: all 23,514 rows of the real val files agree exactly).
+ID_TIME_TOLERANCE = 0.0011
+
 _TIME_RE = re.compile(r"^(\d{1,3})\.(\d{2})\.(\d{2})\.(\d{1,3})$")
 # <4-digit movie id>_<MOVIE_NAME>_<start>-<end>; the movie name may itself contain underscores.
 _CLIP_RE = re.compile(
     r"^(?P<movie>(?P<movie_id>\d{4})_(?P<name>.+))_(?P<start>[\d.]+)-(?P<end>[\d.]+)$"
 )
+# Control characters in free text: all but tab (LSMDC fields cannot hold a tab anyway, generic
+# corpora normalise it to a space).
+_TEXT_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 class FormatError(ValueError):
@@ -109,6 +128,11 @@ class ClipId:
 
     @classmethod
     def parse(cls, clip_id: str) -> "ClipId":
+        """Parse an id; ValueError when it is not ``<4 digits>_<NAME>_<start>-<end>`` or could not be a
+        file name (:func:`id_problem`: its movie folder and file are built from it)."""
+        problem = id_problem(clip_id)
+        if problem:
+            raise ValueError(problem)
         m = _CLIP_RE.match(clip_id)
         if not m:
             raise ValueError(
@@ -158,6 +182,133 @@ def id_problem(text: str, *, allow_slash: bool = False) -> str | None:
     elif text in (".", ".."):
         return f"id {text!r} is not a name"
     return None
+
+
+def text_problem(text: str, *, line_breaks: bool = False) -> str | None:
+    """Why ``text`` cannot be a sentence (or a question, an answer), or None when it can.
+
+    Only NUL and control characters other than tab are refused: they are never part of a described
+    sentence, and they corrupt files and terminals downstream. Everything else is the corpus's business.
+    ``line_breaks`` also lets LF and CR through, for readers that fold whitespace into spaces (JSON
+    sentences: five of the real ActivityNet file start with a line break).
+    """
+    m = next((m for m in _TEXT_CONTROL_RE.finditer(text) if not (line_breaks and m.group() in "\n\r")), None)
+    if m:
+        return f"control character {m.group()!r} at character {m.start()}"
+    return None
+
+
+def lsmdc_clip_problem(clip_id: str, start_aligned: float, end_aligned: float) -> str | None:
+    """Why ``clip_id`` is not a valid LSMDC clip id for a row with these ALIGNED times, or None.
+
+    The rule: ``<4 digits>_<NAME>_<start>-<end>`` (:class:`ClipId`), and the id's times equal the row's
+    ALIGNED times within :data:`ID_TIME_TOLERANCE`. The EXTRACTED times are not compared: they are the
+    aligned ones padded to at least 2 s, so they differ from the id on short clips.
+    """
+    try:
+        clip = ClipId.parse(clip_id)
+    except ValueError as exc:
+        return str(exc)
+    if abs(clip.start - start_aligned) > ID_TIME_TOLERANCE or abs(clip.end - end_aligned) > ID_TIME_TOLERANCE:
+        return (f"clip id times {format_timestamp(clip.start)}-{format_timestamp(clip.end)} disagree with "
+                f"START_ALIGNED/END_ALIGNED {format_timestamp(start_aligned)}-{format_timestamp(end_aligned)}")
+    return None
+
+
+class JSONInputError(ValueError):
+    """Text that :func:`load_json` refuses; ``line`` is 1-based when the parser knows it."""
+
+    def __init__(self, reason: str, line: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+@dataclass(frozen=True)
+class BadNumber:
+    """A JSON number that is not a finite Python number (NaN, Infinity, 1e400, a 5,000-digit integer).
+
+    :func:`load_json` leaves it in place of the value, so that the reader that checks the field can say
+    where it was (a line, a JSON path) instead of the parser failing without a location.
+    """
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _json_int(text: str):
+    try:
+        return int(text)
+    except ValueError:  # past Python's limit on integer digits (4,300 by default)
+        return BadNumber(f"an integer of {len(text.lstrip('-'))} digits")
+
+
+def _json_float(text: str):
+    value = float(text)
+    return value if math.isfinite(value) else BadNumber(f"{text} (out of range)")
+
+
+def load_json(text: str):
+    """``json.loads`` for untrusted files: NaN, Infinity, overflowing numbers and integers past Python's
+    digit limit become :class:`BadNumber` markers; syntax errors and nesting too deep raise
+    :class:`JSONInputError`."""
+    try:
+        return json.loads(text, parse_constant=BadNumber, parse_int=_json_int, parse_float=_json_float)
+    except json.JSONDecodeError as exc:
+        raise JSONInputError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                             exc.lineno) from None
+    except RecursionError:
+        raise JSONInputError("JSON nested too deeply to read") from None
+
+
+def json_number(value, what: str) -> float:
+    """``value`` (a parsed JSON value) as a finite float; ValueError naming ``what`` otherwise.
+
+    No coercion: ``true``, ``"2.5"`` and null are refused, as are the :class:`BadNumber` markers and
+    integers too large for a float.
+    """
+    if isinstance(value, BadNumber):
+        raise ValueError(f"{what} is {value}, not a finite number")
+    if value is None:
+        raise ValueError(f"{what} is null, not a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        shown = json.dumps(value)[:40] if isinstance(value, (bool, str)) else ""
+        raise ValueError(f"{what} is a JSON {json_type_name(value)}{' ' + shown if shown else ''}, not a number")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} is an integer of {len(str(abs(value)))} digits, too large") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{what} is {value!r}, not a finite number")
+    return out
+
+
+def json_type_name(value) -> str:
+    """The JSON name of a parsed value's type, for messages (``string``, ``number``, ``null``...)."""
+    if isinstance(value, BadNumber):
+        return f"number {value}"
+    names = {bool: "boolean", str: "string", list: "array", dict: "object", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+_DECIMAL_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def text_number(text: str, what: str) -> float:
+    """A decimal number written in a text field (TSV) as a finite float; ValueError naming ``what``.
+
+    Only plain decimals (``2``, ``-0.5``, ``1e3``): ``nan``, ``inf``, ``1_000`` and overflowing values,
+    which Python's ``float`` would accept or turn into infinity, are refused.
+    """
+    s = text.strip()
+    if not _DECIMAL_RE.match(s):
+        raise ValueError(f"{what} {text[:40]!r} is not a decimal number")
+    value = float(s)
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {text[:40]!r} is out of range")
+    return value
 
 
 def movie_of(clip_id: str) -> str:
@@ -245,6 +396,16 @@ class ReadResult:
         return counts
 
 
+def check_input_file(path: Path) -> None:
+    """Raise :class:`FormatError` unless ``path`` is a readable regular file (says "is a directory")."""
+    if path.is_dir():
+        raise FormatError(path, None, "is a directory, not a file")
+    if not path.is_file():
+        raise FormatError(path, None, "no such file")
+    if not os.access(path, os.R_OK):
+        raise FormatError(path, None, "cannot be read (permission denied)")
+
+
 class _RowError(Exception):
     def __init__(self, reason: str, kind: str):
         super().__init__(reason)
@@ -291,14 +452,30 @@ def _parse_description(cols: list[str], lineno: int) -> DescriptionRow:
     if not clip_id.strip():
         raise _RowError("empty CLIP_ID", "clip_id")
     times = _parse_times(cols[1:5])
+    problem = lsmdc_clip_problem(clip_id, times[0], times[1])
+    if problem:
+        raise _RowError(f"CLIP_ID: {problem}", "clip_id")
     sentence = cols[5]
     if not sentence.strip():
         raise _RowError("empty SENTENCE", "empty_sentence")
+    _check_text(sentence, "SENTENCE")
     return DescriptionRow(clip_id, *times, sentence, line=lineno, raw_times=tuple(cols[1:5]))
 
 
+def _check_text(value: str, column: str) -> None:
+    problem = text_problem(value)
+    if problem:
+        raise _RowError(f"{column}: {problem}", "control_character")
+
+
 def _fib_quirks(row: FIBRow) -> list[tuple[str, str]]:
-    """Quirks of the original release that are kept (reason, kind)."""
+    """Quirks of the original release that are kept (reason, kind).
+
+    A FILL_IN without ``_____`` (rows of the real val file: the original script wrote a stale question
+    for a sentence with nothing to blank) is kept as ``no_blank``: published all-rows scores count it.
+    """
+    if BLANK not in row.fill_in:
+        return [(f"FILL_IN holds no {BLANK!r}: {row.fill_in!r}", "no_blank")]
     quirks = []
     i = row.fill_in.index(BLANK)
     before = row.fill_in[i - 1] if i > 0 else " "
@@ -319,8 +496,7 @@ def _read(path, ncols: int, errors: ErrorMode) -> ReadResult:
     if errors not in ("strict", "skip"):
         raise ValueError(f"errors must be 'strict' or 'skip', not {errors!r}")
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(path, None, "no such file")
+    check_input_file(path)
     result = ReadResult(str(path), [])
     saw_line = False
     for lineno, text in _iter_lines(path):
@@ -334,10 +510,13 @@ def _read(path, ncols: int, errors: ErrorMode) -> ReadResult:
             row = _parse_description(cols[:6], lineno)
             if ncols == 8:
                 fill_in, blank = cols[6], cols[7]
-                if fill_in.count(BLANK) != 1 or BLANK + "_" in fill_in:
-                    raise _RowError(f"FILL_IN must contain exactly one {BLANK!r}", "fill_in")
+                if fill_in.count(BLANK) > 1 or BLANK + "_" in fill_in:
+                    raise _RowError(f"FILL_IN must contain one {BLANK!r} (or none, a kept quirk), "
+                                    "not more", "fill_in")
                 if not blank.strip():
                     raise _RowError("empty BLANK (answer)", "empty_answer")
+                _check_text(fill_in, "FILL_IN")
+                _check_text(blank, "BLANK")
                 row = FIBRow(*[getattr(row, f) for f in
                                ("clip_id", "start_aligned", "end_aligned", "start_extracted",
                                 "end_extracted", "sentence")],

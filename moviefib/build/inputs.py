@@ -14,22 +14,33 @@ Sources:
 * ActivityNet-Captions JSON (``{video: {duration, timestamps, sentences}}``) -> :func:`read_activitynet`,
   one reader of the generic form.
 
-Segments with start >= end or end past the video's duration (to the millisecond) are bad rows: ``errors="strict"`` raises a
-:class:`~moviefib.formats.FormatError` naming the file, the video and the segment; ``errors="skip"``
-drops them and reports each one.
+The rule for generic records (LSMDC rows follow :mod:`moviefib.formats`'s own rule):
+
+* ``video`` is a string that can be a file name (:func:`~moviefib.formats.id_problem`: no path
+  separator, no ``..``, no NUL or control character); ``split`` likewise (it names a Parquet file);
+* ``start`` and ``end`` are finite numbers with ``0 <= start < end``, and ``end`` is not past the
+  video's ``duration`` (to the millisecond) when one is given. In JSON they must be JSON numbers (no
+  ``true``, no ``"2.5"``, no NaN/Infinity, nothing that overflows a float); in TSV plain decimals;
+* ``sentence`` is a non-empty string without NUL or control characters other than tab, LF and CR
+  (runs of whitespace, line breaks included, become one space: five sentences of the real ActivityNet
+  file start with a line break); extra label fields are strings without control characters.
+
+A bad record is a bad row: ``errors="strict"`` raises a :class:`~moviefib.formats.FormatError` naming
+the file and the line (JSONL, TSV) or the video and segment (ActivityNet); ``errors="skip"`` drops it
+and reports each one. A file that is not JSON at all, or is nested too deeply, is refused whole.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from ..formats import (DescriptionRow, ErrorMode, FormatError, ReadResult, RowProblem, format_timestamp,
-                       movie_of, read_descriptions, read_fib)
+from ..formats import (DescriptionRow, ErrorMode, FormatError, JSONInputError, ReadResult, RowProblem,
+                       check_input_file, format_timestamp, id_problem, json_number, json_type_name, load_json, movie_of,
+                       read_descriptions, read_fib, text_number, text_problem)
 
 GENERIC_FIELDS = ("video", "start", "end", "sentence", "split")
 # LSMDC file names -> split names of a dataset folder.
@@ -137,11 +148,27 @@ class _BadRecord(ValueError):
         self.reason, self.kind = reason, kind
 
 
-def _check_segment(start, end, duration=None) -> tuple[float, float]:
+def _number(value, what: str) -> float:
+    """A time of a record, which must already be a number (the TSV reader converts its text fields)."""
     try:
-        s, e = float(start), float(end)
-    except (TypeError, ValueError):
-        raise _BadRecord(f"start/end {start!r}/{end!r} are not numbers", "timestamp") from None
+        return json_number(value, what)
+    except ValueError as exc:
+        raise _BadRecord(str(exc), "timestamp") from None
+
+
+def _name_problem(value, what: str) -> str | None:
+    if not isinstance(value, str):
+        return f"{what} must be a string, not a JSON {json_type_name(value)}"
+    if not value.strip():
+        return f"empty {what}"
+    problem = id_problem(value)
+    return f"{what}: {problem}" if problem else None
+
+
+def _check_segment(start, end, duration=None) -> tuple[float, float]:
+    s, e = _number(start, "start"), _number(end, "end")
+    if duration is not None:
+        duration = _number(duration, "duration")
     if s < 0:
         raise _BadRecord(f"negative start {s}", "timestamp")
     if s >= e:
@@ -155,21 +182,36 @@ def _check_segment(start, end, duration=None) -> tuple[float, float]:
 
 def generic_record(video: str, start, end, sentence: str, split: str, *, source: str = "",
                    labels: Mapping[str, str] | None = None, duration=None) -> SentenceRecord:
-    """Validate one generic-form record (raises ValueError with the reason)."""
-    if not isinstance(video, str) or not video.strip():
-        raise _BadRecord("empty video id", "clip_id")
-    if any(c in video for c in "\t\n\r"):
-        raise _BadRecord(f"video id {video!r} contains a tab or a line break", "clip_id")
-    if not isinstance(sentence, str) or not sentence.strip():
+    """Validate one generic-form record (raises ValueError with the reason; rule in the module docs).
+
+    ``start``, ``end`` and ``duration`` must be numbers (a text field is converted by its reader).
+    """
+    problem = _name_problem(video, "video id")
+    if problem:
+        raise _BadRecord(problem, "clip_id")
+    if not isinstance(sentence, str):
+        raise _BadRecord(f"sentence must be a string, not a JSON {json_type_name(sentence)}", "empty_sentence")
+    if not sentence.strip():
         raise _BadRecord("empty sentence", "empty_sentence")
-    if not isinstance(split, str) or not split.strip():
-        raise _BadRecord("empty split", "split")
+    # Checked before whitespace is normalised: str.split() would turn some control characters into spaces.
+    problem = text_problem(sentence, line_breaks=True)
+    if problem:
+        raise _BadRecord(f"sentence: {problem}", "control_character")
+    problem = _name_problem(split, "split")
+    if problem:
+        raise _BadRecord(problem, "split")
+    for name, value in (labels or {}).items():
+        if not isinstance(value, str):
+            raise _BadRecord(f"label {name!r} must be a string, not a JSON {json_type_name(value)}", "label")
+        problem = text_problem(value)
+        if problem:
+            raise _BadRecord(f"label {name!r}: {problem}", "control_character")
     s, e = _check_segment(start, end, duration)
     sentence = " ".join(sentence.split())
     return SentenceRecord(
         clip_id=generic_clip_id(video, s, e), movie=video, split=split, start_aligned=s, end_aligned=e,
         start_extracted=s, end_extracted=e, sentence=sentence, source=source,
-        labels=tuple(sorted((str(k), str(v)) for k, v in (labels or {}).items())),
+        labels=tuple(sorted((labels or {}).items())),
     )
 
 
@@ -203,11 +245,22 @@ def _collect(items: Iterable[tuple[str, int | None, dict | _BadRecord]], path: s
     return out
 
 
+def _tsv_fields(fields: dict[str, str]) -> dict | _BadRecord:
+    """A TSV row's fields with its times converted from text (plain decimals only)."""
+    out = dict(fields)
+    for name in ("start", "end", "duration"):
+        if name in out:
+            try:
+                out[name] = text_number(out[name], name)
+            except ValueError as exc:
+                return _BadRecord(str(exc), "timestamp")
+    return out
+
+
 def read_generic(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> Loaded:
     """Read a corpus in the generic form (``.jsonl`` or ``.tsv`` with a header); see module docs."""
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(path, None, "no such file")
+    check_input_file(path)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".tsv"):
         raise FormatError(path, None, "generic corpus files must be .jsonl or .tsv")
@@ -221,9 +274,9 @@ def read_generic(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> Lo
                     continue
                 if suffix == ".jsonl":
                     try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise FormatError(path, lineno, f"invalid JSON: {exc.msg}") from None
+                        obj = load_json(line)
+                    except JSONInputError as exc:
+                        raise FormatError(path, lineno, exc.reason) from None
                     if not isinstance(obj, dict):
                         raise FormatError(path, lineno, "expected a JSON object")
                     yield "", lineno, obj
@@ -238,7 +291,7 @@ def read_generic(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> Lo
                         yield "", lineno, _BadRecord(
                             f"expected {len(header)} tab-separated columns, found {len(cols)}", "columns")
                         continue
-                    yield "", lineno, dict(zip(header, cols))
+                    yield "", lineno, _tsv_fields(dict(zip(header, cols)))
 
     try:
         return _collect(items(), str(path), errors)
@@ -250,13 +303,13 @@ def read_activitynet(path: str | os.PathLike, split: str = "train", *,
                      errors: ErrorMode = "strict") -> Loaded:
     """Read an ActivityNet-Captions JSON file ``{video: {duration, timestamps, sentences}}``."""
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(path, None, "no such file")
+    check_input_file(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(path, None, f"not valid JSON: {exc}") from None
+        data = load_json(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, None, f"invalid UTF-8 at byte {exc.start}") from None
+    except JSONInputError as exc:
+        raise FormatError(path, exc.line, exc.reason) from None
     if not isinstance(data, dict):
         raise FormatError(path, None, "expected an object {video: {duration, timestamps, sentences}}")
 
