@@ -8,8 +8,13 @@ may be null and other fields are ignored.
 Every append happens under an exclusive ``fcntl.flock`` on the file (so that two processes serving the
 same file interleave whole lines, never bytes), after reading what other writers appended since, and is
 flushed and fsync'ed before the caller is told it succeeded, so a crash loses no acknowledged answer.
-A torn last line can only come from a crash during a write that was never acknowledged; it is cut off
-(with a warning) before the next append, so that the file stays valid JSONL.
+
+A last line without its newline (a crash between the record and its newline, or a file edited by hand)
+is kept when it parses as a record: its newline is added. Only a tail that is not JSON (a write torn by
+a crash, never acknowledged) is cut off before the next append, so that the file stays valid JSONL; the
+cut bytes are saved beside the file as ``<file>.torn-<timestamp>``, and a warning names that file.
+
+Lines are read strictly: NaN, Infinity, overflowing numbers and JSON nested too deeply are refused.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 import os
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -98,12 +104,46 @@ def clean_answer(text: object) -> str:
     return text
 
 
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, or None when it is not a number (bools, text, NaN, inf, 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)  # a huge int overflows here rather than in math.isfinite
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def clean_seconds(value: object) -> float:
     """The time taken as recorded; no upper bound, since a question may stay on screen overnight."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0:
+    number = _finite(value)
+    if number is None or number < 0:
         raise InvalidInput("seconds must be a number >= 0.")
-    return round(float(value), 3)
+    return round(number, 3)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def _parse_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:20]} overflows")
+    return number
+
+
+def strict_json(raw: bytes | str) -> object:
+    """Parse JSON, refusing NaN, Infinity, overflowing numbers and deep nesting with a ``ValueError``.
+
+    Python's ``json`` accepts ``NaN`` and turns ``1e999`` into infinity; an answer file (or a request)
+    holding them is not valid JSON, so it is refused rather than coerced.
+    """
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_parse_float)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _parse_record(obj: object) -> HumanAnswer:
@@ -126,36 +166,95 @@ def _parse_record(obj: object) -> HumanAnswer:
             raise ValueError("a skipped question has answer null")
     elif not isinstance(answer, str) or not answer.strip():
         raise ValueError("answer must be a non-empty string unless skipped")
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                or not seconds >= 0):
-        raise ValueError("seconds must be a number >= 0 or null")
-    return HumanAnswer(qid, answer or None, mode, annotator, None if seconds is None else float(seconds),
-                       skipped)
+    number = None if seconds is None else _finite(seconds)
+    if seconds is not None and (number is None or number < 0):
+        raise ValueError("seconds must be a finite number >= 0 or null")
+    return HumanAnswer(qid, answer or None, mode, annotator, number, skipped)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """What a run of bytes of the file holds.
+
+    Attributes:
+        records: the records of its complete lines, then that of an unterminated last line that parses.
+        used: bytes of complete lines (ending in a newline).
+        tail: the bytes after the last newline ('' when the chunk ends with one).
+        tail_is_record: ``tail`` parsed as a record (it only lacks its newline); otherwise it is torn.
+    """
+
+    records: list[HumanAnswer]
+    used: int
+    tail: bytes
+    tail_is_record: bool
 
 
 def read_answers(path: str | os.PathLike) -> list[HumanAnswer]:
-    """All records of a human-answer file (a torn last line, left by a crash, is ignored)."""
+    """All records of a human-answer file; a torn (unparsable) last line is ignored with a warning."""
     path = Path(path)
     if not path.is_file():
-        raise AnswerFileError(path, None, "no such file")
-    records, _ = _parse_lines(path, path.read_bytes(), 0)
-    return records
+        raise AnswerFileError(path, None, "no such file" if not path.exists() else "not a regular file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AnswerFileError(path, None, exc.strerror or str(exc)) from None
+    chunk = _parse_chunk(path, data, 0)
+    if chunk.tail and not chunk.tail_is_record:
+        log.warning("%s: ignoring a torn last line (%d bytes) left by an interrupted write", path,
+                    len(chunk.tail))
+    return chunk.records
 
 
-def _parse_lines(path: Path, data: bytes, first_line: int) -> tuple[list[HumanAnswer], int]:
-    """Records of the complete lines of ``data``, and how many bytes they span."""
+def _parse_line(path: Path, n: int, raw: bytes) -> HumanAnswer:
+    try:
+        return _parse_record(strict_json(raw.decode("utf-8")))
+    except UnicodeDecodeError as exc:
+        raise AnswerFileError(path, n, f"invalid UTF-8 at byte {exc.start}") from None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise AnswerFileError(path, n, str(exc)) from None
+
+
+def _is_json(raw: bytes) -> bool:
+    """Whether an unterminated last line is a whole JSON value (then it is judged as a record)."""
+    try:
+        strict_json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def _parse_chunk(path: Path, data: bytes, first_line: int) -> _Chunk:
+    """Parse ``data``, whose first line is line ``first_line + 1`` of the file.
+
+    A bad complete line raises :class:`AnswerFileError`. So does an unterminated last line that is
+    JSON but not a valid record (it was written whole: a bad record, not a torn write).
+    """
     end = data.rfind(b"\n") + 1
-    records = []
-    for n, raw in enumerate(data[:end].splitlines(), start=first_line + 1):
-        if not raw.strip():
+    lines = data[:end].splitlines()
+    records = [_parse_line(path, n, raw) for n, raw in enumerate(lines, start=first_line + 1) if raw.strip()]
+    tail = data[end:]
+    tail_is_record = bool(tail.strip()) and _is_json(tail)
+    if tail_is_record:
+        records.append(_parse_line(path, first_line + len(lines) + 1, tail))
+    return _Chunk(records, end, tail, tail_is_record)
+
+
+def _save_torn_tail(path: Path, tail: bytes) -> Path:
+    """Keep the bytes cut off a torn last line in ``<path>.torn-<timestamp>`` (never overwriting one)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for k in range(1000):
+        saved = path.with_name(f"{path.name}.torn-{stamp}" + (f"-{k}" if k else ""))
+        try:
+            fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
             continue
         try:
-            records.append(_parse_record(json.loads(raw.decode("utf-8"))))
-        except UnicodeDecodeError as exc:
-            raise AnswerFileError(path, n, f"invalid UTF-8 at byte {exc.start}") from None
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise AnswerFileError(path, n, str(exc)) from None
-    return records, end
+            os.write(fd, tail)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return saved
+    raise AnswerFileError(path, None, f"cannot save its torn last line: {path.name}.torn-{stamp}-* all exist")
 
 
 class AnswerLog:
@@ -175,7 +274,10 @@ class AnswerLog:
         self._fd = -1  # the open file, inside a transaction only
         if self.path.exists() and not self.path.is_file():
             raise AnswerFileError(self.path, None, "not a regular file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where its folder should be, a read-only file system
+            raise AnswerFileError(self.path, None, f"cannot create its folder: {exc.strerror or exc}") from None
         with self.transaction():
             pass
 
@@ -200,17 +302,27 @@ class AnswerLog:
         if size == self._offset:
             return
         data = os.pread(fd, size - self._offset, self._offset)
-        records, used = _parse_lines(self.path, data, self._lines)
-        if used < len(data):
+        chunk = _parse_chunk(self.path, data, self._lines)
+        used = chunk.used
+        if chunk.tail_is_record:
+            # A whole record that only lacks its newline: complete the line, never drop the record.
+            os.write(fd, b"\n")  # O_APPEND: at the end, right after the record
+            os.fsync(fd)
+            log.warning("%s: added the missing newline after its last record (line %d)", self.path,
+                        self._lines + data.count(b"\n") + 1)
+            used = len(data) + 1
+        elif chunk.tail:
             # Every writer holds the lock until its line is complete, so a partial line here is the
-            # remains of a crash before that answer was acknowledged: drop it to keep the file valid.
-            log.warning("%s: cutting off a torn last line (%d bytes) left by an interrupted write",
-                        self.path, len(data) - used)
+            # remains of a crash before that answer was acknowledged: cut it to keep the file valid,
+            # after saving it beside the file (whoever edited the file by hand gets it back).
+            saved = _save_torn_tail(self.path, chunk.tail)
             os.ftruncate(fd, self._offset + used)
-        self._lines += data[:used].count(b"\n")
+            log.warning("%s: cut off a torn last line (%d bytes) left by an interrupted write; saved in %s",
+                        self.path, len(chunk.tail), saved)
+        self._lines += data[:used].count(b"\n") + chunk.tail_is_record
         self._offset += used
-        if records:
-            self._on_records(records)
+        if chunk.records:
+            self._on_records(chunk.records)
 
     def append(self, record: HumanAnswer) -> None:
         """Write one record durably; call only inside :meth:`transaction`."""

@@ -3,6 +3,12 @@
 Browsers cannot play the AVI files of LSMDC, so the page gets a WebM (VP9, no audio track: a muted
 clip may autoplay) at most :data:`MAX_HEIGHT` pixels high, cached under a name derived from the
 source's path, size and modification time (an edited source is transcoded again).
+
+Only whole clips are served: the length decoded while transcoding is judged against the clip's expected
+length (the dataset's extracted start/end, else its LSMDC clip id) by
+:func:`moviefib.integrity.judge_duration`, the rule extraction applies. A clip clearly short, a still
+image under a video name, or a file that does not decode is refused (:class:`ClipRefused`) and never
+cached. Clip ids never lead outside the video root.
 """
 
 from __future__ import annotations
@@ -11,47 +17,91 @@ import hashlib
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from ..fileio import atomic_output
-from ..formats import ClipId
+from ..fileio import PathEscapeError, atomic_output, contained_path
+from ..formats import ClipId, id_problem
+from ..integrity import DurationCheck, DurationTolerance, judge_duration
 
 log = logging.getLogger(__name__)
 
 MAX_HEIGHT = 360
-# Bumped when the encoding settings change, so that old cache entries are not served.
-_ENCODING_VERSION = "vp9-1"
+# Bumped when the encoding settings change, so that old cache entries are not served ("vp9-2": entries
+# from before the duration check may hold partial clips).
+_ENCODING_VERSION = "vp9-2"
 _VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".mpg")
 
 
 class ClipError(RuntimeError):
-    """A clip that is missing or cannot be decoded (names the clip and the file)."""
+    """A clip that cannot be served (names the clip and the file)."""
+
+
+class ClipRefused(ClipError):
+    """The clip's file is missing, does not decode, is a still image or is clearly short: its question
+    cannot be asked in video mode."""
+
+
+class ClipCacheError(ClipError):
+    """The clip cache cannot be written (a problem of this machine, not of the clip)."""
 
 
 def clip_source(clip_id: str, video_root: str | os.PathLike) -> Path:
     """The source video of a clip.
 
     An LSMDC clip id maps to ``<video_root>/<movie>/<clip_id>.avi``; any other id (a generic corpus)
-    to the first existing ``<video_root>/<clip_id>.<ext>`` among common video extensions.
+    to the first existing ``<video_root>/<clip_id>.<ext>`` among common video extensions. An id that
+    would lead outside ``video_root`` (``..``, an absolute path, NUL) raises :class:`ClipRefused`.
     """
+    problem = id_problem(clip_id, allow_slash=True) if isinstance(clip_id, str) else "clip id is not text"
+    if problem:
+        raise ClipRefused(f"clip {clip_id!r}: {problem}")
     try:
-        return ClipId.parse(clip_id).video_path(video_root)
+        movie = ClipId.parse(clip_id).movie
     except ValueError:
-        pass
-    root = Path(video_root)
-    for ext in _VIDEO_EXTENSIONS:
-        p = root / f"{clip_id}{ext}"
-        if p.is_file():
-            return p
-    return root / f"{clip_id}{_VIDEO_EXTENSIONS[0]}"
+        movie = None
+    try:
+        if movie is not None:
+            return contained_path(video_root, f"{movie}/{clip_id}.avi")
+        candidates = [contained_path(video_root, f"{clip_id}{ext}") for ext in _VIDEO_EXTENSIONS]
+    except PathEscapeError as exc:
+        raise ClipRefused(f"clip {clip_id!r}: {exc}") from None
+    return next((p for p in candidates if p.is_file()), candidates[0])
 
 
-def transcode(src: str | os.PathLike, dst: str | os.PathLike, *, max_height: int = MAX_HEIGHT) -> int:
+def expected_seconds(clip_id: str, clip_seconds: float | None) -> tuple[float | None, str | None]:
+    """A clip's expected length and where it comes from: the dataset's times, else its LSMDC clip id."""
+    if clip_seconds is not None:
+        return clip_seconds, "dataset's extracted start/end"
+    try:
+        parsed = ClipId.parse(clip_id)
+    except ValueError:
+        return None, None  # a generic corpus without times: nothing to compare with
+    return parsed.end - parsed.start, "clip id"
+
+
+@dataclass(frozen=True)
+class Transcoded:
+    """A clip written to the cache.
+
+    Attributes:
+        frames: frames written.
+        check: the verdict on its decoded length (``ok`` or ``warn``; ``short`` is never written).
+    """
+
+    frames: int
+    check: DurationCheck
+
+
+def transcode(src: str | os.PathLike, dst: str | os.PathLike, *, expected: float | None = None,
+              source: str | None = None, tolerance: DurationTolerance = DurationTolerance(),
+              max_height: int = MAX_HEIGHT) -> Transcoded:
     """Transcode the first video stream of ``src`` to a muted WebM/VP9 file ``dst`` (atomically).
 
-    Returns the number of frames written. Raises :class:`ClipError` when ``src`` cannot be decoded or
-    holds no frame.
+    ``expected`` (seconds, from ``source``) is the length the clip should have. Raises
+    :class:`ClipRefused` when ``src`` cannot be decoded, is a still image or decodes clearly shorter
+    than ``expected``; ``dst`` is then left untouched. Errors writing ``dst`` are ``OSError``.
     """
     import av
 
@@ -59,18 +109,28 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, *, max_height: int
     try:
         with atomic_output(dst, suffix=".webm") as tmp, av.open(str(src)) as inp, \
                 av.open(str(tmp), "w", format="webm") as out:
-            return _encode_vp9(inp, out, src, max_height)
-    except ClipError:
-        raise
-    except Exception as exc:
-        raise ClipError(f"{src}: cannot transcode: {exc}") from exc
+            frames, seconds = _encode_vp9(inp, out, src, max_height)
+            check = judge_duration(seconds, expected=expected, source=source, tolerance=tolerance)
+            if check.status == "short":
+                raise ClipRefused(f"{src}: {check.reason}")  # leaving the block drops the temp file
+    except av.FFmpegError as exc:
+        raise ClipRefused(f"{src}: cannot transcode: {exc}") from exc
+    return Transcoded(frames, check)
 
 
-def _encode_vp9(inp, out, src: Path, max_height: int) -> int:
-    """Encode the first video stream of the open container ``inp`` into ``out``; the frame count."""
+def _encode_vp9(inp, out, src: Path, max_height: int) -> tuple[int, float]:
+    """Encode the first video stream of the open container ``inp`` into ``out``.
+
+    Returns the frame count and the seconds they last at the stream's rate, which is how long the
+    WebM written plays (its time stamps are frame indices at that rate).
+    """
     if not inp.streams.video:
-        raise ClipError(f"{src}: no video stream")
+        raise ClipRefused(f"{src}: no video stream")
     vin = inp.streams.video[0]
+    # FFmpeg opens a PNG or JPEG under any name (demuxer ``png_pipe``, ``image2``...) as a one-frame video.
+    demuxer = inp.format.name or ""
+    if demuxer == "image2" or demuxer.endswith("_pipe"):
+        raise ClipRefused(f"{src}: a still image ({demuxer}, codec {vin.codec_context.name}), not a clip")
     vin.thread_type = "AUTO"
     rate = vin.average_rate or vin.guessed_rate or Fraction(25)
     vout = None
@@ -92,39 +152,50 @@ def _encode_vp9(inp, out, src: Path, max_height: int) -> int:
         out.mux(vout.encode(img))
         frames += 1
     if vout is None:
-        raise ClipError(f"{src}: no decodable video frame")
+        raise ClipRefused(f"{src}: no decodable video frame")
+    if frames < 2:
+        raise ClipRefused(f"{src}: a single frame, not a clip")
     out.mux(vout.encode(None))
-    return frames
+    return frames, float(frames / Fraction(rate))
 
 
 class ClipCache:
     """Transcodes clips on demand or ahead of time, each clip once.
 
     A lock per clip (not one for all): a request for the clip on screen must never wait behind the
-    prefetch of another one.
+    prefetch of another one. A refused clip is remembered (per version of its file), not retried on
+    every request.
     """
 
-    def __init__(self, video_root: str | os.PathLike, cache_dir: str | os.PathLike):
+    def __init__(self, video_root: str | os.PathLike, cache_dir: str | os.PathLike, *,
+                 tolerance: DurationTolerance = DurationTolerance()):
         self.video_root = Path(video_root)
         self.cache_dir = Path(cache_dir)
+        self.tolerance = tolerance
         self._locks: dict[Path, threading.Lock] = {}
+        self._refused: dict[Path, ClipRefused] = {}
         self._pending: set[str] = set()
-        self._meta = threading.Lock()  # guards the two above
+        self._meta = threading.Lock()  # guards the three above
 
     def source(self, clip_id: str) -> Path:
         return clip_source(clip_id, self.video_root)
 
     def cache_path(self, clip_id: str) -> Path:
-        """Where the clip's WebM is (or will be) cached; :class:`ClipError` when it has no source."""
+        """Where the clip's WebM is (or will be) cached; :class:`ClipRefused` when it has no source."""
         src = self.source(clip_id)
         if not src.is_file():
-            raise ClipError(f"clip {clip_id}: no video file {src}")
+            raise ClipRefused(f"clip {clip_id}: no video file {src}")
         st = src.stat()
         key = f"{src.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{_ENCODING_VERSION}"
         return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.webm"
 
-    def get(self, clip_id: str) -> Path:
-        """The WebM file of a clip, transcoding it first when it is not cached."""
+    def get(self, clip_id: str, *, clip_seconds: float | None = None) -> Path:
+        """The WebM file of a whole clip, transcoding it first when it is not cached.
+
+        ``clip_seconds`` is the length the dataset gives the clip (None: take it from an LSMDC clip id).
+        Raises :class:`ClipRefused` for a clip that cannot be served, :class:`ClipCacheError` when the
+        cache cannot be written.
+        """
         src = self.source(clip_id)
         dst = self.cache_path(clip_id)
         if dst.is_file():
@@ -132,16 +203,32 @@ class ClipCache:
         with self._meta:
             lock = self._locks.setdefault(dst, threading.Lock())
         with lock:
-            if not dst.is_file():  # another request may have made it while this one waited
-                try:
-                    n = transcode(src, dst)
-                except OSError as exc:
-                    raise ClipError(f"clip {clip_id}: cannot write to the cache {self.cache_dir}: "
-                                    f"{exc.strerror or exc}") from exc
-                log.info("transcoded clip %s (%d frames) -> %s", clip_id, n, dst)
+            # Another request may have made (or refused) it while this one waited.
+            if not dst.is_file():
+                self._transcode(clip_id, src, dst, clip_seconds)
         return dst
 
-    def prefetch(self, clip_id: str) -> None:
+    def _transcode(self, clip_id: str, src: Path, dst: Path, clip_seconds: float | None) -> None:
+        with self._meta:
+            refused = self._refused.get(dst)
+        if refused is not None:
+            raise refused
+        expected, source = expected_seconds(clip_id, clip_seconds)
+        try:
+            done = transcode(src, dst, expected=expected, source=source, tolerance=self.tolerance)
+        except ClipRefused as exc:
+            refused = ClipRefused(f"clip {clip_id}: {exc}")
+            with self._meta:
+                self._refused[dst] = refused
+            raise refused from None
+        except OSError as exc:
+            raise ClipCacheError(f"clip {clip_id}: cannot write to the cache {self.cache_dir}: "
+                                 f"{exc.strerror or exc}") from exc
+        if done.check.status == "warn":
+            log.warning("clip %s: %s; served", clip_id, done.check.reason)
+        log.info("transcoded clip %s (%d frames) -> %s", clip_id, done.frames, dst)
+
+    def prefetch(self, clip_id: str, *, clip_seconds: float | None = None) -> None:
         """Transcode a clip in the background (the next question's), so that it plays without delay."""
         with self._meta:
             if clip_id in self._pending:
@@ -150,7 +237,7 @@ class ClipCache:
 
         def work() -> None:
             try:
-                self.get(clip_id)
+                self.get(clip_id, clip_seconds=clip_seconds)
             except ClipError as exc:
                 log.error("%s", exc)  # the page will get the same error when it asks for the clip
             finally:

@@ -7,7 +7,9 @@ The rules, per annotator, over both modes and all records of the file:
 * text after video is forbidden: a question seen with its clip is never asked again in ``text`` mode
   (the clip would have told the answer); the reverse, the same question in ``video`` mode after
   ``text`` mode, is the paper's protocol and is allowed;
-* a question is answered at most once per mode.
+* a question is answered at most once per mode;
+* in video mode, a question whose clip cannot be served whole (:meth:`AnnotationSession.clip_unavailable`)
+  is left out for everyone; it is never recorded, so it cannot count as seen.
 
 Annotators get the questions in the one order of :func:`moviefib.human.questions.load_questions`.
 """
@@ -69,6 +71,8 @@ class AnnotationSession:
         self._sentence_of = {q.question_id: q.sentence_id for q in (split_questions or questions)}
         self._sentence_of.update((q.question_id, q.sentence_id) for q in questions)
         self._served_sentences = {q.sentence_id for q in questions}
+        self._unavailable_clips: set[str] = set()
+        self._dead_sentences: set[str] = set()  # served sentences whose clip is unavailable
         self._seen: dict[str, _Seen] = {}
         self._unknown = 0
         self.log = AnswerLog(answers_path, self._observe)
@@ -79,6 +83,12 @@ class AnnotationSession:
     def question(self, question_id: str) -> HumanQuestion | None:
         """The served question with this id, or None."""
         return self._by_id.get(question_id)
+
+    def clip_unavailable(self, clip_id: str) -> None:
+        """Leave out every question of a clip that cannot be served (cut short, undecodable...)."""
+        with self.log.transaction():
+            self._unavailable_clips.add(clip_id)
+            self._dead_sentences.update(q.sentence_id for q in self.questions if q.clip_id == clip_id)
 
     def _observe(self, records: list[HumanAnswer]) -> None:
         for r in records:
@@ -94,6 +104,8 @@ class AnnotationSession:
 
     def _refusal(self, seen: _Seen, q: HumanQuestion) -> str | None:
         """Why ``q`` may not be shown to this annotator in the served mode, or None."""
+        if q.clip_id in self._unavailable_clips:
+            return "This question's clip is not available."
         modes = seen.modes.get(q.question_id, ())
         if self.mode in modes:
             return "You have already answered this question."
@@ -114,13 +126,15 @@ class AnnotationSession:
 
         Only sentences the annotator has touched can be closed (O(answers), not O(questions)): one
         with two blanks seen is closed, one with a single blank seen stays open only for that blank,
-        if it is served and still allowed in this mode.
+        if it is served and still allowed in this mode. Sentences of unavailable clips are closed
+        for everyone.
         """
         closed = 0
         for sentence, qids in seen.sentences.items():
             if sentence in self._served_sentences:
                 q = self._by_id.get(next(iter(qids))) if len(qids) == 1 else None
                 closed += q is None or self._refusal(seen, q) is not None
+        closed += sum(1 for s in self._dead_sentences if s not in seen.sentences)
         return len(self._served_sentences) - closed
 
     def next_question(self, annotator: str) -> tuple[HumanQuestion | None, Progress]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass
 
-from ..formats import BLANK
+from ..formats import BLANK, id_problem
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ class HumanQuestion:
         sentence_id: groups the blanks of one sentence; an annotator sees at most one of them.
         before: the question text left of the blank (may end inside a word: a kept release quirk).
         after: the question text right of the blank.
+        clip_seconds: how long the clip should last (``end_extracted - start_extracted`` of the
+            dataset), or None when the dataset does not say; video mode refuses a clip decoded shorter.
     """
 
     question_id: str
@@ -29,24 +32,45 @@ class HumanQuestion:
     sentence_id: str
     before: str
     after: str
+    clip_seconds: float | None = None
 
 
 class QuestionError(ValueError):
     """A split that cannot be shown: missing columns, a question without its blank, a bad sample size."""
 
 
-def _from_rows(ids, clips, sentences, questions, source: str) -> list[HumanQuestion]:
+def _id_problem(qid: object, clip: object, sid: object) -> str | None:
+    """Why a row's ids cannot be served: question ids go into URLs, clip ids become file paths."""
+    for name, value in (("question_id", qid), ("clip_id", clip), ("sentence_id", sid)):
+        if not isinstance(value, str):
+            return f"{name} must be text, not {type(value).__name__}"
+    # Generic corpora made with --folder keep '/' in clip ids; never in question ids (a URL part).
+    return id_problem(qid) or id_problem(clip, allow_slash=True)
+
+
+def _clip_seconds(start: object, end: object) -> float | None:
+    """The clip's expected length from its extracted times, or None when they do not give one."""
+    if not all(isinstance(t, (int, float)) and math.isfinite(t) for t in (start, end)) or end <= start:
+        return None
+    return float(end) - float(start)
+
+
+def _from_rows(ids, clips, sentences, questions, starts, ends, source: str) -> list[HumanQuestion]:
     out = []
     seen: set[str] = set()
-    for row, (qid, clip, sid, text) in enumerate(zip(ids, clips, sentences, questions)):
+    for row, (qid, clip, sid, text, start, end) in enumerate(
+            zip(ids, clips, sentences, questions, starts, ends)):
+        problem = _id_problem(qid, clip, sid)
+        if problem:
+            raise QuestionError(f"{source}: row {row}: {problem}")
         if qid in seen:
             raise QuestionError(f"{source}: row {row}: duplicate question_id {qid!r}")
         seen.add(qid)
-        if text is None or text.count(BLANK) != 1:
+        if not isinstance(text, str) or text.count(BLANK) != 1:
             raise QuestionError(f"{source}: row {row} (question {qid}): question must contain exactly "
                                 f"one blank {BLANK!r}")
         before, after = text.split(BLANK)
-        out.append(HumanQuestion(qid, clip, sid, before, after))
+        out.append(HumanQuestion(qid, clip, sid, before, after, _clip_seconds(start, end)))
     return out
 
 
@@ -57,17 +81,25 @@ def load_questions(dataset: str | os.PathLike, split: str, *, seed: int = 0) -> 
     every annotator gets the same sequence.
 
     Raises ``moviefib.dataset.DatasetError`` for a missing folder or split, :class:`QuestionError` for
-    a table that cannot be shown.
+    a table that cannot be shown (not Parquet, missing columns, bad ids, a question without its blank).
     """
+    import pyarrow as pa
+
     from ..dataset import read_table
 
-    table = read_table(dataset, split)
     source = f"{dataset}/data/{split}.parquet"
+    try:
+        table = read_table(dataset, split)
+    except pa.ArrowException as exc:  # a truncated or foreign file under the split's name
+        raise QuestionError(f"{source}: not a readable Parquet table ({str(exc).splitlines()[0]})") from None
     needed = ("question_id", "clip_id", "sentence_id", "question")
     missing = [c for c in needed if c not in table.column_names]
     if missing:
         raise QuestionError(f"{source}: lacks column(s) {', '.join(missing)}")
-    questions = _from_rows(*(table.column(c).to_pylist() for c in needed), source=source)
+    # The extracted times give each clip's expected length; a corpus without them is not checked.
+    times = [table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
+             for c in ("start_extracted", "end_extracted")]
+    questions = _from_rows(*(table.column(c).to_pylist() for c in needed), *times, source=source)
     if not questions:
         raise QuestionError(f"{source}: no questions")
     random.Random(seed).shuffle(questions)

@@ -5,10 +5,17 @@ Endpoints (JSON unless said otherwise):
 * ``GET /`` the page (plain HTML/JS/CSS from ``static/``);
 * ``GET /api/config`` the served mode and the number of questions;
 * ``GET /api/next?annotator=ID`` the next question for that annotator (its text around the blank and,
-  in video mode, the URL of its clip) and their progress, or ``done``;
-* ``POST /api/answer`` ``{annotator, question_id, answer, seconds, skipped}``: 200 with the record,
-  400 with ``error`` (a message for the page) for invalid input, 409 when the protocol refuses it;
-* ``GET /clip/<question_id>`` the question's clip as WebM (video mode only; range requests work).
+  in video mode, the URL of its clip) and their progress, or ``done``; in video mode the clip is made
+  ready first, and questions whose clip is refused (cut short, undecodable) are left out and named in
+  ``notices``;
+* ``POST /api/answer`` ``{annotator, question_id, answer, seconds, skipped}`` (JSON, at most
+  :data:`MAX_BODY_BYTES`): 200 with the record, 400 with ``error`` (a message for the page) for invalid
+  input, 409 when the protocol refuses it, 413 for a body too large;
+* ``GET /clip/<question_id>`` the question's clip as WebM (video mode only; range requests work); 404
+  with ``error`` when the question has no clip that can be served whole.
+
+Every refused request gets a 4xx JSON ``{"error": ...}``; a 5xx is the server's own trouble (an answer
+file edited under it, a clip cache that cannot be written).
 
 Bound to a loopback address without a token, only ``Host: localhost|127.0.0.1|[::1]`` is accepted (a
 web page elsewhere cannot reach the server through DNS rebinding). With a token, every request must
@@ -25,8 +32,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .answers import AnswerFileError, InvalidInput
-from .clips import ClipCache, ClipError
+from .answers import AnswerFileError, InvalidInput, strict_json
+from .clips import ClipCache, ClipCacheError, ClipError, ClipRefused
 from .protocol import AnnotationSession, Conflict
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 TOKEN_COOKIE = "moviefib_human_token"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+# An answer is under 1 KB; the cap keeps a runaway client from filling the server's memory.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -69,11 +78,19 @@ class ServerOptions:
 def create_app(session: AnnotationSession, clips: ClipCache | None, options: ServerOptions):
     """The Flask application over an annotation session (``clips`` is required in video mode)."""
     from flask import Flask, abort, jsonify, request, send_file
+    from werkzeug.exceptions import HTTPException
 
     if session.mode == "video" and clips is None:
         raise ValueError("video mode needs a ClipCache")
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc):  # 404, 405, 413...: JSON the page can show, not Werkzeug's HTML
+        message = (f"The request is too large (at most {MAX_BODY_BYTES // 1024} KB)." if exc.code == 413
+                   else f"{exc.name}: {exc.description}")
+        return jsonify(error=message), exc.code
 
     @app.before_request
     def _guard():
@@ -109,28 +126,57 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
     def config():
         return jsonify(mode=session.mode, questions=len(session.questions), title=options.title)
 
+    def next_servable(annotator: str):
+        """The next question whose clip (in video mode) is ready, the progress, and what was left out."""
+        notices = []
+        while True:
+            q, progress = session.next_question(annotator)
+            if q is None or clips is None:
+                return q, progress, notices
+            try:
+                clips.get(q.clip_id, clip_seconds=q.clip_seconds)
+                return q, progress, notices
+            except ClipRefused as exc:  # never serve part of a clip: leave its questions out
+                log.error("%s; its questions are left out", exc)
+                session.clip_unavailable(q.clip_id)
+                notices.append(f"A question was left out, its clip is not available: {exc}")
+
     @app.get("/api/next")
     def next_question():
+        annotator = request.args.get("annotator", "")
         try:
-            q, progress = session.next_question(request.args.get("annotator", ""))
+            q, progress, notices = next_servable(annotator)
         except InvalidInput as exc:
             return jsonify(error=str(exc)), 400
-        body = {"progress": asdict(progress), "done": q is None, "question": None}
+        except ClipCacheError as exc:
+            log.error("%s", exc)
+            return jsonify(error=f"The clip cannot be prepared ({exc}); tell the organiser."), 503
+        body = {"progress": asdict(progress), "done": q is None, "question": None, "notices": notices}
         if q is not None and clips is not None:
-            after = session.following(request.args.get("annotator", ""), q)
+            after = session.following(annotator, q)
             if after is not None:
-                clips.prefetch(after.clip_id)
+                clips.prefetch(after.clip_id, clip_seconds=after.clip_seconds)
         if q is not None:
             body["question"] = {"question_id": q.question_id, "before": q.before, "after": q.after,
                                 "clip_url": f"/clip/{q.question_id}" if session.mode == "video" else None}
         return jsonify(body)
 
+    def json_body() -> dict | None:
+        """The request's JSON object, or None; a body over the cap raises 413 here."""
+        # A JSON content type is also what keeps other sites out: they cannot send one without a
+        # CORS preflight, which this server never grants.
+        if not request.is_json:
+            return None
+        try:
+            data = strict_json(request.get_data(cache=False))
+        except (UnicodeDecodeError, ValueError):  # not JSON, NaN, nested too deeply, 5,000 digits
+            return None
+        return data if isinstance(data, dict) else None
+
     @app.post("/api/answer")
     def answer():
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            # A JSON body is also what keeps other sites out: they cannot send one without a CORS
-            # preflight, which this server never grants.
+        data = json_body()
+        if data is None:
             return jsonify(error="The request must be a JSON object."), 400
         try:
             record = session.submit(data.get("annotator"), data.get("question_id"), data.get("answer"),
@@ -150,10 +196,12 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
         if q is None:
             abort(404)
         try:
-            path = clips.get(q.clip_id)
-        except ClipError as exc:
+            path = clips.get(q.clip_id, clip_seconds=q.clip_seconds)
+        except ClipRefused as exc:
+            return jsonify(error=f"The clip of this question is not available: {exc}"), 404
+        except ClipCacheError as exc:
             log.error("%s", exc)
-            return str(exc), 500
+            return jsonify(error=f"The clip cannot be prepared ({exc}); tell the organiser."), 503
         resp = send_file(path, mimetype="video/webm", conditional=True, max_age=3600)
         resp.headers["Cache-Control"] = "private, max-age=3600"
         return resp
@@ -198,6 +246,17 @@ class HumanServer:
         self.stop()
 
 
+def _check_cache_dir(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ClipError(f"{folder}: the clip cache (--cache-dir) is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClipError(f"{folder}: cannot create the clip cache (--cache-dir): {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ClipError(f"{folder}: the clip cache (--cache-dir) is not writable")
+
+
 def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | os.PathLike, *,
              video_root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
              sample: int | None = None, seed: int = 0, token: str | None = None,
@@ -205,8 +264,8 @@ def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | o
     """Load the questions, open the answer file and build the application (what the CLI serves).
 
     Each error has a one-line reason: a bad dataset or split (``DatasetError``, ``QuestionError``), a
-    bad answer file (``AnswerFileError``), a missing video root or missing clips (``ClipError``), a
-    non-loopback ``host`` without a token (``ValueError``).
+    bad answer file (``AnswerFileError``), a missing video root, missing clips or clip ids leading
+    outside it (``ClipError``), a non-loopback ``host`` without a token (``ValueError``).
     """
     from .questions import load_questions, sample_questions
 
@@ -222,7 +281,7 @@ def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | o
         if not Path(video_root).is_dir():
             raise ClipError(f"{video_root}: no such video folder")
         clips = ClipCache(video_root, cache_dir or default_cache_dir())
-        clips.cache_dir.mkdir(parents=True, exist_ok=True)  # fail now, not at the first clip
+        _check_cache_dir(clips.cache_dir)  # fail now, not at the first clip
         missing = [q.clip_id for q in questions if not clips.source(q.clip_id).is_file()]
         if missing:
             raise ClipError(f"{len(missing)} of {len(questions)} questions have no clip under "

@@ -48,6 +48,8 @@ function annotator() { return localStorage.getItem(STORE_KEY) || ""; }
 async function loadNext() {
   const data = await api(`/api/next?annotator=${encodeURIComponent(annotator())}`);
   showProgress(data.progress);
+  // Questions left out because their clip cannot be served whole: say so instead of a partial clip.
+  if (data.notices && data.notices.length) say(data.notices.join(" "));
   current = data.question;
   $("login").hidden = true;
   $("who").hidden = false;
