@@ -31,6 +31,7 @@ to the end of the stream or the segment.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -188,16 +189,58 @@ def sampling_from_dict(d: dict) -> Sampling:
     return kinds[kind](**d)
 
 
-def available_backends() -> list[str]:
-    """Decoders usable here: ``pyav`` always (when ``av`` is installed), ``torchcodec`` when importable."""
-    found = []
-    for name, module in (("pyav", "av"), ("torchcodec", "torchcodec.decoders")):
+class DecoderUnavailableError(Exception):
+    """A decoder that cannot run on this machine at all (not one bad file): the message says why."""
+
+
+def backend_problem(name: str) -> str | None:
+    """Why the decoder ``name`` cannot run here, in one line, or None when it can."""
+    if name not in BACKENDS:
+        return f"unknown video backend {name!r}; expected one of {', '.join(BACKENDS)}"
+    if name == "pyav":
         try:
-            __import__(module)
-        except Exception:  # torchcodec raises OSError/RuntimeError when FFmpeg libraries are missing
-            continue
-        found.append(name)
-    return found
+            import av  # noqa: F401
+        except ImportError:
+            return "the pyav decoder needs PyAV: pip install 'moviefib[features]'"
+        return None
+    try:
+        from torchcodec._core import ops
+    except ImportError:
+        return "torchcodec is not installed: pip install 'moviefib[torchcodec]'"
+    except (OSError, RuntimeError) as exc:  # torchcodec < 0.8 loads FFmpeg at import
+        return f"torchcodec cannot load its libraries here ({str(exc).splitlines()[0]})"
+    # torchcodec >= 0.8 imports without FFmpeg and fails only when a video is opened, with a
+    # traceback per attempt; its own flag says whether the libraries loaded.
+    if not getattr(ops, "_FFMPEG_AVAILABLE", True):
+        return ("torchcodec cannot load FFmpeg's shared libraries (it needs FFmpeg 4-9, e.g. "
+                "apt-get install ffmpeg); use --decoder pyav, whose wheel bundles FFmpeg")
+    return None
+
+
+def available_backends() -> list[str]:
+    """Decoders usable here: ``pyav`` when ``av`` is installed, ``torchcodec`` when it loads FFmpeg."""
+    return [name for name in BACKENDS if backend_problem(name) is None]
+
+
+def require_backend(name: str) -> None:
+    """Raise :class:`DecoderUnavailableError` (one line) unless the decoder ``name`` can run here."""
+    problem = backend_problem(name)
+    if problem is not None:
+        raise DecoderUnavailableError(problem)
+
+
+# Codecs of still images. FFmpeg opens a PNG or JPEG under any name (as ``png_pipe``, ``image2``...)
+# and decodes it as a one-frame "video": such a file is refused, not turned into a one-frame clip.
+_STILL_IMAGE_CODECS = frozenset({
+    "png", "apng", "bmp", "tiff", "webp", "jpeg2000", "jpegls", "jpegxl", "pgm", "pgmyuv", "ppm", "pbm",
+    "pam", "targa", "sgi", "dpx", "exr", "qoi", "xbm", "xpm", "pcx", "sunrast", "photocd", "hdr", "gem",
+    "pictor", "psd", "dds", "vbn", "xwd"})
+
+
+def _still_image_problem(path: Path, demuxer: str, codec: str) -> str | None:
+    if demuxer == "image2" or demuxer.endswith("_pipe") or codec in _STILL_IMAGE_CODECS:
+        return f"{path}: a still image ({demuxer or 'image'}, codec {codec or '?'}), not a video"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -205,6 +248,13 @@ def available_backends() -> list[str]:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise VideoError(f"{path}: symbolic link loop") from None
+        raise VideoError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does not exist)")
     if not path.exists():
         raise VideoError(f"{path}: no such file")
     if path.is_dir():
@@ -237,6 +287,10 @@ class _PyAVDecoder:
             self.container.close()
             raise VideoError(f"{path}: no video stream")
         self.stream = self.container.streams.video[0]
+        still = _still_image_problem(path, self.container.format.name or "", self.stream.codec_context.name)
+        if still:
+            self.container.close()
+            raise VideoError(still)
         if threads > 1:
             self.stream.thread_type = "AUTO"
             self.stream.codec_context.thread_count = threads
@@ -312,19 +366,21 @@ class _TorchcodecDecoder:
     name = "torchcodec"
 
     def __init__(self, path: Path, threads: int = 1):
-        try:
-            from torchcodec import _core
-            from torchcodec.decoders import VideoDecoder
-            self._next_frame = _core.get_next_frame
-            self._container_metadata = _core.get_container_metadata
-        except Exception as exc:
-            raise VideoError(f"torchcodec is not usable here ({exc}); use the pyav backend") from None
+        require_backend(self.name)  # without FFmpeg every open would print a 125-line traceback
+        from torchcodec import _core
+        from torchcodec.decoders import VideoDecoder
+
+        self._next_frame = _core.get_next_frame
+        self._container_metadata = _core.get_container_metadata
         _check_file(path)
         self.path = path
         self.threads = threads
         self._VideoDecoder = VideoDecoder
         self.decoder = self._open()
         m = self.decoder.metadata
+        still = _still_image_problem(path, "", m.codec or "")
+        if still:
+            raise VideoError(still)
         start = m.begin_stream_seconds_from_header
         if start is None:
             start = m.begin_stream_seconds or 0.0
@@ -459,8 +515,46 @@ def probe(path: str | os.PathLike, *, backend: str = "pyav") -> VideoInfo:
         dec.close()
 
 
+class DecodedSpan:
+    """What decoding one clip actually yielded, filled in as its frames go by (see :func:`sample`).
+
+    Attributes:
+        info: the container's description of the stream (its header), once the file is open.
+        frames: frames decoded.
+        first, last: times of the first and last decoded frames (seconds from the clip start), or None.
+    """
+
+    def __init__(self):
+        self.info: VideoInfo | None = None
+        self.frames = 0
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def observe(self, t: float) -> None:
+        if self.first is None:
+            self.first = t
+        self.last = t
+        self.frames += 1
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first frame to the end of the last one (0 when nothing was decoded)."""
+        if self.first is None or self.last is None:
+            return 0.0
+        fps = self.info.fps if self.info is not None else None
+        return self.last - self.first + (1.0 / fps if fps else 0.04)
+
+
+def header_duration(info: VideoInfo) -> float | None:
+    """The clip length the header declares: its frame count over its rate, else its duration field."""
+    if info.num_frames and info.fps:
+        return info.num_frames / info.fps
+    return info.duration
+
+
 def iter_frames(path: str | os.PathLike, *, segment: Segment | None = None, backend: str = "pyav",
-                short_side: int | None = None, threads: int = 1) -> Iterator[tuple[float, np.ndarray]]:
+                short_side: int | None = None, threads: int = 1,
+                span: DecodedSpan | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Stream ``(time, RGB uint8 [H, W, 3])`` for every frame of the file or of ``segment``.
 
     ``time`` is in seconds from the clip start (segment start, or the stream's first frame).
@@ -468,11 +562,16 @@ def iter_frames(path: str | os.PathLike, *, segment: Segment | None = None, back
     PyAV with FFmpeg's bicubic scaler, torchcodec with torch's antialiased bilinear, so scaled frames
     differ by 2-5 levels on average between the backends. Unscaled h264 frames are identical; MPEG-2
     ones differ by about 0.6 level on average (the two convert YUV to RGB differently).
+    ``span``: filled in with the header and the times of the frames as they go by.
     """
     dec = open_video(path, backend=backend, threads=threads)
     lo = 0.0 if segment is None else segment.start
+    if span is not None:
+        span.info = dec.info
     try:
         for t, img in dec.frames(segment, short_side):
+            if span is not None:
+                span.observe(t - lo)
             yield t - lo, img
     finally:
         dec.close()
@@ -603,20 +702,26 @@ def _window_steps(frames: Iterator[tuple[float, np.ndarray]], w: Windows) -> Ite
 
 
 def sample(path: str | os.PathLike, sampling: Sampling, *, segment: Segment | None = None,
-           backend: str = "pyav", short_side: int | None = None,
-           threads: int = 1) -> Iterator[tuple[StepInfo, np.ndarray]]:
+           backend: str = "pyav", short_side: int | None = None, threads: int = 1,
+           span: DecodedSpan | None = None) -> Iterator[tuple[StepInfo, np.ndarray]]:
     """Stream the sampled steps of a clip: ``(StepInfo, uint8 frames [T, H, W, 3])``.
 
     ``path`` is a clip file (decoded whole) or, with ``segment``, a whole movie cut at the segment.
     T is 1 for :class:`EveryKth`/:class:`Uniform` and W for :class:`Windows`. Raises
     :class:`VideoError` (naming the file) when the file cannot be decoded or holds no frame.
+    ``span``: filled in with what was decoded; the clip is then decoded to its end even where the
+    sampler needs no more frames (uniform sampling stops half a slice early), so that its length is known.
     """
     path = Path(path)
-    frames = iter_frames(path, segment=segment, backend=backend, short_side=short_side, threads=threads)
+    frames = iter_frames(path, segment=segment, backend=backend, short_side=short_side, threads=threads,
+                         span=span)
     got = False
     for step in _sample_frames(path, frames, sampling, segment, backend):
         got = True
         yield step
+    if span is not None:
+        for _ in frames:
+            pass
     if not got:
         where = "" if segment is None else f" in [{segment.start:.3f}, {segment.end}) s"
         raise VideoError(f"{path}: no video frames{where} (empty or undecodable clip)")

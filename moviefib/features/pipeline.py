@@ -23,7 +23,26 @@ the same settings, a run keeps the clips of every staged file and of an existing
 and extracts only the rest (interrupted with Ctrl-C, it first stages the clips it has finished).
 While a run lasts it holds ``<out>.lock`` (a ``flock``, which dies with the process), so a second run
 on the same output stops at once instead of racing it. Clips that cannot be processed (missing, empty,
-undecodable, no step) go into ``<out>.failures.jsonl`` with their reason; the run goes on.
+undecodable, no step, cut short) go into ``<out>.failures.jsonl`` with their reason; the run goes on.
+A rerun that does not try an earlier run's failed clips again (``--limit``, fewer clips) keeps their
+records in the manifest; a clip it tries replaces its record with the new outcome.
+
+Source identity. Every staged and stored clip records its video file's identity
+(:class:`~moviefib.integrity.SourceIdentity`: size, modification time, a hash of the first and last
+64 KiB). A rerun compares it with the file now: same size and time, or a new time and the same hash (a
+copied dataset), the clip is kept; otherwise the file was repaired or replaced and the clip is redone
+(counted in ``redone``). A clip whose file is absent now keeps its features. Clips of a store written
+before the records (format version 1) or of its staged files carry no identity: they are trusted, and
+get the identity of the file as it is now when the run repacks the store.
+
+Length check. Once a clip is decoded, its decoded duration (first frame to the end of the last) is
+compared with its expected one by :func:`moviefib.integrity.judge_duration`: the extracted end - start
+of its LSMDC row (clip files and movie segments alike, so a segment past the movie's end is short), or
+for a file of ``--folder`` its header's, but only when the container declares more bytes than the
+file holds (:func:`~moviefib.integrity.container_shortfall`): a whole file whose header promises more
+frames than it holds is taken to have a lying header (a counted warning), not to be cut. A clip clearly
+short is a failure, with both durations; with ``allow_partial`` it is kept, marked partial in the store.
+A clip between the two thresholds of the tolerance is kept with a counted warning.
 
 Sharding: ``shard=(i, n)`` (0-based i) processes every n-th clip of the sorted clip list and writes
 ``<stem>.shard-<i>-of-<n><suffix>``; :func:`moviefib.features.store.merge_stores` joins the shards.
@@ -33,6 +52,7 @@ Under ``torchrun`` the shard comes from ``RANK``/``WORLD_SIZE`` (see :func:`shar
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 import logging
 import os
@@ -44,10 +64,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..video import Sampling, Segment, VideoError, sample, sampling_to_dict
-from ..fileio import atomic_output, atomic_write, exclusive_lock
+from ..fileio import PathEscapeError, atomic_output, atomic_write, contained_path, exclusive_lock
+from ..integrity import (DurationTolerance, SourceIdentity, container_shortfall, current_identity,
+                         judge_duration, source_identity)
+from ..video import (DecodedSpan, Sampling, Segment, VideoError, header_duration, require_backend, sample,
+                     sampling_to_dict)
 from .registry import library_versions
-from .store import StoreError, open_store, write_store
+from .store import ClipRecord, StoreError, open_store, write_store
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +80,8 @@ _VOLATILE_KEYS = ("created", "shard", "num_clips_requested")
 # Torch CPU threads of the main process on CUDA: it only moves batches, normalises on the GPU and
 # gathers features, and every further thread competes with the decode workers for the cores.
 _CUDA_MAIN_THREADS = 2
+# Clips named in a summary line ("first: a, b, c"): a partial tree of 100k absent clips is one line.
+_FIRST_NAMES = 3
 
 
 @dataclass(frozen=True)
@@ -67,20 +92,37 @@ class ClipSource:
         clip_id: the key in the feature store (an LSMDC clip id, or a file's relative path stem).
         path: the video file: a clip file, or a whole movie when ``segment`` is set.
         segment: the part of the movie that is the clip (seconds on the movie's time line), or None.
+        expected_duration: seconds the clip should last (an LSMDC row's extracted end - start), or
+            None: a clip file's header is the only other guide then (see the module documentation).
     """
 
     clip_id: str
     path: str
     segment: Segment | None = None
+    expected_duration: float | None = None
 
 
 @dataclass(frozen=True)
 class Failure:
-    """A clip that could not be processed: its id, its video path and the reason."""
+    """A clip that could not be processed (or a warning about one): its id, video path and the reason.
+
+    ``decoded``/``expected``: its decoded and expected durations in seconds, when its length was the
+    problem (``expected_from``: ``clip id``, ``segment`` or ``header``).
+    """
 
     clip_id: str
     path: str
     reason: str
+    decoded: float | None = None
+    expected: float | None = None
+    expected_from: str | None = None
+
+    def to_json(self) -> dict:
+        """The manifest record: id, path and reason, with the durations when they were the problem."""
+        d = {"clip_id": self.clip_id, "path": self.path, "reason": self.reason}
+        if self.decoded is not None:
+            d.update(decoded=round(self.decoded, 3), expected=self.expected, expected_from=self.expected_from)
+        return d
 
 
 @dataclass(frozen=True)
@@ -92,10 +134,16 @@ class ExtractSummary:
         total: clips to process in this shard.
         extracted: clips extracted by this run.
         reused: clips found finished by an earlier run (staged files or an existing store).
-        failures: clips that failed, with reasons (also in ``failures_path``).
-        failures_path: the failure manifest, or None when nothing failed.
+        failures: clips that failed in this run, with reasons (also in ``failures_path``).
+        failures_path: the failure manifest, or None when no failure record holds.
         steps: feature rows computed by this run.
         seconds: wall time of this run.
+        redone: finished clips extracted again because their video file changed (counted in
+            ``extracted``, not in ``reused``).
+        partial: clips of this run kept although clearly short (``allow_partial``), marked in the store.
+        warnings: clips of this run kept with a warning about their length (somewhat short, or a
+            header that disagrees with a whole file).
+        failures_kept: earlier failure records this run did not retry, kept in the manifest.
     """
 
     output: str | None
@@ -106,6 +154,10 @@ class ExtractSummary:
     failures_path: str | None
     steps: int
     seconds: float
+    redone: int = 0
+    partial: int = 0
+    warnings: tuple[Failure, ...] = ()
+    failures_kept: int = 0
 
     @property
     def failed(self) -> int:
@@ -121,12 +173,15 @@ class ExtractSummary:
 
 
 def clips_from_folder(folder: str | os.PathLike) -> list[ClipSource]:
-    """Every video file under ``folder`` (recursively); clip id = relative path without its suffix."""
+    """Every entry named like a video under ``folder`` (recursively); clip id = relative path without
+    its suffix. Entries that are not files (broken or looping symbolic links, folders such as ``x.avi``)
+    are listed too, so that extraction reports them as failures instead of skipping them unseen."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
+        raise FileNotFoundError(f"{folder}: no such folder" if not folder.exists() else
+                                f"{folder}: not a folder")
     clips = [ClipSource(p.relative_to(folder).with_suffix("").as_posix(), str(p))
-             for p in sorted(folder.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+             for p in sorted(folder.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES]
     if not clips:
         raise FileNotFoundError(f"{folder}: no video files ({', '.join(VIDEO_SUFFIXES)})")
     return clips
@@ -166,7 +221,9 @@ def clips_from_lsmdc(source: str | os.PathLike, video_root: str | os.PathLike, *
     """The distinct clips of an LSMDC description/FIB file or a dataset folder, in first-seen order.
 
     ``movies=False``: clip files at ``<video_root>/<movie>/<clip_id>.avi``. ``movies=True``: whole-movie
-    files ``<video_root>/<movie>.<ext>``, cut at each clip's extracted start/end.
+    files ``<video_root>/<movie>.<ext>``, cut at each clip's extracted start/end. Each clip expects
+    the extracted end - start. ValueError naming the file and the clip for an id that could name a
+    path outside ``video_root`` (``..``, absolute, path separators, control characters).
     """
     from ..formats import movie_of
 
@@ -177,14 +234,31 @@ def clips_from_lsmdc(source: str | os.PathLike, video_root: str | os.PathLike, *
         if clip_id in seen:
             continue
         movie = movie_of(clip_id)
+        expected = float(end) - float(start)
         if not movies:
-            seen[clip_id] = ClipSource(clip_id, str(root / movie / f"{clip_id}.avi"))
+            path = _under_root(source, root, f"{movie}/{clip_id}.avi", clip_id)
+            seen[clip_id] = ClipSource(clip_id, str(path), expected_duration=expected)
             continue
         if movie not in movie_files:
-            found = [root / f"{movie}{s}" for s in VIDEO_SUFFIXES if (root / f"{movie}{s}").is_file()]
+            found = [p for p in (_under_root(source, root, f"{movie}{s}", clip_id) for s in VIDEO_SUFFIXES)
+                     if p.is_file()]
             movie_files[movie] = str(found[0] if found else root / f"{movie}.avi")
-        seen[clip_id] = ClipSource(clip_id, movie_files[movie], Segment(float(start), float(end)))
+        seen[clip_id] = ClipSource(clip_id, movie_files[movie], Segment(float(start), float(end)),
+                                   expected_duration=expected)
     return list(seen.values())
+
+
+def _under_root(source, root: Path, relative: str, clip_id: str) -> Path:
+    """``root/relative`` for the clip ``clip_id`` of ``source``; ValueError when the id could leave root."""
+    from ..formats import id_problem
+
+    problem = id_problem(clip_id)
+    if problem is None:
+        try:
+            return contained_path(root, relative)
+        except PathEscapeError as exc:
+            problem = str(exc)
+    raise ValueError(f"{source}: clip {clip_id!r}: {problem}; refusing to read a video outside {root}")
 
 
 def shard_from_env() -> tuple[int, int] | None:
@@ -216,7 +290,7 @@ def shard_path(out: str | os.PathLike, shard: tuple[int, int] | None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Worker side: decode, sample, preprocess, batch.
+# Worker side: decode, sample, preprocess, batch, judge each clip's length.
 
 
 @dataclass(frozen=True)
@@ -229,6 +303,89 @@ class _StreamConfig:
     backend: str
     short_side: int | None
     decode_threads: int
+    tolerance: DurationTolerance = DurationTolerance()
+    allow_partial: bool = False
+
+
+@dataclass(frozen=True)
+class LengthVerdict:
+    """How a decoded clip's length compares with what it should be.
+
+    Attributes:
+        status: ``ok``, ``warn`` (kept with a counted warning) or ``short`` (clearly short).
+        reason: the comparison in words (None when ``ok``).
+        decoded: seconds decoded.
+        expected: seconds expected, or None when nothing says.
+        expected_from: ``clip id``, ``segment`` or ``header``.
+    """
+
+    status: str
+    reason: str | None
+    decoded: float
+    expected: float | None
+    expected_from: str | None
+
+
+def judge_clip(clip: ClipSource, span: DecodedSpan, tolerance: DurationTolerance) -> LengthVerdict:
+    """Judge a decoded clip's length: against its row's times, its segment, or (for a file of a folder)
+    its header when the container shows that the file was cut short."""
+    decoded = span.duration
+    if clip.expected_duration is not None:
+        source = "segment" if clip.segment is not None else "clip id"
+        return _verdict(clip, judge_duration(decoded, expected=clip.expected_duration, source=source,
+                                             tolerance=tolerance))
+    if clip.segment is not None and clip.segment.duration is not None:
+        return _verdict(clip, judge_duration(decoded, expected=clip.segment.duration, source="segment",
+                                             tolerance=tolerance))
+    header = header_duration(span.info) if span.info is not None else None
+    try:
+        cut = container_shortfall(clip.path)
+    except OSError:
+        cut = None  # the file was readable a moment ago; the decoder's verdict stands
+    if cut is not None:
+        if not header:
+            return LengthVerdict("short", f"{clip.path}: {cut}; its header gives no length to compare with",
+                                 decoded, None, None)
+        check = judge_duration(decoded, expected=header, source="header", tolerance=tolerance)
+        return LengthVerdict(check.status, None if check.status == "ok" else f"{clip.path}: {cut}; {check.reason}",
+                             decoded, header, "header")
+    check = judge_duration(decoded, expected=header, source="header", tolerance=tolerance)
+    if check.status == "ok":
+        return LengthVerdict("ok", None, decoded, header, "header" if header else None)
+    # A whole container whose header promises more than it holds: the header lies (some AVI headers
+    # say 444 frames and hold 68), the decoded frames are the clip.
+    return LengthVerdict("warn", f"{clip.path}: the header declares {header:.2f} s but {decoded:.2f} s "
+                                 f"decode from the whole file: the header's frame count is taken to lie",
+                         decoded, header, "header")
+
+
+def _verdict(clip: ClipSource, check) -> LengthVerdict:
+    reason = None if check.status == "ok" else f"{clip.path}: {check.reason}"
+    return LengthVerdict(check.status, reason, check.decoded, check.expected, check.source)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A clip fully decoded by a worker: its step count, its record and a warning about its length."""
+
+    steps: int
+    record: ClipRecord
+    warning: Failure | None
+
+
+def _failure(clip: ClipSource, verdict: LengthVerdict) -> Failure:
+    return Failure(clip.clip_id, clip.path, verdict.reason or "", verdict.decoded, verdict.expected,
+                   verdict.expected_from)
+
+
+def _identity(path: str, cache: dict[str, SourceIdentity | None]) -> SourceIdentity | None:
+    """The source identity of ``path``, once per worker and file (a movie serves many clips)."""
+    if path not in cache:
+        try:
+            cache[path] = source_identity(path)
+        except OSError:
+            cache[path] = None  # missing or unreadable: the decoder says why
+    return cache[path]
 
 
 def _make_stream_class():
@@ -236,7 +393,7 @@ def _make_stream_class():
 
     class ClipStream(torch.utils.data.IterableDataset):
         """Yields batch dicts: x [n, ...] float (uint8 with cfg.uint8), key/step/time per row,
-        done {key: steps}, failed {key: reason}."""
+        done {key: _Done}, failed {key: Failure}."""
 
         def __init__(self, clips: Sequence[tuple[int, ClipSource]], cfg: _StreamConfig):
             self.clips = list(clips)
@@ -248,8 +405,9 @@ def _make_stream_class():
             cfg = self.cfg
             preprocess = cfg.preprocess.resize_crop if cfg.uint8 else cfg.preprocess
             xs, keys, steps, times = [], [], [], []
-            done: dict[int, int] = {}
-            failed: dict[int, str] = {}
+            done: dict[int, _Done] = {}
+            failed: dict[int, Failure] = {}
+            identities: dict[str, SourceIdentity | None] = {}
 
             def flush():
                 batch = {"x": torch.stack(xs) if xs else None,
@@ -262,10 +420,13 @@ def _make_stream_class():
 
             for key, clip in mine:
                 n = 0
+                span = DecodedSpan()
+                # Before decoding: the identity is that of the bytes the features come from.
+                source = _identity(clip.path, identities)
                 try:
                     for step, frames in sample(clip.path, cfg.sampling, segment=clip.segment,
                                                backend=cfg.backend, short_side=cfg.short_side,
-                                               threads=cfg.decode_threads):
+                                               threads=cfg.decode_threads, span=span):
                         x = preprocess(torch.from_numpy(frames))
                         xs.append(x[0] if cfg.kind == "2d" else x)
                         keys.append(key), steps.append(step.index), times.append(step.time)
@@ -273,14 +434,21 @@ def _make_stream_class():
                         if len(xs) >= cfg.batch_size:
                             yield flush()
                 except VideoError as exc:
-                    failed[key] = str(exc)
+                    failed[key] = Failure(clip.clip_id, clip.path, str(exc))
                 except Exception as exc:  # a preprocessing bug or a decoder crash: one clip, not the run
-                    failed[key] = f"{clip.path}: {type(exc).__name__}: {exc}"
+                    failed[key] = Failure(clip.clip_id, clip.path, f"{clip.path}: {type(exc).__name__}: {exc}")
                 else:
                     if n == 0:
-                        failed[key] = f"{clip.path}: no step to extract (clip shorter than one window?)"
+                        failed[key] = Failure(clip.clip_id, clip.path,
+                                              f"{clip.path}: no step to extract (clip shorter than one window?)")
                     else:
-                        done[key] = n
+                        verdict = judge_clip(clip, span, cfg.tolerance)
+                        short = verdict.status == "short"
+                        if short and not cfg.allow_partial:
+                            failed[key] = _failure(clip, verdict)
+                        else:
+                            record = ClipRecord(source, short, verdict.decoded, verdict.expected)
+                            done[key] = _Done(n, record, None if verdict.status == "ok" else _failure(clip, verdict))
             if xs or done or failed:
                 yield flush()
 
@@ -304,12 +472,16 @@ def splits_preprocess(preprocess) -> bool:
 
 def iter_batches(clips: Sequence[ClipSource], extractor, sampling: Sampling, *, batch_size: int = 32,
                  num_workers: int = 2, backend: str = "pyav", short_side: int | None = None,
-                 decode_threads: int = 1, pin_memory: bool = False, uint8: bool = False) -> Iterator[dict]:
+                 decode_threads: int = 1, pin_memory: bool = False, uint8: bool = False,
+                 tolerance: DurationTolerance = DurationTolerance(),
+                 allow_partial: bool = False) -> Iterator[dict]:
     """Decode + preprocess ``clips`` in DataLoader workers; yield batches of up to ``batch_size`` steps.
 
     A batch is a dict: ``x`` (float tensor ``[n, 3, h, w]`` or ``[n, 3, T, h, w]``, or None), ``key``
     (index of the clip in ``clips`` for each row), ``step``, ``time`` (seconds), ``done`` (clip index ->
-    number of steps, once the clip is fully decoded) and ``failed`` (clip index -> reason).
+    its steps, record and length warning, once the clip is fully decoded and its length judged under
+    ``tolerance``) and ``failed`` (clip index -> :class:`Failure`; a clip clearly short is one unless
+    ``allow_partial``).
     ``uint8=True``: the workers run only ``extractor.preprocess.resize_crop`` and ``x`` is uint8, for the
     caller to pass through ``extractor.preprocess.normalise``; ValueError if the preprocess has no halves.
     """
@@ -319,7 +491,7 @@ def iter_batches(clips: Sequence[ClipSource], extractor, sampling: Sampling, *, 
         raise ValueError(f"extractor {getattr(extractor, 'name', '?')!r}: its preprocess has no uint8 half "
                          f"(resize_crop/normalise), so the workers cannot ship uint8")
     cfg = _StreamConfig(sampling, extractor.preprocess, uint8, extractor.kind, batch_size, backend,
-                        short_side, decode_threads)
+                        short_side, decode_threads, tolerance, allow_partial)
     dataset = _make_stream_class()(list(enumerate(clips)), cfg)
     workers = max(0, min(num_workers, len(clips)))
     loader = torch.utils.data.DataLoader(
@@ -350,11 +522,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _Staging:
-    """The staging folder of one output: run settings, staged .npz files and their manifest."""
+    """The staging folder of one output: run settings, staged .npz files and their manifest.
+
+    A staged file holds its clips' features, timestamps and records (``source_*``, ``partial``,
+    ``decoded``, ``expected``: see :class:`~moviefib.features.store.ClipRecord`); files staged before
+    the records have none.
+    """
 
     def __init__(self, out: Path, fingerprint: dict, *, overwrite: bool):
         self.dir = out.with_name(out.name + ".staging")
         self.files: dict[str, list[str]] = {}
+        self.records: dict[str, ClipRecord | None] = {}  # clip id -> its record, newest staged file first
         self.seq = 0
         if overwrite and self.dir.exists():
             shutil.rmtree(self.dir)
@@ -377,39 +555,84 @@ class _Staging:
         for f in sorted(self.dir.glob("stage-*.npz")):
             try:
                 with np.load(f, allow_pickle=False) as z:
-                    self.files[f.name] = [str(c) for c in z["clip_ids"]]
+                    ids = [str(c) for c in z["clip_ids"]]
+                    records = _staged_records(z, len(ids))
             except Exception as exc:  # renamed only once complete, so this is outside damage
                 log.warning("ignoring unreadable staged file %s (%s)", f, exc)
                 continue
+            self.files[f.name] = ids
+            self.records.update(zip(ids, records))  # sorted by sequence: a later file wins
             self.seq = max(self.seq, int(f.name.split("-")[1]) + 1)
+        self.earlier = frozenset(self.files)  # staged by earlier runs
 
-    def done_ids(self) -> set[str]:
-        return {c for ids in self.files.values() for c in ids}
+    def done(self) -> dict[str, ClipRecord | None]:
+        """The staged clips and their records (None: staged before records existed)."""
+        return dict(self.records)
 
-    def write(self, clips: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    def write(self, clips: list[tuple[str, np.ndarray, np.ndarray, ClipRecord]]) -> None:
         name = f"stage-{self.seq:07d}-{os.getpid()}.npz"
         self.seq += 1
-        offsets = np.cumsum([0] + [len(f) for _, f, _ in clips]).astype(np.int64)
+        offsets = np.cumsum([0] + [len(c[1]) for c in clips]).astype(np.int64)
+        records = [c[3] for c in clips]
         with atomic_output(self.dir / name) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, clip_ids=np.array([c for c, _, _ in clips]), offsets=offsets,
-                     features=np.concatenate([f for _, f, _ in clips]).astype(np.float16),
-                     timestamps=np.concatenate([t for _, _, t in clips]).astype(np.float64))
+            np.savez(fh, clip_ids=np.array([c[0] for c in clips]), offsets=offsets,
+                     features=np.concatenate([c[1] for c in clips]).astype(np.float16),
+                     timestamps=np.concatenate([c[2] for c in clips]).astype(np.float64),
+                     **_record_arrays(records))
             fh.flush()
             os.fsync(fh.fileno())
         _fsync_dir(self.dir)
-        self.files[name] = [c for c, _, _ in clips]
+        self.files[name] = [c[0] for c in clips]
+        self.records.update((c[0], c[3]) for c in clips)
         manifest = {"staged": [{"file": k, "clips": v} for k, v in sorted(self.files.items())]}
         atomic_write(self.dir / "manifest.json", json.dumps(manifest), fsync=True)
 
-    def items(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    def items(self, *, superseded: frozenset[str] = frozenset()) -> Iterator[tuple]:
+        """``(clip_id, features, timestamps, record)`` of every staged clip, oldest file first;
+        ``superseded``: clips redone by this run, left out of the files staged by earlier runs."""
         for name in sorted(self.files):
             with np.load(self.dir / name, allow_pickle=False) as z:
                 ids, off, feats, ts = z["clip_ids"], z["offsets"], z["features"], z["timestamps"]
+                records = _staged_records(z, len(ids))
             for i, c in enumerate(ids):
-                yield str(c), feats[off[i]:off[i + 1]], ts[off[i]:off[i + 1]]
+                c = str(c)
+                if name in self.earlier and c in superseded:
+                    continue
+                yield c, feats[off[i]:off[i + 1]], ts[off[i]:off[i + 1]], records[i]
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_STAGED_RECORD_KEYS = ("source_size", "source_mtime_ns", "source_digest", "partial", "decoded", "expected")
+
+
+def _record_arrays(records: list[ClipRecord]) -> dict[str, np.ndarray]:
+    def seconds(x):
+        return np.nan if x is None else x
+
+    return {
+        "source_size": np.array([r.source.size if r.source else -1 for r in records], np.int64),
+        "source_mtime_ns": np.array([r.source.mtime_ns if r.source else 0 for r in records], np.int64),
+        "source_digest": np.array([r.source.digest if r.source else "" for r in records], dtype=str),
+        "partial": np.array([r.partial for r in records], np.bool_),
+        "decoded": np.array([seconds(r.decoded) for r in records], np.float64),
+        "expected": np.array([seconds(r.expected) for r in records], np.float64),
+    }
+
+
+def _staged_records(z, n: int) -> list[ClipRecord | None]:
+    """The records of a staged file (all None in a file staged before records existed)."""
+    if "source_size" not in z:
+        return [None] * n
+    cols = [z[k] for k in _STAGED_RECORD_KEYS]
+
+    def seconds(x) -> float | None:
+        return None if np.isnan(x) else float(x)
+
+    return [ClipRecord(SourceIdentity(int(size), int(mtime), str(digest)) if size >= 0 else None,
+                       bool(partial), seconds(decoded), seconds(expected))
+            for size, mtime, digest, partial, decoded, expected in zip(*cols)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -494,7 +717,8 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
             shard: tuple[int, int] | None = None, amp: bool = True, stage_seconds: float = 10.0,
             overwrite: bool = False, normalise_on_device: bool | None = None,
             main_threads: int | None = None, on_start: Callable[[int, int], None] | None = None,
-            on_clip: Callable[[str, bool], None] | None = None) -> ExtractSummary:
+            on_clip: Callable[[str, bool], None] | None = None,
+            tolerance: DurationTolerance = DurationTolerance(), allow_partial: bool = False) -> ExtractSummary:
     """Extract features of ``clips`` into the store ``out`` (or its shard file), resumably.
 
     ``extractor`` is a :class:`moviefib.features.registry.Extractor` (already on ``device``).
@@ -506,13 +730,17 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
     unchanged on the CPU, where the model runs on them.
     ``on_start(total, reused)`` is called once the finished clips of earlier runs are known and
     ``on_clip(clip_id, ok)`` as each clip finishes or fails (for progress bars).
+    ``tolerance``: how much shorter than expected a decoded clip may be (see the module documentation);
+    ``allow_partial``: keep clips clearly short, marked partial in the store, instead of failing them.
     Raises ValueError when ``out`` or its staging folder holds features made with other settings
-    (unless ``overwrite``), and :class:`~moviefib.fileio.LockHeldError` when another live process is
-    extracting into the same file.
+    (unless ``overwrite``), :class:`~moviefib.fileio.LockHeldError` when another live process is
+    extracting into the same file, and :class:`~moviefib.video.DecoderUnavailableError` (before any
+    clip is tried) when the decoder ``backend`` cannot run here.
     """
     import torch
 
     t_start = time.perf_counter()
+    require_backend(backend)
     dev = torch.device(device)
     if normalise_on_device is None:
         normalise_on_device = dev.type == "cuda" and splits_preprocess(extractor.preprocess)
@@ -539,20 +767,32 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
         if shard is not None:
             prov["shard"] = f"{shard[0]}/{shard[1]}"
         staging, done_before = _resume(out, _fingerprint(prov), overwrite=overwrite)
-        todo = [c for c in all_clips if c.clip_id not in done_before]
+        changed, identities = _changed_sources(all_clips, done_before)
+        todo = [c for c in all_clips if c.clip_id not in done_before or c.clip_id in changed]
         reused = len(all_clips) - len(todo)
+        if changed:
+            log.info("%s: %d finished clips have a changed video file (repaired or replaced): extracting "
+                     "them again (first: %s)", out, len(changed), _first(sorted(changed)))
         log.info("%s: %d clips, %d already done, %d to extract", out, len(all_clips), reused, len(todo))
         if on_start:
             on_start(len(all_clips), reused)
 
+        tried = {c.clip_id for c in todo}
+        # Clips without a file or with an id unfit for a store fail here, once, not in the workers.
+        prefailed, todo = _precheck(todo)
         assembler = _ClipAssembler(todo, staging, stage_seconds=stage_seconds, on_clip=on_clip)
+        for f in prefailed:
+            assembler.failures.append(f)
+            if on_clip:
+                on_clip(f.clip_id, False)
         threads_before = torch.get_num_threads()
         try:
             if todo:
                 batches = iter_batches(todo, extractor, sampling, batch_size=batch_size,
                                        num_workers=num_workers, backend=backend, short_side=short_side,
                                        decode_threads=decode_threads, pin_memory=dev.type == "cuda",
-                                       uint8=normalise is not None)
+                                       uint8=normalise is not None, tolerance=tolerance,
+                                       allow_partial=allow_partial)
                 if main_threads is not None:
                     torch.set_num_threads(main_threads)
                 _run_model(batches, extractor, dev, normalise=normalise, amp=amp, assembler=assembler)
@@ -565,40 +805,155 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
 
         failures = assembler.failures
         failures_path = out.with_name(out.name + ".failures.jsonl")
-        if failures:
-            text = "".join(json.dumps({"clip_id": f.clip_id, "path": f.path, "reason": f.reason}) + "\n"
-                           for f in failures)
+        kept = _kept_failures(failures_path, tried=tried, finished=set(done_before) | set(staging.done()))
+        records = failures + kept
+        if records:
+            text = "".join(json.dumps(f.to_json()) + "\n" for f in records)
             atomic_write(failures_path, text, fsync=True)
         elif failures_path.exists():
             failures_path.unlink()  # from an earlier run whose failed clips now succeeded
+        _log_outcome(out, len(all_clips), failures, assembler.warnings, assembler.partial,
+                     failures_path if records else None, len(kept))
 
-        output = _pack(out, staging, prov, len(all_clips), overwrite)
+        output = _pack(out, staging, prov, len(all_clips), overwrite, superseded=frozenset(changed),
+                       refreshed=identities)
         return ExtractSummary(str(output) if output else None, len(all_clips), assembler.extracted, reused,
-                              tuple(failures), str(failures_path) if failures else None, assembler.steps,
-                              time.perf_counter() - t_start)
+                              tuple(failures), str(failures_path) if records else None, assembler.steps,
+                              time.perf_counter() - t_start, redone=len(changed),
+                              partial=assembler.partial, warnings=tuple(assembler.warnings),
+                              failures_kept=len(kept))
 
 
-def _resume(out: Path, fingerprint: dict, *, overwrite: bool) -> tuple[_Staging, set[str]]:
-    """The staging folder of ``out`` and the clips earlier runs finished (staged, or packed in ``out``).
+def _first(names: Sequence[str]) -> str:
+    """The first few names of a list, for one summary line."""
+    more = len(names) - _FIRST_NAMES
+    return ", ".join(names[:_FIRST_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+
+def _precheck(todo: list[ClipSource]) -> tuple[list[Failure], list[ClipSource]]:
+    """Split off the clips that cannot work: an id unfit for a store (it becomes a file name when the
+    store is exported) or no file at all (a partial video tree: one summary line, not a worker each)."""
+    from ..formats import id_problem
+
+    failed, rest = [], []
+    for c in todo:
+        problem = id_problem(c.clip_id, allow_slash=True)
+        if problem is not None:
+            failed.append(Failure(c.clip_id, c.path, f"{c.path}: {problem}"))
+        elif not os.path.lexists(c.path):  # lexists: a broken link is reported by the decoder, in words
+            failed.append(Failure(c.clip_id, c.path, f"{c.path}: no such file"))
+        else:
+            rest.append(c)
+    for f in failed:
+        log.debug("failed: %s: %s", f.clip_id, f.reason)
+    return failed, rest
+
+
+def _changed_sources(clips: list[ClipSource], done: dict[str, ClipRecord | None]
+                     ) -> tuple[set[str], dict[str, SourceIdentity]]:
+    """The finished clips whose video file is no longer the one their features came from, and the
+    current identity of the others (to refresh a record whose time changed, or add a missing one).
+
+    Same size and time: unchanged without reading. Otherwise the head and tail are hashed (a copied
+    dataset keeps its bytes). A file absent now cannot be compared: its clip keeps its features.
+    """
+    changed: set[str] = set()
+    current: dict[str, SourceIdentity] = {}
+    seen: dict[tuple[str, SourceIdentity | None], SourceIdentity | None] = {}  # a movie serves many clips
+    for c in clips:
+        if c.clip_id not in done:
+            continue
+        record = done[c.clip_id]
+        recorded = record.source if record is not None else None
+        key = (c.path, recorded)
+        if key not in seen:
+            if recorded is None:
+                try:
+                    seen[key] = source_identity(c.path)
+                except OSError:
+                    seen[key] = None
+            else:
+                seen[key] = current_identity(c.path, recorded)
+        now = seen[key]
+        if now is None:
+            continue
+        if recorded is not None and (now.size != recorded.size or now.digest != recorded.digest):
+            changed.add(c.clip_id)
+        else:
+            current[c.clip_id] = now
+    return changed, current
+
+
+def _kept_failures(path: Path, *, tried: set[str], finished: set[str]) -> list[Failure]:
+    """The failure records of earlier runs that still hold: their clip was not tried by this run
+    (``--limit``, fewer clips) and is not finished since."""
+    if not path.is_file():
+        return []
+    kept = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            d = json.loads(line)
+            f = Failure(str(d["clip_id"]), str(d["path"]), str(d["reason"]), d.get("decoded"),
+                        d.get("expected"), d.get("expected_from"))
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s:%d: not a failure record; dropped", path, n)  # written atomically: outside damage
+            continue
+        if f.clip_id not in tried and f.clip_id not in finished:
+            kept.append(f)
+    return kept
+
+
+def _log_outcome(out: Path, total: int, failures: list[Failure], warnings: list[Failure], partial: int,
+                 manifest: Path | None, kept: int) -> None:
+    """One line each for the failures, the length warnings and the partial clips of a run."""
+    if failures:
+        kinds: dict[str, list[str]] = {}
+        for f in failures:
+            kinds.setdefault(failure_kind(f), []).append(f.clip_id)
+        groups = "; ".join(f"{len(ids)} {kind} (first: {_first(ids)})"
+                           for kind, ids in sorted(kinds.items(), key=lambda kv: -len(kv[1])))
+        log.warning("%s: %d of %d clips failed: %s; details in %s", out, len(failures), total, groups, manifest)
+    if kept:
+        log.info("%s: %d failure records of earlier runs, not retried by this one, are kept in %s",
+                 out, kept, manifest)
+    if warnings:
+        log.warning("%s: %d clips kept with a warning about their length (first: %s)", out, len(warnings),
+                    "; ".join(f"{w.clip_id}: {w.reason}" for w in warnings[:_FIRST_NAMES]))
+    if partial:
+        log.warning("%s: %d clips kept although clearly short, marked partial in the store", out, partial)
+
+
+def failure_kind(f: Failure) -> str:
+    """A short name for what went wrong (``no such file``, ``clip cut short``...), to group failures."""
+    reason = f.reason.removeprefix(f"{f.path}: ")
+    if f.decoded is not None:
+        return "cut short" if "cut short" in reason else "short"
+    return reason.split(" (")[0].split(":")[0].split(";")[0].strip()[:60]
+
+
+def _resume(out: Path, fingerprint: dict, *, overwrite: bool) -> tuple[_Staging, dict[str, ClipRecord | None]]:
+    """The staging folder of ``out`` and the clips earlier runs finished (staged, or packed in ``out``),
+    with their records (None: made before records existed).
 
     Raises ValueError when they were made with other settings (unless ``overwrite``).
     """
     for stale in out.parent.glob(f".{out.name}.*.tmp"):
         stale.unlink()  # a pack interrupted before its rename
-    packed: set[str] = set()
+    packed: dict[str, ClipRecord | None] = {}
     if out.exists() and not overwrite:
         try:
             existing = open_store(out)
         except StoreError as exc:
-            raise ValueError(f"{out} exists and is not a usable store ({exc}); pass overwrite") from None
+            raise ValueError(f"{out} exists and is not a usable store ({exc}); pass overwrite "
+                             f"(--overwrite) to replace it, or choose another output") from None
         with existing:
             diff = settings_diff(_fingerprint(existing.provenance), fingerprint)
             if diff:
                 raise ValueError(f"{out} holds features made with other settings ({diff}); pass "
                                  f"overwrite (--overwrite) or choose another output")
-            packed = set(existing.clip_ids())
+            packed = {c: existing.record(c) for c in existing.clip_ids()}
     staging = _Staging(out, fingerprint, overwrite=overwrite)
-    return staging, staging.done_ids() | packed
+    return staging, {**packed, **staging.done()}  # a clip staged and packed: the staged one is newer
 
 
 def _run_model(batches: Iterator[dict], extractor, dev, *, normalise, amp: bool,
@@ -650,10 +1005,12 @@ class _ClipAssembler:
         self.todo, self.staging, self.stage_seconds, self.on_clip = todo, staging, stage_seconds, on_clip
         self.parts: dict[int, list] = {}  # clip index -> (step, row, time) so far
         self.expected: dict[int, int] = {}  # clip index -> its number of steps, once known
+        self.done: dict[int, _Done] = {}  # clip index -> what its worker said once it was decoded
         self.failed_keys: set[int] = set()
         self.failures: list[Failure] = []
-        self.pending: list[tuple[str, np.ndarray, np.ndarray]] = []  # finished, not yet staged
-        self.extracted = self.steps = 0
+        self.warnings: list[Failure] = []
+        self.pending: list[tuple[str, np.ndarray, np.ndarray, ClipRecord]] = []  # finished, not yet staged
+        self.extracted = self.steps = self.partial = 0
         self.last_stage = time.perf_counter()
 
     def add_rows(self, features, batch: dict) -> None:
@@ -665,10 +1022,11 @@ class _ClipAssembler:
 
     def add_news(self, batch: dict) -> None:
         """Take a batch's failed and fully decoded clips; finish the complete ones; stage when due."""
-        for k, reason in batch["failed"].items():
-            self._fail(int(k), reason)
-        for k, n in batch["done"].items():
-            self.expected[int(k)] = int(n)
+        for k, failure in batch["failed"].items():
+            self._fail(int(k), failure)
+        for k, done in batch["done"].items():
+            self.expected[int(k)] = done.steps
+            self.done[int(k)] = done
             self.parts.setdefault(int(k), [])
         for k in [k for k, n in self.expected.items() if len(self.parts.get(k, ())) >= n]:
             self._finish(k)
@@ -690,52 +1048,75 @@ class _ClipAssembler:
         rows = sorted(self.parts.pop(key), key=lambda r: r[0])
         n = self.expected.pop(key)
         clip = self.todo[key]
+        done = self.done.pop(key)
         if len(rows) != n or [r[0] for r in rows] != list(range(n)):
-            self._fail(key, f"{clip.path}: steps lost in the pipeline ({len(rows)} of {n})")
+            self._fail(key, Failure(clip.clip_id, clip.path,
+                                    f"{clip.path}: steps lost in the pipeline ({len(rows)} of {n})"))
             return
         feats = np.stack([r[1] for r in rows])
         with np.errstate(over="ignore"):
             finite = np.all(np.isfinite(feats.astype(np.float16)))
         if not finite:
-            self._fail(key, f"{clip.path}: non-finite features (NaN/inf, or too large for float16)")
+            self._fail(key, Failure(clip.clip_id, clip.path,
+                                    f"{clip.path}: non-finite features (NaN/inf, or too large for float16)"))
             return
-        self.pending.append((clip.clip_id, feats, np.array([r[2] for r in rows], dtype=np.float64)))
+        self.pending.append((clip.clip_id, feats, np.array([r[2] for r in rows], dtype=np.float64), done.record))
         self.extracted += 1
         self.steps += n
+        self.partial += done.record.partial
+        if done.warning is not None and not done.record.partial:
+            self.warnings.append(done.warning)
+            log.debug("warning: %s: %s", clip.clip_id, done.warning.reason)
         if self.on_clip:
             self.on_clip(clip.clip_id, True)
 
-    def _fail(self, key: int, reason: str) -> None:
+    def _fail(self, key: int, failure: Failure) -> None:
         self.failed_keys.add(key)
         self.parts.pop(key, None)
         self.expected.pop(key, None)
+        self.done.pop(key, None)
         clip = self.todo[key]
-        self.failures.append(Failure(clip.clip_id, clip.path, reason))
-        log.warning("failed: %s: %s", clip.clip_id, reason)
+        self.failures.append(failure)
+        # One line per clip would drown a partial video tree: the run's summary names the failures.
+        log.debug("failed: %s: %s", clip.clip_id, failure.reason)
         if self.on_clip:
             self.on_clip(clip.clip_id, False)
 
 
-def _pack(out: Path, staging: _Staging, prov: dict, total: int, overwrite: bool) -> Path | None:
-    """Write the store from an existing store at ``out`` (if any) plus the staged files; drop staging."""
+def _pack(out: Path, staging: _Staging, prov: dict, total: int, overwrite: bool, *,
+          superseded: frozenset[str] = frozenset(),
+          refreshed: dict[str, SourceIdentity] | None = None) -> Path | None:
+    """Write the store from an existing store at ``out`` (if any) plus the staged files; drop staging.
+
+    ``superseded``: clips redone by this run (their older rows are left out). ``refreshed``: current
+    source identities of kept clips, recorded when the store is rewritten (a copied file's new time,
+    or the first record of a clip made before records existed).
+    """
+    refreshed = refreshed or {}
     old = None if overwrite or not out.exists() else open_store(out)
-    if old is not None and not staging.files:
+    if old is not None and not staging.files and not superseded:
         old.close()
         staging.remove()
         return out
-    if old is None and not staging.files:
+    staged = {c for name, ids in staging.files.items() for c in ids
+              if name not in staging.earlier or c not in superseded}
+    if not staged and (old is None or not set(old.clip_ids()) - superseded):
+        # Nothing to write; with an old store: every clip of it was redone and failed this time.
+        if old is not None:
+            old.close()
+            out.unlink()
         staging.remove()
         return None
     prov = dict(prov, num_clips_requested=total, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def items():
         seen = set()
-        sources = [staging.items()] if old is None else [old.items(), staging.items()]
-        for src in sources:
-            for c, f, t in src:
-                if c not in seen:  # a clip both staged and packed: killed between pack and cleanup
-                    seen.add(c)
-                    yield c, f, t
+        staged = staging.items(superseded=superseded)
+        packed = () if old is None else (x for x in old.items(records=True) if x[0] not in superseded)
+        for c, f, t, record in itertools.chain(packed, staged):
+            if c not in seen:  # a clip both staged and packed: killed between pack and cleanup
+                seen.add(c)
+                yield c, f, t, _refresh(record, refreshed.get(c))
 
     try:
         # The new file is complete before it replaces the old one, so the old store is read safely.
@@ -745,6 +1126,17 @@ def _pack(out: Path, staging: _Staging, prov: dict, total: int, overwrite: bool)
             old.close()
     staging.remove()
     return out
+
+
+def _refresh(record: ClipRecord | None, now: SourceIdentity | None) -> ClipRecord | None:
+    """``record`` with the source identity found now (same bytes, perhaps a new time)."""
+    if now is None:
+        return record
+    if record is None:
+        return ClipRecord(source=now)
+    from dataclasses import replace
+
+    return replace(record, source=now)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,12 +1,19 @@
 """The feature store: one HDF5 file per extractor/preset, keyed by clip id.
 
-Layout of a store file (format ``moviefib-features``, version 1)::
+Layout of a store file (format ``moviefib-features``, version 2)::
 
     /features    float16 [N, D]   every step of every clip, clip after clip
     /timestamps  float64 [N]      seconds from the clip start: the centre of each step's frame/window
     /clip_ids    utf-8 str [C]    clip ids, in the order their rows appear in /features
     /offsets     int64 [C + 1]    clip i owns rows offsets[i]:offsets[i+1]
+    /records/    one entry per clip (see :class:`ClipRecord`), in clip order:
+        source_size int64, source_mtime_ns int64, source_digest utf-8 str  (-1, 0, "": unknown)
+        partial uint8 (1: kept although decoded clearly short, ``--allow-partial``)
+        decoded, expected float64 (seconds decoded and expected; NaN: unknown)
     attrs: format, format_version, dim, num_clips, provenance (JSON), complete (written last)
+
+Version 1 (before the records) still reads: its clips have no record (:meth:`FeatureStore.record`
+gives None), and resuming trusts them (see :mod:`moviefib.features.pipeline`).
 
 One flat array instead of one HDF5 group per clip: 118k groups make opening and packing slow, while a
 slice of one chunked dataset is a single read. Files are written to a temporary name and renamed into
@@ -28,11 +35,12 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..fileio import atomic_output
+from ..integrity import SourceIdentity
 
 log = logging.getLogger(__name__)
 
 FORMAT = "moviefib-features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Rows per HDF5 chunk: a typical clip (tens of steps) reads in one or two chunks.
 _CHUNK_ROWS = 64
 _FLUSH_ROWS = 8192
@@ -53,6 +61,45 @@ class ClipFeatures:
 
     features: np.ndarray
     timestamps: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """How one clip's features came to be (store format 2).
+
+    Attributes:
+        source: the identity of the video file the clip was decoded from, or None when unknown.
+        partial: True when the clip decoded clearly short of its expected length and was kept anyway.
+        decoded: seconds decoded (first frame to end of last), or None.
+        expected: seconds it should last (its clip id, segment or header), or None.
+    """
+
+    source: SourceIdentity | None = None
+    partial: bool = False
+    decoded: float | None = None
+    expected: float | None = None
+
+
+_RECORD_COLUMNS = ("source_size", "source_mtime_ns", "source_digest", "partial", "decoded", "expected")
+
+
+def _record_row(r: ClipRecord | None) -> tuple:
+    r = r or ClipRecord()
+    src = r.source
+    return (src.size if src else -1, src.mtime_ns if src else 0, src.digest if src else "", int(r.partial),
+            np.nan if r.decoded is None else r.decoded, np.nan if r.expected is None else r.expected)
+
+
+def _records_from_columns(cols: dict) -> list[ClipRecord]:
+    def seconds(x) -> float | None:
+        return None if np.isnan(x) else float(x)
+
+    out = []
+    for size, mtime, digest, partial, decoded, expected in zip(*(cols[c] for c in _RECORD_COLUMNS)):
+        digest = digest.decode("utf-8") if isinstance(digest, bytes) else str(digest)
+        src = SourceIdentity(int(size), int(mtime), digest) if size >= 0 else None
+        out.append(ClipRecord(src, bool(partial), seconds(decoded), seconds(expected)))
+    return out
 
 
 def _check_item(clip_id: str, features: np.ndarray, timestamps: np.ndarray,
@@ -85,11 +132,13 @@ class _Writer:
         self.clip_ids: list[str] = []
         self.seen: set[str] = set()
         self.offsets = [0]
+        self.records: list[tuple] = []
         self._buf_f: list[np.ndarray] = []
         self._buf_t: list[np.ndarray] = []
         self._buffered = 0
 
-    def add(self, clip_id: str, features: np.ndarray, timestamps: np.ndarray) -> None:
+    def add(self, clip_id: str, features: np.ndarray, timestamps: np.ndarray,
+            record: ClipRecord | None = None) -> None:
         if clip_id in self.seen:
             raise ValueError(f"clip {clip_id} written twice")
         f16, ts = _check_item(clip_id, features, timestamps, self.dim)
@@ -107,6 +156,7 @@ class _Writer:
         self._buffered += f16.shape[0]
         self.offsets.append(self.offsets[-1] + f16.shape[0])
         self.clip_ids.append(clip_id)
+        self.records.append(_record_row(record))
         self.seen.add(clip_id)
         if self._buffered >= _FLUSH_ROWS:
             self._flush()
@@ -132,6 +182,11 @@ class _Writer:
         self.h5.create_dataset("clip_ids", data=np.array(self.clip_ids, dtype=object),
                                dtype=h5py.string_dtype("utf-8"))
         self.h5.create_dataset("offsets", data=np.asarray(self.offsets, dtype=np.int64))
+        group = self.h5.create_group("records")
+        dtypes = (np.int64, np.int64, h5py.string_dtype("utf-8"), np.uint8, np.float64, np.float64)
+        for name, dtype, column in zip(_RECORD_COLUMNS, dtypes, zip(*self.records)):
+            data = np.array(column, dtype=object) if name == "source_digest" else np.asarray(column, dtype)
+            group.create_dataset(name, data=data, dtype=dtype)
         self.provenance["dim"] = self.dim
         attrs = self.h5.attrs
         attrs["format"] = FORMAT
@@ -157,15 +212,15 @@ def write_store(path: str | os.PathLike, items: Iterable[tuple[str, np.ndarray, 
                 provenance: dict) -> int:
     """Write ``(clip_id, features [T, D], timestamps [T])`` items as a store at ``path``, atomically.
 
-    Features are stored as float16; ``provenance`` (JSON-serialisable) gets ``dim`` added. Raises
+    An item may carry a fourth element, its :class:`ClipRecord` (or None). Features are stored as float16; ``provenance`` (JSON-serialisable) gets ``dim`` added. Raises
     ValueError on a duplicate clip id, an empty clip, inconsistent sizes or non-finite values (nothing
     is written then). Returns the number of clips written.
     """
 
     def fill(h5) -> int:
         w = _Writer(h5, provenance)
-        for clip_id, feats, ts in items:
-            w.add(clip_id, feats, ts)
+        for item in items:
+            w.add(*item)
         return w.finish()
 
     n = _atomic_h5(Path(path), fill)
@@ -201,6 +256,7 @@ class FeatureStore:
         self._ids: list[str] = []
         self._index: dict[str, int] = {}
         self._offsets: np.ndarray = np.zeros(1, dtype=np.int64)
+        self._records: list[ClipRecord | None] | None = None  # read on the first record() call
         h5 = self._file()  # validate now, so a bad path fails at open_store, not in a worker
         self.dim = int(h5.attrs["dim"])
         self.provenance = json.loads(h5.attrs["provenance"])
@@ -272,11 +328,34 @@ class FeatureStore:
             return ClipFeatures(features=feats[a:b].copy(), timestamps=ts[a:b].copy())
         return ClipFeatures(features=feats[a:b], timestamps=ts[a:b])
 
-    def items(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """``(clip_id, features, timestamps)`` for every clip, in storage order."""
+    def record(self, clip_id: str) -> ClipRecord | None:
+        """How the clip was made (source file, partial); None in a version-1 store. KeyError if absent."""
+        self._file()
+        i = self._index.get(clip_id)
+        if i is None:
+            raise KeyError(f"clip {clip_id!r} not in feature store {self.path}")
+        return self._all_records()[i]
+
+    def partial_ids(self) -> list[str]:
+        """The clips kept although they decoded clearly short (``--allow-partial``), in storage order."""
+        self._file()
+        return [c for c, r in zip(self._ids, self._all_records()) if r is not None and r.partial]
+
+    def _all_records(self) -> list[ClipRecord | None]:
+        if self._records is None:
+            h5 = self._file()
+            if "records" in h5:
+                self._records = _records_from_columns({c: h5["records"][c][()] for c in _RECORD_COLUMNS})
+            else:  # format version 1
+                self._records = [None] * len(self._ids)
+        return self._records
+
+    def items(self, *, records: bool = False) -> Iterator[tuple]:
+        """``(clip_id, features, timestamps)`` for every clip, in storage order (``records``: with the
+        clip's :class:`ClipRecord` or None as a fourth element)."""
         for c in self.clip_ids():
             cf = self.get(c)
-            yield c, cf.features, cf.timestamps
+            yield (c, cf.features, cf.timestamps, self.record(c)) if records else (c, cf.features, cf.timestamps)
 
     def close(self) -> None:
         if self._h5 is not None and self._pid == os.getpid():
@@ -331,7 +410,7 @@ def merge_stores(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -
         def fill(h5) -> int:
             w = _Writer(h5, prov)
             for s in stores:
-                for clip_id, feats, ts in s.items():
+                for clip_id, feats, ts, record in s.items(records=True):
                     if clip_id in w.seen:
                         # Only compare, never pick one silently: different values mean a mixed-up run.
                         first = next(t for t in stores if clip_id in t and t is not s)
@@ -340,7 +419,7 @@ def merge_stores(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -
                                 and np.array_equal(prev.timestamps, ts)):
                             raise ValueError(f"clip {clip_id} differs between {first.path} and {s.path}")
                         continue
-                    w.add(clip_id, feats, ts)
+                    w.add(clip_id, feats, ts, record)
             return w.finish()
 
         n = _atomic_h5(Path(path), fill)
