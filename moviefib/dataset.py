@@ -12,11 +12,12 @@ light.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, overload
 
-from .formats import BLANK
+from .formats import BLANK, id_problem
 from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX
 
 # Splits in the order a user expects them; any other split follows, sorted by name.
@@ -29,6 +30,8 @@ class DatasetError(ValueError):
 
 def _folder(path: str | os.PathLike) -> Path:
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(f"{folder}: is a file, not a dataset folder")
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such dataset folder")
     if not (folder / DATA_DIR).is_dir():
@@ -45,7 +48,12 @@ def available_splits(path: str | os.PathLike) -> list[str]:
 
 
 def _split_file(folder: Path, split: str) -> Path:
+    problem = id_problem(split)
+    if problem:
+        raise DatasetError(f"{folder}: bad split name: {problem}")
     f = folder / DATA_DIR / f"{split}.parquet"
+    if f.is_dir():
+        raise DatasetError(f"{f}: is a directory, not a Parquet file")
     if not f.is_file():
         raise DatasetError(f"{folder}: no split {split!r} (have: {', '.join(available_splits(folder)) or 'none'})")
     return f
@@ -71,6 +79,8 @@ def load_dataset(path: str | os.PathLike, *, splits: Iterable[str] | None = None
     if not names:
         raise DatasetError(f"{folder}: no question tables in {DATA_DIR}/")
     files = {s: _split_file(folder, s) for s in names}
+    for f in files.values():
+        _check_parquet(f)
     if in_memory:
         from datasets.table import InMemoryTable
 
@@ -83,12 +93,33 @@ def load_dataset(path: str | os.PathLike, *, splits: Iterable[str] | None = None
     )
 
 
-def read_table(path: str | os.PathLike, split: str):
-    """One split's question table as a ``pyarrow.Table`` (no ``datasets`` involved)."""
+def _check_parquet(path: Path) -> None:
+    """Read a Parquet file's footer (cheap): a corrupt or truncated file is named here, not deep inside
+    ``datasets``."""
     import pyarrow.parquet as pq
 
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _read_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def read_table(path: str | os.PathLike, split: str):
+    """One split's question table as a ``pyarrow.Table`` (no ``datasets`` involved).
+
+    Raises DatasetError for a missing folder or split and for a file that is not readable Parquet.
+    """
     folder = _folder(path)
-    return pq.read_table(_split_file(folder, split))
+    return _read_parquet(_split_file(folder, split))
 
 
 def keys_folder(path: str | os.PathLike) -> Path:
@@ -99,21 +130,25 @@ def keys_folder(path: str | os.PathLike) -> Path:
 
 def read_keys(path: str | os.PathLike, split: str):
     """The answer key of a blind split (``question_id``, ``answer``, ``answer_pos``, labels)."""
-    import pyarrow.parquet as pq
-
+    problem = id_problem(split)
+    if problem:
+        raise DatasetError(f"{path}: bad split name: {problem}")
     f = keys_folder(path) / f"{split}.parquet"
     if not f.is_file():
         raise DatasetError(f"{f}: no answer key for split {split!r}")
-    return pq.read_table(f)
+    return _read_parquet(f)
 
 
 def read_answer_counts(path: str | os.PathLike) -> dict[str, int]:
     """``word -> count`` of the training answers, from a dataset folder or the TSV file itself.
 
-    Ordered by decreasing count (ties by word), the order the file is written in.
+    Ordered by decreasing count (ties by word), the order the file is written in. A count is plain
+    ASCII digits (no sign, no ``1_000``, at most 18 digits): anything else is an error naming the line.
     """
     p = Path(path)
     f = p / ANSWER_COUNTS_FILE if p.is_dir() else p
+    if f.is_dir():
+        raise DatasetError(f"{f}: is a directory, not an answer counts file")
     if not f.is_file():
         raise DatasetError(f"{f}: no answer counts file")
     counts: dict[str, int] = {}
@@ -125,21 +160,31 @@ def read_answer_counts(path: str | os.PathLike) -> dict[str, int]:
             word, sep, num = line.rpartition("\t")
             if not sep or not word:
                 raise DatasetError(f"{f}:{lineno}: expected 'word<TAB>count'")
-            try:
-                counts[word] = int(num)
-            except ValueError:
-                raise DatasetError(f"{f}:{lineno}: count {num!r} is not an integer") from None
+            if not _COUNT_RE.match(num):
+                raise DatasetError(f"{f}:{lineno}: count {num[:40]!r} is not a whole number of at most 18 digits")
+            if word in counts:
+                raise DatasetError(f"{f}:{lineno}: word {word!r} listed twice")
+            counts[word] = int(num)
     return counts
+
+
+# Counts are written by the builder as plain digits; 18 digits keeps every count exact in an int64.
+_COUNT_RE = re.compile(r"^[0-9]{1,18}$")
 
 
 def read_blank_vocab(path: str | os.PathLike) -> list[str]:
     """The words that may be blanked, from a dataset folder or a one-word-per-line file."""
     p = Path(path)
     f = p / BLANK_VOCAB_FILE if p.is_dir() else p
+    if f.is_dir():
+        raise DatasetError(f"{f}: is a directory, not a blank vocabulary file")
     if not f.is_file():
         raise DatasetError(f"{f}: no blank vocabulary file")
-    with open(f, encoding="utf-8") as fh:
-        return [w for w in (line.strip() for line in fh) if w]
+    try:
+        with open(f, encoding="utf-8") as fh:
+            return [w for w in (line.strip() for line in fh) if w]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{f}: invalid UTF-8 at byte {exc.start}") from None
 
 
 def split_question(question: str) -> tuple[list[str], list[str]]:
@@ -173,6 +218,8 @@ class QuestionItem:
         left: the words before the blank, in reading order.
         right: the words after the blank, in reading order (a right-to-left encoder reverses them).
         answer: the answer, or None in a blind split.
+        (An imported question without a blank, a quirk of the release, has all its words in ``left``
+        and an empty ``right``: it is still asked and scored, as the published all-rows scores do.)
         answer_index: the answer's index in the answer vocabulary; -1 when the answer is outside it
             (exact, case-sensitive match) or unknown (blind split).
     """
@@ -222,7 +269,8 @@ class QuestionView(Sequence[QuestionItem]):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        left, right = split_question(self._questions[i])
+        question = self._questions[i]
+        left, right = split_question(question) if BLANK in question else (question.split(), [])
         answer = self._answers[i]
         return QuestionItem(
             question_id=self._ids[i], clip_id=self._clips[i], left=tuple(left), right=tuple(right),

@@ -38,12 +38,14 @@ QUESTION_COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
     ("start_extracted", "float64", False, "start of the cut clip, seconds"),
     ("end_extracted", "float64", False, "end of the cut clip, seconds"),
     ("sentence", "string", False, "the description sentence, original casing and punctuation"),
-    ("question", "string", False, "the sentence with the blank written as _____"),
+    ("question", "string", False, "the sentence with the blank written as _____ (an imported quirk may "
+                                 "hold none)"),
     ("answer", "string", True, "the blanked word (null in a blind split)"),
     ("answer_pos", "string", True, "Penn Treebank tag of the answer (null in a blind split)"),
-    ("word_index", "int32", False, "index of the blanked word among the whitespace-separated words"),
-    ("char_start", "int32", False, "character offset of the blank's start in sentence"),
-    ("char_end", "int32", False, "character offset of the blank's end in sentence (exclusive)"),
+    ("word_index", "int32", False, "index of the blanked word among the whitespace-separated words "
+                                   "(-1: an imported question without a blank, a quirk of the release)"),
+    ("char_start", "int32", False, "character offset of the blank's start in sentence (-1: no blank)"),
+    ("char_end", "int32", False, "character offset of the blank's end in sentence, exclusive (-1: no blank)"),
 )
 COLUMN_NAMES = tuple(c[0] for c in QUESTION_COLUMNS)
 # Extra label columns (e.g. ``question_type`` of the demo corpus) are strings after these.

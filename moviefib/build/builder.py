@@ -3,7 +3,10 @@
 Built questions: one per blankable word (:mod:`moviefib.build.words`) of each sentence. Ids are derived
 from the clip id, the sentence and the word index (``q`` + 16 hex digits of a SHA-1), so they are stable
 across runs and machines; a question that comes out twice (the same sentence listed twice for a clip) is
-dropped and counted. Imported official questions keep every row with the id ``<split>-<row>``.
+dropped and counted. Imported official questions keep every row with the id ``<split>-<row>``; two
+files imported for one split would give the same ids, so that is refused. A row whose FILL_IN holds no
+blank (a quirk of the release) is kept with ``word_index``, ``char_start`` and ``char_end`` -1 and an
+empty ``answer_pos``.
 
 The folder is written next to its final place and renamed into it, so a failed build never leaves a
 half-written folder that looks valid.
@@ -210,6 +213,12 @@ def imported_questions(rows: Sequence[ImportedRow], tags: Mapping[str, list[Word
     out = []
     for row in rows:
         r = row.record
+        if BLANK not in row.question:
+            out.append(Question(
+                question_id=f"{r.split}-{row.row}", sentence_id=sentence_id(r.clip_id, r.sentence), record=r,
+                question=row.question, answer=row.answer, answer_pos="", word_index=-1, char_start=-1,
+                char_end=-1, labels=r.labels))
+            continue
         start = row.question.index(BLANK)
         before = row.question[:start]
         # The word holding the blank: the words before it, minus one when the blank sits inside a word
@@ -259,10 +268,45 @@ def _keys_table(questions: Sequence[Question], labels: tuple[str, ...]):
                                 schema=pa.schema([schema.field(c) for c in names]))
 
 
-def _check_free(folder, overwrite: bool) -> None:
-    # Checked before tagging too, so that a long build does not fail only at the end.
-    if Path(folder).exists() and not overwrite:
+def _check_free(folder, overwrite: bool, *, blind: bool = False) -> None:
+    """Refuse an output that cannot be written, before tagging, so that a long build does not fail at
+    the end: an existing folder (unless ``overwrite``), an existing file (never replaced: it is most
+    likely an input given by mistake), a parent that is a file or not writable."""
+    folder = Path(folder)
+    keys = [folder.parent / (folder.name + KEYS_SUFFIX)] if blind else []
+    for path in [folder, *keys]:
+        if path.exists() and not path.is_dir():
+            raise BuildError(f"{path} exists and is not a folder (a file is never replaced by a dataset)")
+    if folder.exists() and not overwrite:
         raise BuildError(f"{folder} exists (use overwrite to replace it)")
+    parent = folder.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BuildError(f"cannot write {folder}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BuildError(f"cannot write {folder}: no write permission in {parent}")
+
+
+def _check_lengths(sentences: Iterable[tuple[str, str]], limit: int) -> None:
+    """Refuse a sentence longer than the tagger takes, naming where it came from (not spaCy's E088)."""
+    for sentence, source in sentences:
+        if len(sentence) > limit:
+            raise BuildError(f"{source}: sentence of {len(sentence)} characters is longer than the tagger's "
+                             f"limit of {limit} (spaCy's nlp.max_length)")
+
+
+def _check_unique_rows(rows: Sequence[ImportedRow]) -> None:
+    """Imported ids are ``<split>-<row>``: two files for one split would reuse them."""
+    first: dict[tuple[str, int], str] = {}
+    for row in rows:
+        r = row.record
+        where = r.source.rpartition(":")[0]
+        seen = first.setdefault((r.split, row.row), where)
+        if seen != where:
+            raise BuildError(f"split {r.split!r} is given by two files ({seen} and {where}): imported question "
+                             f"ids are <split>-<row>, so they would repeat; give each file its own split "
+                             f"(SPLIT=FILE) or concatenate the files")
 
 
 def _replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
@@ -281,11 +325,10 @@ def write_dataset(folder: str | os.PathLike, questions: Sequence[Question], *, s
                   split_stats: Mapping[str, SplitStats], blank_vocab: Iterable[str] | None,
                   answer_split: str, blind: Sequence[str] = (), overwrite: bool = False,
                   card: Callable[[dict], str] | None = None) -> tuple[Path, Path | None]:
-    """Write a dataset folder (and the keys of blind splits) atomically; returns (folder, keys folder)."""
-    import pyarrow.parquet as pq
+    """Write a dataset folder (and the keys of blind splits) atomically; returns (folder, keys folder).
 
-    from .card import dataset_card
-
+    Raises BuildError on bad options and on an output that cannot be written (the reason named).
+    """
     folder = Path(folder)
     by_split: dict[str, list[Question]] = {}
     for q in questions:
@@ -294,7 +337,7 @@ def write_dataset(folder: str | os.PathLike, questions: Sequence[Question], *, s
     unknown = sorted(set(blind) - set(splits))
     if unknown:
         raise BuildError(f"blind split(s) {', '.join(unknown)} not among the splits ({', '.join(splits)})")
-    _check_free(folder, overwrite)
+    _check_free(folder, overwrite, blind=bool(blind))
     labels = tuple(sorted({k for q in questions for k, _ in q.labels}))
     if set(labels) & set(COLUMN_NAMES):
         raise BuildError(f"label name(s) {', '.join(sorted(set(labels) & set(COLUMN_NAMES)))} clash with "
@@ -314,35 +357,47 @@ def write_dataset(folder: str | os.PathLike, questions: Sequence[Question], *, s
     stats["label_columns"] = list(labels)
     stats["answer_counts_split"] = answer_split if answer_split in by_split else None
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     keys_final = folder.parent / (folder.name + KEYS_SUFFIX)
     keys_tmp = folder.parent / f".{keys_final.name}.tmp-{os.getpid()}"
-    for t in (tmp, keys_tmp):
-        if t.exists():
-            shutil.rmtree(t)
     try:
-        (tmp / DATA_DIR).mkdir(parents=True)
-        for name in splits:
-            pq.write_table(_table(by_split.get(name, []), labels, name in blind), tmp / DATA_DIR / f"{name}.parquet")
-            if name in blind:
-                keys_tmp.mkdir(parents=True, exist_ok=True)
-                pq.write_table(_keys_table(by_split.get(name, []), labels), keys_tmp / f"{name}.parquet")
-        if blank_vocab is not None:
-            write_word_list(tmp / BLANK_VOCAB_FILE, sorted(blank_vocab))
-        else:
-            write_word_list(tmp / BLANK_VOCAB_FILE, [])
-        write_counts(tmp / ANSWER_COUNTS_FILE, answers)
-        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        (tmp / CARD_FILE).write_text((card or dataset_card)(stats), encoding="utf-8")
-        _replace_dir(tmp, folder, overwrite)
-        if keys_tmp.exists():
-            _replace_dir(keys_tmp, keys_final, overwrite=True)
-    finally:
+        folder.parent.mkdir(parents=True, exist_ok=True)
         for t in (tmp, keys_tmp):
             if t.exists():
                 shutil.rmtree(t)
+        _write_files(tmp, keys_tmp, by_split, splits, labels, blind, blank_vocab, answers, stats, card)
+        _replace_dir(tmp, folder, overwrite)
+        if keys_tmp.exists():
+            _replace_dir(keys_tmp, keys_final, overwrite=True)
+    except OSError as exc:
+        # A full disk, a read-only file system, a permission refused: one line, not a traceback.
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise BuildError(f"cannot write {folder}: {exc.strerror or exc}{where}") from None
+    finally:
+        for t in (tmp, keys_tmp):
+            if t.exists():
+                shutil.rmtree(t, ignore_errors=True)
     return folder, (keys_final if blind else None)
+
+
+def _write_files(tmp: Path, keys_tmp: Path, by_split: Mapping[str, list[Question]], splits: Sequence[str],
+                 labels: tuple[str, ...], blind: Sequence[str], blank_vocab: Iterable[str] | None,
+                 answers: Counter, stats: dict, card: Callable[[dict], str] | None) -> None:
+    """The files of a dataset folder, into ``tmp`` (blind splits' keys into ``keys_tmp``)."""
+    import pyarrow.parquet as pq
+
+    from .card import dataset_card
+
+    (tmp / DATA_DIR).mkdir(parents=True)
+    for name in splits:
+        pq.write_table(_table(by_split.get(name, []), labels, name in blind), tmp / DATA_DIR / f"{name}.parquet")
+        if name in blind:
+            keys_tmp.mkdir(parents=True, exist_ok=True)
+            pq.write_table(_keys_table(by_split.get(name, []), labels), keys_tmp / f"{name}.parquet")
+    write_word_list(tmp / BLANK_VOCAB_FILE, sorted(blank_vocab) if blank_vocab is not None else [])
+    write_counts(tmp / ANSWER_COUNTS_FILE, answers)
+    (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    (tmp / CARD_FILE).write_text((card or dataset_card)(stats), encoding="utf-8")
 
 
 def _problem_dicts(problems: Sequence[RowProblem]) -> list[dict]:
@@ -388,7 +443,7 @@ def build_dataset(records: Sequence[SentenceRecord], folder: str | os.PathLike,
         raise BuildError(f"unknown mode {options.mode!r} (expected one of {', '.join(MODES)})")
     if not records:
         raise BuildError("no sentences to build from")
-    _check_free(folder, options.overwrite)
+    _check_free(folder, options.overwrite, blind=bool(options.blind))
     spec = options.vocab
     if not (spec.unlimited or spec.file) and not any(r.split == spec.split for r in records):
         have = sorted({r.split for r in records})
@@ -402,6 +457,7 @@ def build_dataset(records: Sequence[SentenceRecord], folder: str | os.PathLike,
         from .tagging import Tagger
 
         tagger = Tagger(options.model, n_process=options.n_process)
+    _check_lengths(((r.sentence, r.source) for r in records), tagger.max_length)
     tags: dict[str, list[Word]] = {}
     cands: dict[str, list[Word]] = {}
     unique = list(dict.fromkeys(r.sentence for r in records))
@@ -434,12 +490,14 @@ def import_dataset(rows: Sequence[ImportedRow], folder: str | os.PathLike, *, an
     """
     if not rows:
         raise BuildError("no questions to import")
-    _check_free(folder, overwrite)
+    _check_free(folder, overwrite, blind=bool(blind))
+    _check_unique_rows(rows)
     t0 = time.perf_counter()
     if tagger is None:
         from .tagging import Tagger
 
         tagger = Tagger(model, n_process=n_process)
+    _check_lengths(((r.record.sentence, r.record.source) for r in rows), tagger.max_length)
     tags = _tag_unique([r.record.sentence for r in rows], tagger, progress)
     questions = imported_questions(rows, tags)
     split_stats: dict[str, SplitStats] = {}

@@ -148,6 +148,11 @@ class Tagger:
         self.batch_size = batch_size
         self.chunk_size = chunk_size
 
+    @property
+    def max_length(self) -> int:
+        """The longest text, in characters, spaCy accepts (``nlp.max_length``); longer raises its E088."""
+        return self.nlp.max_length
+
     def tag(self, sentences: Sequence[str],
             progress: Callable[[int], None] | None = None) -> Iterator[list[Word]]:
         """Yield the words of each sentence, in input order. ``progress(n)`` is called per n tagged."""
