@@ -33,6 +33,15 @@ ANSWER_PRESETS = ("paper", "topk")
 PAPER_MIN_COUNT = 50  # "more than 50 occurrences"
 
 
+class VocabularyError(ValueError):
+    """An answer vocabulary preset that is unknown, or that leaves no answer of the training split."""
+
+
+class FeatureSetupError(ValueError):
+    """The recipe's feature streams cannot be read as asked: no store folder for a preset name, or a
+    store made with another preset, or whose feature size or kind is not the preset's."""
+
+
 class MissingFeaturesError(KeyError):
     """Questions whose clip has no features in a store (and skipping was not asked for)."""
 
@@ -57,9 +66,9 @@ def build_answer_vocab(counts: Mapping[str, int], *, preset: str = "topk", k: in
     elif preset == "topk":
         words = [w for w, _ in ranked[:k]]
     else:
-        raise ValueError(f"unknown answer vocabulary preset {preset!r} (use one of {', '.join(ANSWER_PRESETS)})")
+        raise VocabularyError(f"unknown answer vocabulary preset {preset!r} (use one of {', '.join(ANSWER_PRESETS)})")
     if not words:
-        raise ValueError(f"answer vocabulary preset {preset!r} leaves no answer "
+        raise VocabularyError(f"answer vocabulary preset {preset!r} leaves no answer "
                          f"({len(counts)} distinct training answers; try topk)")
     return words
 
@@ -169,7 +178,7 @@ class FIBDataset(torch.utils.data.Dataset):
                     store = self.stores[absent[0]]
                     raise MissingFeaturesError(
                         f"clip {clip} has no {absent[0]} features in {getattr(store, 'path', store)} "
-                        f"({n_bad} of {len(clip_ids)} questions lack features; skip them with missing='skip')")
+                        f"({n_bad} of {len(clip_ids)} questions lack features)")
                 self.skipped += 1
                 if clip not in self.skipped_clips[-1:]:
                     self.skipped_clips.append(clip)
@@ -283,27 +292,52 @@ def store_path(features_dir: str | os.PathLike | None, preset_or_path: str) -> P
     if preset_or_path.endswith((".h5", ".hdf5")):
         return Path(preset_or_path)
     if features_dir is None:
-        raise ValueError(f"feature preset {preset_or_path!r} needs a features directory (features.dir)")
+        raise FeatureSetupError(f"feature preset {preset_or_path!r} needs a features directory (features.dir "
+                                f"or --features-dir)")
     return Path(features_dir) / f"{preset_or_path}.h5"
+
+
+def _preset_kind(preset) -> str:
+    """``3d`` for a preset that samples windows of frames (one feature per window), else ``2d``."""
+    from .video import Windows
+
+    return "3d" if isinstance(preset.sampling, Windows) else "2d"
+
+
+def check_store_preset(store, stream: str, name: str) -> None:
+    """Refuse a store that is not what ``features.<stream> = name`` promises: made with another preset,
+    or (``name`` a known preset) with another feature size or kind than the preset's. A path (``.h5``)
+    is checked against the preset its provenance records, when that is a known one."""
+    from .features.presets import PRESETS
+
+    recorded = store.provenance.get("preset")
+    is_path = name.endswith((".h5", ".hdf5"))
+    if recorded is not None and not is_path and recorded != name:
+        raise FeatureSetupError(f"{store.path}: store made with preset {recorded!r}, but features.{stream} "
+                                f"names {name!r}")
+    preset = PRESETS.get(recorded if is_path else name)
+    if preset is None:
+        return
+    if store.dim != preset.dim:
+        raise FeatureSetupError(f"{store.path}: {store.dim}-d features, but preset {preset.name!r} "
+                                f"(features.{stream}) makes {preset.dim}-d ones")
+    kind = store.provenance.get("kind")
+    if kind is not None and kind != _preset_kind(preset):
+        raise FeatureSetupError(f"{store.path}: {kind} features, but preset {preset.name!r} "
+                                f"(features.{stream}) makes {_preset_kind(preset)} ones")
 
 
 def open_stream_stores(streams: Sequence[str], presets: Mapping[str, str],
                        features_dir: str | os.PathLike | None) -> dict:
-    """Open the store of each stream (``presets[stream]`` names a preset or a file).
-
-    A store whose provenance names another preset is refused: features of one extractor must not be
-    read as another's.
-    """
+    """Open the store of each stream (``presets[stream]`` names a preset or a file), checked by
+    :func:`check_store_preset`: features of one extractor must not be read as another's."""
     from .features.store import open_store
 
     stores = {}
     for s in streams:
         if s not in presets:
-            raise ValueError(f"no feature preset given for stream {s!r} (set features.{s})")
-        path = store_path(features_dir, presets[s])
-        store = open_store(path)
-        recorded = store.provenance.get("preset")
-        if recorded is not None and not presets[s].endswith((".h5", ".hdf5")) and recorded != presets[s]:
-            raise ValueError(f"{path}: store made with preset {recorded!r}, expected {presets[s]!r}")
+            raise FeatureSetupError(f"no feature preset given for stream {s!r} (set features.{s})")
+        store = open_store(store_path(features_dir, presets[s]))
+        check_store_preset(store, s, presets[s])
         stores[s] = store
     return stores

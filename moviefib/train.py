@@ -20,10 +20,15 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
+import pickle
 import random
+import re
+import tempfile
 import time
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -80,7 +85,126 @@ class ConfigError(ValueError):
     """A recipe or an override that cannot be used."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, a directory, torn, foreign or inconsistent."""
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The device asked for is not on this machine (CUDA without a GPU): a resource, not bad input."""
+
+
 # ----------------------------------------------------------------------------------------------- config
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one recipe key takes.
+
+    Attributes:
+        kind: ``int``, ``number`` (int or float), ``bool`` or ``str``.
+        minimum: the smallest value allowed (numbers).
+        positive: the value must be above ``minimum`` (a learning rate of 0 is not one).
+        choices: the only strings allowed.
+        optional: absent (None) is allowed here; the step that needs it says so.
+    """
+
+    kind: str
+    minimum: float | None = None
+    positive: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+
+    def allowed(self) -> str:
+        """The allowed values, in words, for an error message."""
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "str":
+            return "a string"
+        noun = "an integer" if self.kind == "int" else "a number"
+        if self.minimum is None:
+            return noun
+        return f"{noun} {'>' if self.positive else '>='} {self.minimum:g}"
+
+    def accepts(self, value) -> bool:
+        if value is None:
+            return self.optional
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str) and bool(value) and (not self.choices or value in self.choices)
+        # TOML booleans are not numbers, and a float is not a count.
+        wanted = int if self.kind == "int" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted) or not math.isfinite(value):
+            return False
+        if self.minimum is None:
+            return True
+        return value > self.minimum if self.positive else value >= self.minimum
+
+
+# torch.device also takes other names; these are the ones training supports.
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+MISSING_POLICIES = ("error", "skip")
+
+
+def _rules() -> dict[str, dict[str, _Rule]]:
+    """The rule of every key of the data, features and train sections (model keys: the model's own)."""
+    from .data import ANSWER_PRESETS
+
+    count, size, path = _Rule("int", minimum=0), _Rule("int", minimum=1), _Rule("str", optional=True)
+    return {
+        "data": {"dataset": path, "train_split": _Rule("str"), "val_split": _Rule("str"),
+                 "answer_vocab": _Rule("str", choices=ANSWER_PRESETS), "top_k": size, "min_count": count,
+                 "word_min_count": size, "lowercase": _Rule("bool"), "max_steps": size,
+                 "missing": _Rule("str", choices=MISSING_POLICIES), "num_workers": count},
+        "features": {"dir": path, "2d": _Rule("str"), "3d": _Rule("str")},
+        "train": {"out_dir": path, "device": _Rule("str"), "amp": _Rule("bool"), "seed": count,
+                  "batch_size": size, "eval_batch_size": size, "lr": _Rule("number", minimum=0, positive=True),
+                  "head_lr": _Rule("number", minimum=0, positive=True, optional=True),
+                  "weight_decay": _Rule("number", minimum=0), "clip_grad": _Rule("number", minimum=0),
+                  "epochs": size, "patience": size, "max_batches": count, "resume": path,
+                  "progress": _Rule("bool"), "threads": count, "bn_calibration_batches": count},
+    }
+
+
+def check_device(name: str, origin: str = "device") -> None:
+    """Refuse a device name training does not know (before torch.device's own RuntimeError)."""
+    if not _DEVICE_RE.fullmatch(name):
+        raise ConfigError(f"{origin} = {name!r}: expected auto, cpu, mps, cuda or cuda:N")
+
+
+def _check_value(section: str, key: str, value, rule: _Rule, origin: str) -> None:
+    if not rule.accepts(value):
+        raise ConfigError(f"{origin}: {section}.{key} = {value!r}: expected {rule.allowed()}")
+    if section == "train" and key == "device":
+        check_device(value, f"{origin}: train.device")
+
+
+def _check_model(settings: dict, origin: dict) -> None:
+    from .models import SettingError, available_models, check_settings
+
+    name = settings.get("name")
+    where = origin.get(("model", "name"), "config")
+    if name not in available_models():
+        raise ConfigError(f"{where}: model.name = {name!r}: expected one of {', '.join(available_models())}")
+    try:
+        check_settings(name, {k: v for k, v in settings.items() if k != "name"})
+    except SettingError as exc:
+        raise ConfigError(f"{origin.get(('model', exc.key), where)}: {exc}") from None
+
+
+def validate_config(config: dict, origin: dict | None = None) -> None:
+    """Refuse (:class:`ConfigError` naming the key, its source and the allowed values) a config with a
+    value of the wrong type or range, an unknown model, answer vocabulary preset or model setting.
+
+    ``origin`` maps ``(section, key)`` to where the value came from (a recipe path, an override).
+    """
+    origin = origin or {}
+    for section, rules in _rules().items():
+        for key, rule in rules.items():
+            _check_value(section, key, config[section][key], rule, origin.get((section, key), "config"))
+    _check_model(config["model"], origin)
+
 
 def _parse_value(text: str):
     try:
@@ -89,8 +213,9 @@ def _parse_value(text: str):
         return text  # a bare word: a string
 
 
-def apply_override(config: dict, assignment: str) -> None:
-    """Apply ``section.key=value`` (value in TOML syntax, or a bare string) to ``config`` in place."""
+def apply_override(config: dict, assignment: str) -> tuple[str, str]:
+    """Apply ``section.key=value`` (value in TOML syntax, or a bare string) to ``config`` in place;
+    returns ``(section, key)``. Values are checked by :func:`validate_config`."""
     key, sep, value = assignment.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not name:
@@ -102,29 +227,43 @@ def apply_override(config: dict, assignment: str) -> None:
         raise ConfigError(f"override {assignment!r}: unknown key {section}.{name} "
                           f"(have: {', '.join(config[section])})")
     config[section][name] = _parse_value(value.strip())
+    return section, name
+
+
+def _read_recipe(path: Path) -> dict:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a recipe (give baselines/<name>.toml)")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such recipe") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: recipe not readable (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a TOML recipe (not UTF-8 text)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> dict:
-    """:data:`DEFAULTS`, updated by the recipe at ``path`` (TOML) and then by ``overrides``."""
+    """:data:`DEFAULTS`, updated by the recipe at ``path`` (TOML) and then by ``overrides``, checked by
+    :func:`validate_config` before anything runs."""
     config = copy.deepcopy(DEFAULTS)
+    origin: dict[tuple[str, str], str] = {}
     if path is not None:
         path = Path(path)
-        try:
-            with open(path, "rb") as fh:
-                recipe = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such recipe") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-        for section, values in recipe.items():
+        for section, values in _read_recipe(path).items():
             if section not in config or not isinstance(values, dict):
                 raise ConfigError(f"{path}: unknown section [{section}] (have: {', '.join(config)})")
             for k, v in values.items():
                 if section != "model" and k not in config[section]:
-                    raise ConfigError(f"{path}: unknown key {section}.{k}")
+                    raise ConfigError(f"{path}: unknown key {section}.{k} (have: {', '.join(config[section])})")
                 config[section][k] = v
+                origin[section, k] = str(path)
     for o in overrides:
-        apply_override(config, o)
+        origin[apply_override(config, o)] = f"override {o!r}"
+    validate_config(config, origin)
     return config
 
 
@@ -139,6 +278,57 @@ def _atomic_save(obj, path: Path) -> None:
 
 def _atomic_json(obj, path: Path) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create the run folder and make sure files can be written in it, before any work is done: an
+    output that cannot be written should not be found out after the first epoch."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder (train.out_dir is the run folder)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the run folder ({exc.strerror or exc})") from None
+
+
+def _per_rank_batch(batch_size: int, world: int) -> int:
+    """Under torchrun ``train.batch_size`` is the global batch, split evenly over the processes, so a
+    run's optimisation does not depend on how many processes share it."""
+    if batch_size % world:
+        raise ConfigError(f"train.batch_size = {batch_size} is split over {world} processes: "
+                          f"give a multiple of {world}")
+    return batch_size // world
+
+
+@dataclass(frozen=True)
+class SharedPermutation:
+    """The training order of one epoch: a permutation every process draws alike from ``seed``, of
+    which process ``rank`` of ``world`` takes every ``world``-th question (a DataLoader sampler).
+
+    Taken strided, the per-process batches ``i`` of all processes together hold exactly the questions
+    of batch ``i`` of a single process reading the whole permutation with the global batch size: so
+    torchrun and one process make the same steps. Under torchrun the last ``n % world`` questions of
+    the permutation are left out (other ones each epoch), so that every process makes as many steps.
+    """
+
+    n: int
+    seed: int
+    rank: int = 0
+    world: int = 1
+
+    def _order(self) -> list[int]:
+        import torch
+
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        return perm[: self.n - self.n % self.world][self.rank::self.world].tolist()
+
+    def __iter__(self):
+        return iter(self._order())
+
+    def __len__(self) -> int:
+        return self.n // self.world
 
 
 def seed_everything(seed: int) -> None:
@@ -157,7 +347,12 @@ def resolve_device(name: str):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
+        raise DeviceUnavailableError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceUnavailableError(f"device {name!r} asked for, but this machine has "
+                                     f"{torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(f"device {name!r} asked for, but MPS is not available on this machine")
     return device
 
 
@@ -212,26 +407,98 @@ def build_checkpoint(model, config: dict, answer_vocab: list[str], words, stores
     }
 
 
-def load_checkpoint(path: str | os.PathLike, *, device="cpu"):
-    """``(model, checkpoint dict)`` from a ``best.pt``/``last.pt``; the model is in eval mode."""
+# What every checkpoint holds, and what a last.pt adds for resuming.
+_CHECKPOINT_KEYS = ("model_name", "model_config", "state_dict", "config", "answer_vocab", "word_vocab", "features")
+_RESUME_KEYS = ("optimizer", "history", "epoch", "best_val_acc", "best_epoch", "bad_epochs")
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse what ``torch.load`` would fail on with a message naming neither the file nor the cause:
+    a directory, a file that is not a ``torch.save`` zip archive, or one torn (a member fails its CRC)."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            torn = zf.testzip()
+            names = zf.namelist()
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (torn, or not written by torch.save: "
+                              f"{exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    if torn is not None:
+        raise CheckpointError(f"{path}: corrupt checkpoint (part {torn} fails its checksum)")
+    if not any(n.endswith("/data.pkl") for n in names):
+        raise CheckpointError(f"{path}: a zip archive, but not a checkpoint (no data.pkl inside)")
+
+
+def read_checkpoint(path: str | os.PathLike, *, device="cpu", resume: bool = False) -> dict:
+    """The content of a ``best.pt`` (``resume``: a ``last.pt``, with the optimizer state), checked;
+    :class:`CheckpointError` naming the file and why otherwise."""
     import torch
 
-    from .data import WordVocab
-    from .models import create_model
-
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such checkpoint")
+    _check_archive(path)
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # a torn or foreign file: say which and why
-        raise ConfigError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from None
+    except pickle.UnpicklingError as exc:  # weights_only refuses the objects of a foreign pickle
+        raise CheckpointError(f"{path}: not a moviefib checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path}: not a moviefib checkpoint")
-    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
-        raise ConfigError(f"{path}: checkpoint version {ckpt['version']} is newer than this moviefib reads")
-    model = create_model(ckpt["model_name"], **ckpt["model_config"])
+        raise CheckpointError(f"{path}: not a moviefib checkpoint")
+    version = ckpt.get("version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {version!r} is not one this moviefib reads "
+                              f"(up to {CHECKPOINT_VERSION})")
+    lacking = [k for k in _CHECKPOINT_KEYS + (_RESUME_KEYS if resume else ()) if k not in ckpt]
+    if lacking:
+        what = "a last.pt to resume from" if resume else "a checkpoint"
+        raise CheckpointError(f"{path}: not {what}: lacks {', '.join(lacking)}"
+                              + (" (best.pt cannot be resumed; give the run's last.pt)" if resume else ""))
+    odd = [k for k in ("model_config", "state_dict", "config", "word_vocab", "features")
+           if not isinstance(ckpt[k], dict)]
+    if odd or not isinstance(ckpt["answer_vocab"], list):
+        raise CheckpointError(f"{path}: not a moviefib checkpoint ({', '.join(odd) or 'answer_vocab'} malformed)")
+    return ckpt
+
+
+def _check_state(path: Path, model, state: dict) -> None:
+    """Refuse a state dict whose entries or shapes differ from the model's (a tampered or mixed file)."""
+    want = model.state_dict()
+    if set(want) != set(state):
+        odd = sorted(set(want) ^ set(state))
+        raise CheckpointError(f"{path}: its weights do not fit a {model.model_name} model "
+                              f"({len(odd)} entries differ, e.g. {odd[0]})")
+    for k, v in want.items():
+        if getattr(v, "shape", None) != getattr(state[k], "shape", None):
+            raise CheckpointError(f"{path}: weight {k} has shape {tuple(state[k].shape)}, the model's is "
+                                  f"{tuple(v.shape)}")
+
+
+def model_from_checkpoint(path: Path, ckpt: dict):
+    """The model a checkpoint describes, with its weights."""
+    from .models import TRAINER_SETTINGS, available_models, create_model, model_settings
+
+    name, cfg = ckpt["model_name"], ckpt["model_config"]
+    if name not in available_models():
+        raise CheckpointError(f"{path}: model {name!r} is not one this moviefib has")
+    unknown = sorted(set(cfg) - set(model_settings(name)) - set(TRAINER_SETTINGS))
+    if unknown:
+        raise CheckpointError(f"{path}: model settings {', '.join(unknown)} are not {name}'s")
+    model = create_model(name, **cfg)
+    _check_state(path, model, ckpt["state_dict"])
     model.load_state_dict(ckpt["state_dict"])
+    return model
+
+
+def load_checkpoint(path: str | os.PathLike, *, device="cpu"):
+    """``(model, checkpoint dict)`` from a ``best.pt``/``last.pt``; the model is in eval mode."""
+    from .data import WordVocab
+
+    path = Path(path)
+    ckpt = read_checkpoint(path, device=device)
+    model = model_from_checkpoint(path, ckpt)
     if is_neural(model):
         model.to(device).eval()
     ckpt["word_vocab"] = WordVocab(tuple(ckpt["word_vocab"]["words"]), ckpt["word_vocab"]["lowercase"])
@@ -253,9 +520,10 @@ def _loader(dataset, *, batch_size: int, shuffle: bool, workers: int, collate, s
 
 
 def predict_indices(model, dataset, *, batch_size: int = 256, device=None, workers: int = 0,
-                    amp: bool = False) -> list[int]:
-    """The predicted answer index of every sample of ``dataset``, in order."""
+                    amp: bool = False, progress: bool = False) -> list[int]:
+    """The predicted answer index of every sample of ``dataset``, in order (``progress``: a bar)."""
     import torch
+    from tqdm.auto import tqdm
 
     from .data import Collator
 
@@ -267,7 +535,7 @@ def predict_indices(model, dataset, *, batch_size: int = 256, device=None, worke
     model.eval()
     out: list[int] = []
     with torch.inference_mode(), _autocast(device, amp):
-        for batch in loader:
+        for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
             logits = model(_to_device(batch, device))
             out.extend(logits.argmax(1).tolist())
     return out
@@ -321,19 +589,32 @@ def _distributed():
     return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def read_split(dataset: str | os.PathLike, split: str):
+    """One split's question table; a torn or foreign Parquet file is a :class:`DatasetError` naming
+    it, not pyarrow's error without the file name."""
+    import pyarrow as pa
+
+    from .dataset import DATA_DIR, DatasetError, read_table
+
+    try:
+        return read_table(dataset, split)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{Path(dataset) / DATA_DIR / f'{split}.parquet'}: not a readable Parquet file "
+                           f"({exc})") from None
+
+
 def prepare_splits(config: dict, tables: dict | None = None):
     """Answer vocabulary, word vocabulary and the train / val question views of a config.
 
     ``tables`` (``{"train": pyarrow.Table, "val": ...}``) replaces reading ``data.dataset``.
     """
     from .data import WordVocab, build_answer_vocab
-    from .dataset import read_table
 
     d = config["data"]
     if tables is None:
         if not d["dataset"]:
             raise ConfigError("no dataset given (data.dataset)")
-        tables = {"train": read_table(d["dataset"], d["train_split"]), "val": read_table(d["dataset"], d["val_split"])}
+        tables = {"train": read_split(d["dataset"], d["train_split"]), "val": read_split(d["dataset"], d["val_split"])}
     counts: dict[str, int] = {}
     for a in _answers_of(tables["train"]):
         counts[a] = counts.get(a, 0) + 1
@@ -373,11 +654,15 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
     from .data import Collator, FIBDataset, open_stream_stores
     from .models import create_model, model_streams
 
+    validate_config(config)
     cfg_m, cfg_d, cfg_t = config["model"], config["data"], config["train"]
     if not cfg_t["out_dir"]:
         raise ConfigError("no output folder given (train.out_dir)")
     out = Path(cfg_t["out_dir"])
+    prepare_out_dir(out)
     rank, world, local_rank = _distributed()
+    per_rank_batch = _per_rank_batch(int(cfg_t["batch_size"]), world)
+    resume_state = read_checkpoint(cfg_t["resume"], resume=True) if cfg_t["resume"] else None
     seed = int(cfg_t["seed"])
     seed_everything(seed)
     if int(cfg_t["threads"]) > 0:
@@ -442,12 +727,13 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
 
     history: list[dict] = []
     start_epoch, best_acc, best_epoch, bad = 0, -1.0, 0, 0
-    if cfg_t["resume"]:
-        state = torch.load(cfg_t["resume"], map_location=device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or "optimizer" not in state:
-            raise ConfigError(f"{cfg_t['resume']}: not a moviefib last.pt checkpoint")
-        if state["answer_vocab"] != answer_vocab or state["word_vocab"]["words"] != list(words.words):
-            raise ConfigError(f"{cfg_t['resume']}: vocabularies differ from this config's data; cannot resume")
+    if resume_state is not None:
+        state = resume_state
+        if state["answer_vocab"] != answer_vocab or state["word_vocab"].get("words") != list(words.words):
+            raise CheckpointError(f"{cfg_t['resume']}: vocabularies differ from this config's data; cannot resume")
+        if state["model_name"] != name:
+            raise CheckpointError(f"{cfg_t['resume']}: a {state['model_name']} run; this recipe trains {name}")
+        _check_state(Path(cfg_t["resume"]), model, state["state_dict"])
         model.load_state_dict(state["state_dict"])
         optim.load_state_dict(state["optimizer"])
         if state.get("scaler"):  # empty when saved without mixed precision
@@ -466,12 +752,8 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
             break
         # Each epoch reseeds, so a resumed run follows the same path as an uninterrupted one.
         seed_everything(seed * 1000 + epoch)
-        sampler = None
-        if world > 1:
-            sampler = torch.utils.data.distributed.DistributedSampler(train_ds, num_replicas=world, rank=rank,
-                                                                      shuffle=True, seed=seed)
-            sampler.set_epoch(epoch)
-        loader = _loader(train_ds, batch_size=int(cfg_t["batch_size"]), shuffle=True, workers=workers,
+        sampler = SharedPermutation(len(train_ds), seed=seed * 1000 + epoch, rank=rank, world=world)
+        loader = _loader(train_ds, batch_size=per_rank_batch, shuffle=True, workers=workers,
                          collate=collate, seed=seed * 1000 + epoch, sampler=sampler, device=device)
         total = min(len(loader), max_batches) if max_batches > 0 else len(loader)
         net.train()
@@ -508,6 +790,13 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
                 bar.set_postfix(loss=f"{float(loss_sum) / max(1, n_seen):.3f}",
                                 acc=f"{int(n_correct) / max(1, n_seen):.3f}")
         bar.close()
+        if world > 1:  # the epoch's figures over every process's share
+            import torch.distributed as dist
+
+            totals = torch.stack([loss_sum.double(), n_correct.double(),
+                                  torch.tensor(float(n_seen), dtype=torch.float64, device=device)])
+            dist.all_reduce(totals)
+            loss_sum, n_correct, n_seen = totals[0], totals[1], int(totals[2])
         loss_sum, n_correct = float(loss_sum), int(n_correct)
         secs = time.perf_counter() - t0
         _calibrate(model, train_ds, cfg_t, collate=collate, seed=seed * 1000 + epoch, workers=workers, device=device,
@@ -516,7 +805,7 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
                                    workers=workers, amp=amp)
         val_acc = accuracy(val_pred, val_ds)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "train_acc": n_correct / max(1, n_seen),
-               "val_acc": val_acc, "seconds": secs, "questions_per_s": n_seen * world / secs if secs else None}
+               "val_acc": val_acc, "seconds": secs, "questions_per_s": n_seen / secs if secs else None}
         history.append(row)
         improved = val_acc > best_acc
         if improved:
@@ -550,7 +839,7 @@ def train(config: dict, *, tables: dict | None = None) -> TrainResult:
 
 def predict(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: str, *,
             features_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 256,
-            missing: str = "error", num_workers: int = 0) -> dict[str, str]:
+            missing: str = "error", num_workers: int = 0, progress: bool = False) -> dict[str, str]:
     """``{question_id: answer}`` for every question of ``split`` (blind splits included).
 
     Feature stores are those the checkpoint was trained with, looked up in ``features_dir`` when given
@@ -558,8 +847,8 @@ def predict(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: st
     clip lacks features get no answer.
     """
     from .data import FIBDataset, open_stream_stores
-    from .dataset import read_table
 
+    check_device(device)
     dev = resolve_device(device)
     model, ckpt = load_checkpoint(checkpoint, device=dev)
     answer_vocab = ckpt["answer_vocab"]
@@ -573,11 +862,11 @@ def predict(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: st
         if st.dim != ckpt["features"][s]["dim"]:
             raise ConfigError(f"{st.path}: {s} features are {st.dim}-d, the model was trained on "
                               f"{ckpt['features'][s]['dim']}-d")
-    view = _view(read_table(dataset, split), answer_vocab)
+    view = _view(read_split(dataset, split), answer_vocab)
     ds = FIBDataset(view, ckpt["word_vocab"], stores=stores, max_steps=int(ckpt["config"]["data"]["max_steps"]),
                     train=False, missing=missing)
     pred = predict_indices(model, ds, batch_size=batch_size, device=dev, workers=num_workers,
-                           amp=bool(ckpt["config"]["train"]["amp"]))
+                           amp=bool(ckpt["config"]["train"]["amp"]), progress=progress)
     return {ds.item(i).question_id: answer_vocab[p] for i, p in enumerate(pred)}
 
 

@@ -31,6 +31,7 @@ COLOURS = ["red", "green", "blue", "black"]
 WORDS = [f"w{i}" for i in range(20)]
 SPLITS = {"train": (0, 64, 2), "val": (64, 40, 1), "test": (104, 16, 1)}  # first clip, clips, questions/clip
 TINY_MODEL = ["model.emb_dim=8", "model.hidden=16", "model.dropout=0.0"]
+TOY_FEATURES = ["features.2d=toy_2d", "features.3d=toy_3d"]
 TINY_TRAIN = ["train.batch_size=16", "train.lr=0.01", "train.progress=false", "train.threads=1"]
 
 
@@ -65,7 +66,8 @@ def _write_split(folder: Path, split: str, first: int, n_clips: int, per_clip: i
 def _write_features(fdir: Path, skip: set[int] = frozenset()):
     rng = np.random.default_rng(0)
     clips = [k for first, n, _ in SPLITS.values() for k in range(first, first + n) if k not in skip]
-    for preset, dim, steps in (("paper_2d", 8, 9), ("paper_3d", 12, 3)):
+    # Not named like the paper presets: those promise 1024-d / 4096-d features.
+    for preset, dim, steps in (("toy_2d", 8, 9), ("toy_3d", 12, 3)):
         def items(dim=dim, steps=steps):
             for k in clips:
                 feats = rng.normal(0, 0.5, (steps, dim))
@@ -87,7 +89,7 @@ def toy(tmp_path_factory) -> Path:
 def _config(toy: Path, name: str, out: Path, *extra: str) -> dict:
     return load_config(ROOT / "baselines" / f"{name}.toml", [
         f"data.dataset={json.dumps(str(toy / 'dataset'))}", f"features.dir={json.dumps(str(toy / 'features'))}",
-        f"train.out_dir={json.dumps(str(out))}", *(TINY_MODEL if name.startswith("text") else ()), *TINY_TRAIN,
+        f"train.out_dir={json.dumps(str(out))}", *TOY_FEATURES, *(TINY_MODEL if name.startswith("text") else ()), *TINY_TRAIN,
         *extra])
 
 
@@ -111,7 +113,7 @@ def test_checkpoint_round_trip_and_predict(toy, tmp_path):
     assert metrics["finished"] and metrics["best_val_acc"] == res.best_val_acc and len(metrics["history"]) == 2
     model, ckpt = load_checkpoint(res.best_checkpoint)
     assert set(ckpt["answer_vocab"]) == set(COLOURS)
-    assert set(ckpt["features"]) == {"2d", "3d"} and ckpt["features"]["3d"]["provenance"]["preset"] == "paper_3d"
+    assert set(ckpt["features"]) == {"2d", "3d"} and ckpt["features"]["3d"]["provenance"]["preset"] == "toy_3d"
     assert ckpt["features"]["2d"]["dim"] == 8 and not model.training
     answers = predict(res.best_checkpoint, toy / "dataset", "val")
     gold = pq.read_table(toy / "dataset" / "data" / "val.parquet").to_pydict()
@@ -182,7 +184,7 @@ def test_config_overrides_and_errors(tmp_path):
 
 def test_cli_train_then_predict(toy, tmp_path, capsys):
     recipe = str(ROOT / "baselines" / "text_3d.toml")
-    sets = [a for kv in TINY_MODEL + TINY_TRAIN + ["train.epochs=1"] for a in ("--set", kv)]
+    sets = [a for kv in TINY_MODEL + TINY_TRAIN + TOY_FEATURES + ["train.epochs=1"] for a in ("--set", kv)]
     code = cli_main(["train", recipe, "--dataset", str(toy / "dataset"), "--features-dir", str(toy / "features"),
                      "--out", str(tmp_path / "run"), "--score", *sets])
     printed = capsys.readouterr().out

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from . import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
+
+# Files of a finished or running training run: a new run does not silently replace them.
+RUN_FILES = ("best.pt", "last.pt", "metrics.json")
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "train", help="train a baseline from a recipe (baselines/<name>.toml)",
         description="Train a baseline. Every recipe key can be overridden with --set section.key=value "
-                    "(TOML values: --set train.lr=1e-3 --set data.dataset='\"my_data\"' or a bare string).")
+                    "(TOML values: --set train.lr=1e-3 --set data.dataset='\"my_data\"' or a bare string). "
+                    "The recipe is checked before anything runs. Under torchrun, train.batch_size is the "
+                    "global batch, split over the processes.")
     p.add_argument("recipe", help="recipe TOML, e.g. baselines/text_only.toml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe key (repeatable)")
@@ -21,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--out", help="run folder (same as --set train.out_dir=...)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (same as --set train.device=...)")
     p.add_argument("--resume", metavar="LAST_PT", help="continue from a run's last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a run folder that already holds a run (its files are replaced)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (same as --set train.progress=false)")
     p.add_argument("--score", action="store_true",
                    help="at the end, write the best model's val predictions and score them with the evaluator")
     p.set_defaults(func=_train)
@@ -36,35 +45,78 @@ def register(sub) -> None:
     q.add_argument("--batch-size", type=int, default=256)
     q.add_argument("--skip-missing", action="store_true",
                    help="leave out questions whose clip has no features instead of failing")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_predict)
 
 
-def _errors():
-    """Library exceptions that mean bad input, as opposed to bugs."""
-    from ..data import MissingFeaturesError
+def _require_training_extra() -> None:
+    """A core-only install has neither torch nor h5py: one line naming the extra, not a traceback."""
+    try:
+        import h5py  # noqa: F401
+        import torch  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("torch", "h5py"):
+            raise
+        raise CLIError(f"training needs {exc.name}: pip install 'moviefib[train]'", EXIT_UNAVAILABLE) from None
+
+
+def _invalid_input_errors() -> tuple[type[Exception], ...]:
+    """Library exceptions that mean bad input (exit 3), as opposed to bugs."""
+    from ..data import FeatureSetupError, MissingFeaturesError, VocabularyError
     from ..dataset import DatasetError
     from ..features.store import StoreError
-    from ..train import ConfigError
+    from ..models import SettingError
+    from ..train import CheckpointError, ConfigError
 
-    return ConfigError, DatasetError, StoreError, MissingFeaturesError
+    return (ConfigError, CheckpointError, DatasetError, StoreError, MissingFeaturesError, VocabularyError,
+            FeatureSetupError, SettingError)
 
 
-def _train(args) -> int:
-    from ..train import load_config, train
+def _unavailable_errors() -> tuple[type[Exception], ...]:
+    """Library exceptions that mean a resource is missing here (exit 5): a device, a model's extra."""
+    from ..models import ModelUnavailableError
+    from ..train import DeviceUnavailableError
 
+    return DeviceUnavailableError, ModelUnavailableError
+
+
+def _overrides(args) -> list[str]:
     overrides = list(args.overrides)
     for flag, key in ((args.dataset, "data.dataset"), (args.features_dir, "features.dir"), (args.out, "train.out_dir"),
                       (args.device, "train.device"), (args.resume, "train.resume")):
         if flag is not None:
             overrides.append(f"{key}={json.dumps(flag)}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    return overrides
+
+
+def _check_fresh_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over another one's files unless told to (--resume or --overwrite)."""
+    if resume or overwrite or not out.is_dir():
+        return
+    held = [f for f in RUN_FILES if (out / f).exists()]
+    if held:
+        raise CLIError(f"{out}: already holds a run ({', '.join(held)}); continue it with --resume "
+                       f"{out / 'last.pt'}, or start again with --overwrite", EXIT_INVALID)
+
+
+def _train(args) -> int:
+    _require_training_extra()
+    from ..data import MissingFeaturesError
+    from ..train import load_config, train
+
     try:
-        config = load_config(args.recipe, overrides)
+        config = load_config(args.recipe, _overrides(args))
+        if config["train"]["out_dir"]:
+            _check_fresh_run_folder(Path(config["train"]["out_dir"]), resume=bool(config["train"]["resume"]),
+                                    overwrite=args.overwrite)
         result = train(config)
-    except _errors() as exc:
+    except MissingFeaturesError as exc:
+        raise CLIError(f"{exc}; leave them out with --set data.missing=skip", EXIT_INVALID) from None
+    except _invalid_input_errors() as exc:
         raise CLIError(str(exc), EXIT_INVALID) from None
-    except TypeError as exc:  # a model setting the model does not take
-        raise CLIError(f"{args.recipe}: bad [model] settings: {exc}", EXIT_USAGE) from None
-    except (ImportError, RuntimeError) as exc:
+    except _unavailable_errors() as exc:
         raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports
@@ -85,7 +137,7 @@ def _score_val(config: dict, result) -> None:
     try:
         write_predictions(predict(result.best_checkpoint, d["dataset"], d["val_split"],
                                   features_dir=config["features"]["dir"], device=config["train"]["device"],
-                                  missing=d["missing"]), sub)
+                                  missing=d["missing"], progress=bool(config["train"]["progress"])), sub)
         ev = evaluate(d["dataset"], sub, split=d["val_split"], bootstrap=0, allow_missing=d["missing"] == "skip")
     except EvaluationError as exc:
         raise CLIError(f"scoring {sub}: {exc}", EXIT_INVALID) from None
@@ -93,17 +145,34 @@ def _score_val(config: dict, result) -> None:
     print(format_table(ev), end="")
 
 
+def _check_submission_path(out: Path) -> None:
+    if out.is_dir():
+        raise CLIError(f"--out {out}: is a directory; give the submission file to write (e.g. {out / 'test.tsv'})",
+                       EXIT_INVALID)
+
+
 def _predict(args) -> int:
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size {args.batch_size}: must be at least 1", EXIT_USAGE)
+    _require_training_extra()
+    from ..data import MissingFeaturesError
     from ..train import predict, write_predictions
 
+    out = Path(args.out)
+    _check_submission_path(out)
     try:
         answers = predict(args.checkpoint, args.dataset, args.split, features_dir=args.features_dir,
                           device=args.device, batch_size=args.batch_size,
-                          missing="skip" if args.skip_missing else "error")
-        write_predictions(answers, args.out)
-    except _errors() as exc:
+                          missing="skip" if args.skip_missing else "error", progress=not args.no_progress)
+    except MissingFeaturesError as exc:
+        raise CLIError(f"{exc}; leave them out with --skip-missing", EXIT_INVALID) from None
+    except _invalid_input_errors() as exc:
         raise CLIError(str(exc), EXIT_INVALID) from None
-    except (ImportError, RuntimeError) as exc:
+    except _unavailable_errors() as exc:
         raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
-    print(f"wrote {len(answers)} answers to {args.out}")
+    try:
+        write_predictions(answers, out)
+    except OSError as exc:  # no room, no permission, a parent that is a file
+        raise CLIError(f"--out {out}: cannot write the submission ({exc.strerror or exc})", EXIT_INVALID) from None
+    print(f"wrote {len(answers)} answers to {out}")
     return 0

