@@ -65,25 +65,33 @@ def write_dataset(folder: Path, split: str = "val") -> Path:
     return folder
 
 
-def write_clips(root: Path) -> None:
-    """A tiny moving-square AVI (MPEG-4 part 2, as LSMDC clips are AVI) for every clip of the dataset."""
+def write_avi(path: Path, frames: int = 30, shade: int = 0) -> Path:
+    """A tiny moving-square AVI (MPEG-4 part 2, as LSMDC clips are AVI) at 12 fps."""
     import av
     import numpy as np
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("mpeg4", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(frames):
+            img = np.full((64, 96, 3), shade, dtype=np.uint8)
+            img[20:44, 3 * i:3 * i + 24] = (255, 200, 0)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def clip_path(root: Path, s: int) -> Path:
+    movie = MOVIES[s // 2]
+    return root / movie / f"{_clip_id(movie, s % 2)}.avi"
+
+
+def write_clips(root: Path) -> None:
+    """A whole clip (2.5 s, as long as its id and extracted times say) for every clip of the dataset."""
     for s in range(len(SENTENCES)):
-        movie = MOVIES[s // 2]
-        path = root / movie / f"{_clip_id(movie, s % 2)}.avi"
-        if path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with av.open(str(path), "w", format="avi") as out:
-            stream = out.add_stream("mpeg4", rate=12)
-            stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-            for i in range(24):
-                img = np.full((64, 96, 3), 40 * s, dtype=np.uint8)
-                img[20:44, 3 * i:3 * i + 24] = (255, 200, 0)
-                out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-            out.mux(stream.encode(None))
+        if not clip_path(root, s).exists():
+            write_avi(clip_path(root, s), shade=40 * s)
 
 
 @pytest.fixture(scope="module")
@@ -222,20 +230,50 @@ def test_concurrent_writers_never_corrupt_the_file(tmp_path):
     assert all(list(json.loads(line)) == list(FIELDS) for line in answers.read_text().splitlines())
 
 
-def test_torn_last_line_is_cut_off_and_bad_lines_are_named(tmp_path, caplog):
-    answers = tmp_path / "answers.jsonl"
-    good = json.dumps(dict(question_id="q0", answer="a", mode="text", annotator="ann", seconds=1.0,
+def _record(qid: str = "q0", answer: str = "a") -> str:
+    return json.dumps(dict(question_id=qid, answer=answer, mode="text", annotator="ann", seconds=1.0,
                            skipped=False))
+
+
+def test_torn_last_line_is_cut_off_saved_beside_and_bad_lines_are_named(tmp_path, caplog):
+    answers = tmp_path / "answers.jsonl"
+    good = _record()
     answers.write_text(good + "\n" + good[:25])
     session = AnnotationSession(_questions(), "text", answers)
     assert "torn last line" in caplog.text
     assert answers.read_text() == good + "\n"
+    # the cut bytes are kept beside the file, and the warning names where
+    [saved] = tmp_path.glob("answers.jsonl.torn-*")
+    assert saved.read_text() == good[:25] and saved.name in caplog.text
     session.submit("ann", "q2", "b", 1.0, False)
     assert [r.answer for r in read_answers(answers)] == ["a", "b"]
 
     answers.write_text(good + "\n" + good.replace('"text"', '"audio"') + "\n")
     with pytest.raises(AnswerFileError, match=r"answers.jsonl:2: mode must be one of"):
         AnnotationSession(_questions(), "text", answers)
+
+
+def test_a_complete_last_record_without_its_newline_is_kept(tmp_path, caplog):
+    """Old code cut a last line without its newline even when it was a whole record: an answer lost."""
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(_record("q0", "a") + "\n" + _record("q2", "b"))
+    assert [r.answer for r in read_answers(answers)] == ["a", "b"]  # the reader counts it too
+    session = AnnotationSession(_questions(), "text", answers)
+    assert answers.read_text() == _record("q0", "a") + "\n" + _record("q2", "b") + "\n"
+    assert "added the missing newline" in caplog.text and not list(tmp_path.glob("*.torn-*"))
+    with pytest.raises(Conflict, match="already answered"):  # q2's record counts as seen
+        session.submit("ann", "q2", "again", 1.0, False)
+    session.submit("ann", "q4", "c", 1.0, False)
+    assert [r.answer for r in read_answers(answers)] == ["a", "b", "c"]
+    assert AnnotationSession(_questions(), "text", answers).next_question("ann")[1].done == 3
+
+
+def test_an_unterminated_last_line_that_is_a_bad_record_is_refused_not_cut(tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(_record() + "\n" + _record("q2").replace('"text"', '"audio"'))
+    with pytest.raises(AnswerFileError, match=r"answers.jsonl:2: mode must be one of"):
+        AnnotationSession(_questions(), "text", answers)
+    assert answers.read_text().endswith('"skipped": false}')  # left as it was
 
 
 def test_the_evaluator_reads_the_file(tmp_path):
@@ -278,6 +316,107 @@ def test_real_videos_are_transcoded_muted_small_and_cached(tmp_path):
     with pytest.raises(ClipError, match="cannot transcode"):
         ClipCache(tmp_path, tmp_path / "cache").get("broken")
     assert not list((tmp_path / "cache").glob(".*"))  # no temp file left behind
+
+
+def _short_clip_session(dataset, video_root, tmp_path):
+    """A video session over a copy of the clips where the first question's clip is cut short."""
+    import shutil
+
+    from moviefib.human.clips import ClipCache
+
+    order = load_questions(dataset, "val")
+    root = tmp_path / "videos"
+    shutil.copytree(video_root, root)
+    s = next(s for s in range(len(SENTENCES)) if clip_path(root, s).name == f"{order[0].clip_id}.avi")
+    write_avi(clip_path(root, s), frames=10)  # 0.83 s of a 2.5 s clip
+    session = AnnotationSession(order, "video", tmp_path / "answers.jsonl")
+    return order, session, ClipCache(root, tmp_path / "cache")
+
+
+def test_video_mode_never_serves_a_clip_cut_short(dataset, video_root, tmp_path):
+    """Old code transcoded and served whatever part of the clip decoded."""
+    order, session, clips = _short_clip_session(dataset, video_root, tmp_path)
+    client = create_app(session, clips, ServerOptions()).test_client()
+    bad = order[0]
+    r = client.get(f"/clip/{bad.question_id}")
+    assert r.status_code == 404 and bad.clip_id in r.json["error"]
+    assert "decoded 0.83 s of the 2.50 s" in r.json["error"]
+    body = client.get("/api/next?annotator=ann").json
+    assert session.question(body["question"]["question_id"]).clip_id != bad.clip_id  # left out
+    [notice] = body["notices"]
+    assert bad.clip_id in notice and "cut short" in notice and "0.83 s" in notice
+    # both questions of each sentence of that clip are gone from what remains to do
+    dead = {x.sentence_id for x in order if x.clip_id == bad.clip_id}
+    assert body["progress"]["remaining"] == len({x.sentence_id for x in order}) - len(dead)
+    r = client.post("/api/answer", json=dict(annotator="ann", question_id=bad.question_id, answer="x",
+                                             seconds=1.0, skipped=False))
+    assert r.status_code == 409 and "not available" in r.json["error"]
+    assert not clips.cache_path(bad.clip_id).exists()  # never cached
+    other = client.get("/api/next?annotator=bob").json  # left out for everyone
+    assert session.question(other["question"]["question_id"]).clip_id != bad.clip_id
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.3, 0.5])
+def test_a_clip_file_cut_to_part_of_its_bytes_is_refused(video_root, tmp_path, keep):
+    from moviefib.human.clips import ClipCache, ClipRefused
+
+    src = clip_path(video_root, 0)
+    root = tmp_path / "videos"
+    cut = root / src.relative_to(video_root)
+    cut.parent.mkdir(parents=True)
+    data = src.read_bytes()
+    cut.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(ClipRefused, match=f"clip {src.stem}: .*(cut short|cannot transcode|no decodable)"):
+        ClipCache(root, tmp_path / "cache").get(src.stem)
+    assert not list((tmp_path / "cache").glob("*.webm"))
+
+
+def test_a_still_image_named_avi_is_not_a_clip(video_root, tmp_path):
+    import av
+    import numpy as np
+
+    from moviefib.human.clips import ClipCache, ClipRefused
+
+    cid = "1001_STILL_00.00.01.000-00.00.03.500"
+    path = tmp_path / "1001_STILL" / f"{cid}.avi"
+    path.parent.mkdir()
+    with av.open(str(tmp_path / "still.png"), "w", format="image2") as out:
+        stream = out.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "rgb24"
+        out.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")))
+        out.mux(stream.encode(None))
+    path.write_bytes((tmp_path / "still.png").read_bytes())
+    with pytest.raises(ClipRefused, match="still image"):
+        ClipCache(tmp_path, tmp_path / "cache").get(cid)
+    # a generic id has no expected length: the still image is refused all the same
+    (tmp_path / "photo.mp4").write_bytes(path.read_bytes())
+    with pytest.raises(ClipRefused, match="still image"):
+        ClipCache(tmp_path, tmp_path / "cache").get("photo")
+
+
+@pytest.mark.parametrize("clip_id", ["../outside", "/etc/passwd", "a/../../b", "1001_X/../../../e_00.00.01.000-"
+                                     "00.00.02.000", "nul\x00byte"])
+def test_clip_ids_never_lead_outside_the_video_root(tmp_path, clip_id):
+    from moviefib.human.clips import ClipCache, ClipRefused
+
+    (tmp_path / "outside.avi").write_bytes(b"x")
+    with pytest.raises(ClipRefused, match="clip"):
+        ClipCache(tmp_path / "root", tmp_path / "cache").get(clip_id)
+
+
+def test_prepare_transcodes_ahead_and_lists_short_clips(dataset, video_root, tmp_path, capsys):
+    """`human prepare` fills the cache, and names each refused clip with both durations (exit 4)."""
+    order, _, clips = _short_clip_session(dataset, video_root, tmp_path)
+    args = ["human", "prepare", str(dataset), "--split", "val", "--video-root", str(clips.video_root),
+            "--cache-dir", str(clips.cache_dir), "--no-progress"]
+    assert cli_main(args) == 4
+    out, err = capsys.readouterr()
+    bad = order[0].clip_id
+    assert f"refused: clip {bad}:" in err and "decoded 0.83 s of the 2.50 s" in err
+    assert "5 of 6 clips ready" in out and "2 questions will be left out" in out
+    assert all(clips.cache_path(q.clip_id).is_file() for q in order if q.clip_id != bad)
+    write_avi(clips.source(bad), frames=30)  # repaired: a new file, judged anew
+    assert cli_main(args) == 0 and "6 of 6 clips ready" in capsys.readouterr().out
 
 
 # --- server guards (Flask test client) --------------------------------------------------------------------

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -245,3 +246,21 @@ class ClipCache:
                     self._pending.discard(clip_id)
 
         threading.Thread(target=work, name=f"prefetch {clip_id}", daemon=True).start()
+
+
+def prepare_clips(cache: ClipCache, clips: dict[str, float | None], *,
+                  progress: Callable[[], None] | None = None) -> dict[str, ClipRefused]:
+    """Transcode ahead of time every clip of ``clips`` (clip id -> the dataset's length, or None).
+
+    Returns the refusals by clip id, in order; ``progress`` is called after each clip. A cache that
+    cannot be written stops at once (:class:`ClipCacheError`): every later clip would fail the same way.
+    """
+    refused = {}
+    for clip_id, seconds in clips.items():
+        try:
+            cache.get(clip_id, clip_seconds=seconds)
+        except ClipRefused as exc:
+            refused[clip_id] = exc
+        if progress is not None:
+            progress()
+    return refused

@@ -35,6 +35,7 @@ from pathlib import Path
 from .answers import AnswerFileError, InvalidInput, strict_json
 from .clips import ClipCache, ClipCacheError, ClipError, ClipRefused
 from .protocol import AnnotationSession, Conflict
+from .questions import HumanQuestion
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,32 @@ def _check_cache_dir(folder: Path) -> None:
         raise ClipError(f"{folder}: the clip cache (--cache-dir) is not writable")
 
 
+def served_questions(dataset: str | os.PathLike, split: str, *, sample: int | None = None,
+                     seed: int = 0) -> tuple[list[HumanQuestion], list[HumanQuestion]]:
+    """The questions served (the split, or its seeded sample) and all questions of the split."""
+    from .questions import load_questions, sample_questions
+
+    split_questions = load_questions(dataset, split, seed=seed)
+    questions = split_questions if sample is None else sample_questions(split_questions, sample)
+    return questions, split_questions
+
+
+def open_clip_cache(video_root: str | os.PathLike | None, cache_dir: str | os.PathLike | None,
+                    questions: list[HumanQuestion]) -> ClipCache:
+    """The clip cache for ``questions``, refused (``ClipError``) unless every clip has its file."""
+    if video_root is None:
+        raise ClipError("video mode needs the folder of the clips (--video-root)")
+    if not Path(video_root).is_dir():
+        raise ClipError(f"{video_root}: no such video folder")
+    clips = ClipCache(video_root, cache_dir or default_cache_dir())
+    _check_cache_dir(clips.cache_dir)  # fail now, not at the first clip
+    missing = [q.clip_id for q in questions if not clips.source(q.clip_id).is_file()]
+    if missing:
+        raise ClipError(f"{len(missing)} of {len(questions)} questions have no clip under "
+                        f"{video_root}, e.g. {clips.source(missing[0])}")
+    return clips
+
+
 def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | os.PathLike, *,
              video_root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
              sample: int | None = None, seed: int = 0, token: str | None = None,
@@ -267,25 +294,11 @@ def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | o
     bad answer file (``AnswerFileError``), a missing video root, missing clips or clip ids leading
     outside it (``ClipError``), a non-loopback ``host`` without a token (``ValueError``).
     """
-    from .questions import load_questions, sample_questions
-
     loopback = is_loopback(host)
     if not loopback and not token:
         raise ValueError(f"serving on {host} (not this machine only) needs a token (--token)")
-    split_questions = load_questions(dataset, split, seed=seed)
-    questions = split_questions if sample is None else sample_questions(split_questions, sample)
-    clips = None
-    if mode == "video":
-        if video_root is None:
-            raise ClipError("video mode needs the folder of the clips (--video-root)")
-        if not Path(video_root).is_dir():
-            raise ClipError(f"{video_root}: no such video folder")
-        clips = ClipCache(video_root, cache_dir or default_cache_dir())
-        _check_cache_dir(clips.cache_dir)  # fail now, not at the first clip
-        missing = [q.clip_id for q in questions if not clips.source(q.clip_id).is_file()]
-        if missing:
-            raise ClipError(f"{len(missing)} of {len(questions)} questions have no clip under "
-                            f"{video_root}, e.g. {clips.source(missing[0])}")
+    questions, split_questions = served_questions(dataset, split, sample=sample, seed=seed)
+    clips = open_clip_cache(video_root, cache_dir, questions) if mode == "video" else None
     session = AnnotationSession(questions, mode, answers, split_questions=split_questions)
     return create_app(session, clips, ServerOptions(token=token, loopback=loopback,
                                                     title=f"{Path(dataset).name} / {split}"))
