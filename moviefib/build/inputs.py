@@ -108,8 +108,16 @@ def split_from_filename(path: str | os.PathLike) -> str:
     if parts and parts[-1].upper() == "FIB":
         parts = parts[:-1]
     if not parts:
-        raise ValueError(f"cannot tell the split of {path}")
+        raise FormatError(path, None, "cannot tell the split from the file name (give it as SPLIT=FILE)")
     return _LSMDC_SPLITS.get(parts[-1].lower(), parts[-1].lower())
+
+
+def _checked_split(split: str, path) -> str:
+    """A split name names a Parquet file of the dataset: it must be a plain file name."""
+    problem = id_problem(split)
+    if problem:
+        raise FormatError(path, None, f"bad split name: {problem}")
+    return split
 
 
 def _record(row: DescriptionRow, split: str, path: str) -> SentenceRecord:
@@ -124,7 +132,7 @@ def _record(row: DescriptionRow, split: str, path: str) -> SentenceRecord:
 def from_descriptions(path: str | os.PathLike, split: str | None = None, *,
                       errors: ErrorMode = "strict") -> Loaded:
     """Sentences of an LSMDC description file; the split defaults to the one in the file name."""
-    split = split or split_from_filename(path)
+    split = _checked_split(split or split_from_filename(path), path)
     res: ReadResult = read_descriptions(path, errors=errors)
     return Loaded([_record(r, split, res.path) for r in res.rows], list(res.problems), list(res.warnings))
 
@@ -132,7 +140,7 @@ def from_descriptions(path: str | os.PathLike, split: str | None = None, *,
 def read_fib_import(path: str | os.PathLike, split: str | None = None, *,
                     errors: ErrorMode = "strict") -> Loaded:
     """Every row of an official FIB file as :class:`ImportedRow`, duplicates and quirks included."""
-    split = split or split_from_filename(path)
+    split = _checked_split(split or split_from_filename(path), path)
     res = read_fib(path, errors=errors)
     rows = [ImportedRow(_record(r, split, res.path), r.fill_in, r.blank, r.line - 1) for r in res.rows]
     return Loaded(rows, list(res.problems), list(res.warnings))
@@ -245,6 +253,17 @@ def _collect(items: Iterable[tuple[str, int | None, dict | _BadRecord]], path: s
     return out
 
 
+def _jsonl_fields(line: str) -> dict | _BadRecord:
+    """One JSON Lines record, or why the line is not one (a bad row, skippable like any other)."""
+    try:
+        obj = load_json(line)
+    except JSONInputError as exc:
+        return _BadRecord(exc.reason, "json")
+    if not isinstance(obj, dict):
+        return _BadRecord(f"expected a JSON object, found a JSON {json_type_name(obj)}", "json")
+    return obj
+
+
 def _tsv_fields(fields: dict[str, str]) -> dict | _BadRecord:
     """A TSV row's fields with its times converted from text (plain decimals only)."""
     out = dict(fields)
@@ -273,18 +292,13 @@ def read_generic(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> Lo
                 if not line.strip():
                     continue
                 if suffix == ".jsonl":
-                    try:
-                        obj = load_json(line)
-                    except JSONInputError as exc:
-                        raise FormatError(path, lineno, exc.reason) from None
-                    if not isinstance(obj, dict):
-                        raise FormatError(path, lineno, "expected a JSON object")
-                    yield "", lineno, obj
+                    yield "", lineno, _jsonl_fields(line)
                 elif header is None:
                     header = line.split("\t")
                     missing = [k for k in GENERIC_FIELDS if k not in header]
                     if missing:
-                        raise FormatError(path, lineno, f"header lacks column(s) {', '.join(missing)}")
+                        raise FormatError(path, None, f"header lacks column(s) {', '.join(missing)} "
+                                                      f"(line {lineno})")
                 else:
                     cols = line.split("\t")
                     if len(cols) != len(header):
@@ -309,7 +323,7 @@ def read_activitynet(path: str | os.PathLike, split: str = "train", *,
     except UnicodeDecodeError as exc:
         raise FormatError(path, None, f"invalid UTF-8 at byte {exc.start}") from None
     except JSONInputError as exc:
-        raise FormatError(path, exc.line, exc.reason) from None
+        raise FormatError(path, None, exc.reason) from None  # the reason says where
     if not isinstance(data, dict):
         raise FormatError(path, None, "expected an object {video: {duration, timestamps, sentences}}")
 

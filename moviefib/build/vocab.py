@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..fileio import atomic_write
-from ..formats import FormatError
+from ..formats import FormatError, check_input_file
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,7 @@ def read_vocab_file(path: str | os.PathLike, *, lower: bool = True) -> frozenset
     ``lower`` folds the words to lower case (``clean`` mode); ``compat`` mode keeps them as written.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(path, None, "no such file")
+    check_input_file(path)
     words = set()
     try:
         with open(path, encoding="utf-8-sig") as fh:

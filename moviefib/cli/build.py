@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..formats import id_problem, text_number
 from . import EXIT_INVALID, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
 
 _SPLIT_ARG = re.compile(r"^(?P<split>[A-Za-z0-9_.]+)=(?P<path>.+)$")
@@ -90,8 +91,41 @@ def _building(p) -> None:
 def _split_path(arg: str) -> tuple[str | None, Path]:
     m = _SPLIT_ARG.match(arg)
     if m and not Path(arg).exists():
+        problem = id_problem(m["split"])
+        if problem:
+            raise CLIError(f"{arg}: bad split name: {problem}", EXIT_USAGE)
         return m["split"], Path(m["path"])
     return None, Path(arg)
+
+
+def _check_output(args) -> None:
+    """Refuse an output that cannot be used before any input is read, naming the flag that helps."""
+    out = args.output
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out} is an existing file, not a dataset folder (choose another -o/--output; "
+                       "--overwrite only replaces a dataset folder)", EXIT_INVALID)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists (--overwrite replaces it)", EXIT_INVALID)
+
+
+def _load_all(loads) -> tuple[list, list[str], list, list]:
+    """Concatenate ``(source, loaded)`` pairs of the input readers: records, sources, problems, warnings.
+
+    A strict reader's bad row becomes one line with a hint: ``--errors skip`` drops such rows.
+    """
+    from ..formats import FormatError
+
+    records, sources, problems, warnings = [], [], [], []
+    try:
+        for source, loaded in loads:
+            records += loaded.records
+            problems += loaded.problems
+            warnings += loaded.warnings
+            sources.append(str(source))
+    except FormatError as exc:
+        hint = " (--errors skip drops bad rows and lists them)" if exc.line is not None else ""
+        raise CLIError(f"{exc}{hint}", EXIT_INVALID) from None
+    return records, sources, problems, warnings
 
 
 def _fractions(text: str) -> dict[str, float]:
@@ -99,9 +133,9 @@ def _fractions(text: str) -> dict[str, float]:
     for part in text.split(","):
         name, sep, frac = part.partition("=")
         try:
-            if not sep or not name.strip():
+            if not sep or id_problem(name.strip()):
                 raise ValueError
-            out[name.strip()] = float(frac)
+            out[name.strip()] = text_number(frac, "fraction")
         except ValueError:
             raise CLIError(f"--split-by-movie: expected NAME=FRACTION,..., got {part!r}", EXIT_USAGE) from None
     if sum(out.values()) <= 0 or any(v < 0 for v in out.values()):
@@ -187,20 +221,10 @@ def _build(args, records, sources, problems, warnings) -> int:
     return _summary(report)
 
 
-def _load_all(loads) -> tuple[list, list[str], list, list]:
-    """Concatenate ``(source, loaded)`` pairs of the input readers: records, sources, problems, warnings."""
-    records, sources, problems, warnings = [], [], [], []
-    for source, loaded in loads:
-        records += loaded.records
-        problems += loaded.problems
-        warnings += loaded.warnings
-        sources.append(str(source))
-    return records, sources, problems, warnings
-
-
 def _run_descriptions(args) -> int:
     from ..build import from_descriptions
 
+    _check_output(args)
     loads = ((path, from_descriptions(path, split, errors=args.errors))
              for split, path in map(_split_path, args.inputs))
     return _build(args, *_load_all(loads))
@@ -211,6 +235,7 @@ def _run_corpus(args) -> int:
 
     if not args.inputs and not args.activitynet:
         raise CLIError("give generic corpus files and/or --activitynet FILE", EXIT_USAGE)
+    _check_output(args)
     generic = ((arg, read_generic(Path(arg), errors=args.errors)) for arg in args.inputs)
     activitynet = ((path, read_activitynet(path, split or "train", errors=args.errors))
                    for split, path in map(_split_path, args.activitynet))
@@ -220,6 +245,7 @@ def _run_corpus(args) -> int:
 def _run_import(args) -> int:
     from ..build import BuildError, import_dataset, read_fib_import
 
+    _check_output(args)
     rows, sources, problems, warnings = _load_all(
         (path, read_fib_import(path, split, errors=args.errors)) for split, path in map(_split_path, args.inputs))
     if not rows:
