@@ -68,6 +68,7 @@ class Sample:
         cut: fraction of the bytes kept (1.0: intact).
         path: the file.
         expected: seconds the clip should last from its clip id, or None (then the header is used).
+        clip_id: the LSMDC clip id of a demo clip (None: a file of a folder, judged by its header).
     """
 
     name: str
@@ -75,6 +76,7 @@ class Sample:
     cut: float
     path: str
     expected: float | None = None
+    clip_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class Measurement:
     expected_source: str | None = None
     ratio: float | None = None
     status: str | None = None
+    extraction: str | None = None
+    extraction_reason: str | None = None
 
     @property
     def intact(self) -> bool:
@@ -157,8 +161,8 @@ def synthetic_sources(folder: Path) -> list[Path]:
                                   start_frames=13)]
 
 
-def demo_clips(folder: Path, n: int) -> list[tuple[Path, float]]:
-    """The first ``n`` clips of the default demo corpus with their expected (clip id) durations."""
+def demo_clips(folder: Path, n: int) -> list[tuple[Path, float, str]]:
+    """The first ``n`` clips of the default demo corpus: (file, expected seconds from its id, clip id)."""
     from moviefib.demo.corpus import ANNOTATION_FILE, SPLITS, CorpusConfig, generate_corpus
     from moviefib.formats import ClipId, read_descriptions
 
@@ -167,7 +171,7 @@ def demo_clips(folder: Path, n: int) -> list[tuple[Path, float]]:
     for split in SPLITS:
         for row in read_descriptions(info.path / ANNOTATION_FILE.format(split=split)):
             expected[row.clip_id] = row.end_extracted - row.start_extracted
-    return [(ClipId.parse(c).video_path(info.path), expected[c]) for c in sorted(expected)[:n]]
+    return [(ClipId.parse(c).video_path(info.path), expected[c], c) for c in sorted(expected)[:n]]
 
 
 def lie_about_frames(src: Path, dst: Path, factor: float) -> Path:
@@ -226,22 +230,22 @@ def build_samples(work: Path, *, n_demo: int, use_shared: bool) -> list[Sample]:
         if p.suffix == ".mp4":
             intact.append(Sample(p.name, "faststart", 1.0, str(remux_faststart(p, copies / f"{p.stem}_fs.mp4"))))
     demo = demo_clips(work / "demo", n_demo) if n_demo else []
-    intact += [Sample(p.stem, "demo", 1.0, str(p), expected=e) for p, e in demo]
+    intact += [Sample(p.stem, "demo", 1.0, str(p), expected=e, clip_id=c) for p, e, c in demo]
     liars = []
     for label, factor in LIES.items():
-        for p in avis + [p for p, _ in demo[:1]]:
+        for p in avis + [p for p, _, _ in demo[:1]]:
             dst = lie_about_frames(p, copies / f"{p.stem}_lie_{label}.avi", factor)
-            exp = next((e for q, e in demo if q == p), None)
-            liars.append(Sample(p.stem, f"lie-{label}", 1.0, str(dst), expected=exp))
+            exp, clip_id = next(((e, c) for q, e, c in demo if q == p), (None, None))
+            liars.append(Sample(p.stem, f"lie-{label}", 1.0, str(dst), expected=exp, clip_id=clip_id))
     # A picture at a clip's path: as if it were the first demo clip (or with no id at all).
     liars.append(Sample("image.png", "png-as-avi", 1.0, str(png_named_avi(copies / "image.avi")),
-                        expected=demo[0][1] if demo else None))
+                        expected=demo[0][1] if demo else None, clip_id=demo[0][2] if demo else None))
     damaged = []
     for s in intact:
         src = Path(s.path)
         for c in CUTS:
             dst = cut_copy(src, cuts / f"{s.group}_{src.stem}_{round(c * 100)}{src.suffix}", c)
-            damaged.append(Sample(s.name, s.group, c, str(dst), expected=s.expected))
+            damaged.append(Sample(s.name, s.group, c, str(dst), expected=s.expected, clip_id=s.clip_id))
     return intact + liars + damaged
 
 
@@ -360,7 +364,31 @@ def packet_scan(path: Path, start: float, fps: float | None) -> float | None:
     return max(times) - start + (1.0 / fps if fps else 0.0)
 
 
-def measure(sample: Sample) -> Measurement:
+def extraction_verdict(sample: Sample, sampling) -> tuple[str, str | None]:
+    """What feature extraction does with the file, by its own rules (the worker loop of
+    ``moviefib.features.pipeline``): ``refused`` (a failure: decoding raised, no step, or clearly
+    short), ``warned`` (kept with a counted warning) or ``kept``; with the reason."""
+    from moviefib.features.pipeline import ClipSource, judge_clip
+    from moviefib.integrity import DurationTolerance
+    from moviefib.video import DecodedSpan, VideoError, sample as sample_steps
+
+    # An LSMDC row's clip expects its extracted end - start; a file of a folder has only its header.
+    clip = ClipSource(sample.clip_id or Path(sample.path).stem, sample.path,
+                      expected_duration=sample.expected if sample.clip_id else None)
+    span = DecodedSpan()
+    n = 0
+    try:
+        for _ in sample_steps(clip.path, sampling, span=span):
+            n += 1
+    except VideoError as exc:
+        return "refused", str(exc).splitlines()[0][:200]
+    if n == 0:
+        return "refused", "no step to extract"
+    verdict = judge_clip(clip, span, DurationTolerance())
+    return {"ok": "kept", "warn": "warned", "short": "refused"}[verdict.status], verdict.reason
+
+
+def measure(sample: Sample, sampling) -> Measurement:
     from moviefib.integrity import judge_duration
     from moviefib.video import VideoError, probe
 
@@ -382,8 +410,10 @@ def measure(sample: Sample) -> Measurement:
     elif expected:
         ratio = decoded / expected
         status = judge_duration(decoded, expected=expected, source=source).status
+    extraction, why = extraction_verdict(sample, sampling)
     return Measurement(sample, header, frames, claim, fps, probe_error, decoded, n, error,
-                       packet_scan(path, start, fps), structure(path), expected, source, ratio, status)
+                       packet_scan(path, start, fps), structure(path), expected, source, ratio, status,
+                       extraction, why)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -472,6 +502,25 @@ def print_sweep(rows: list[dict]) -> None:
               f"{cells}")
 
 
+def extraction_rows(results: list[Measurement]) -> list[dict]:
+    """Per kind of input (with an LSMDC id or a file of a folder) and cut level: refused/warned/kept."""
+    by = defaultdict(lambda: defaultdict(int))
+    for m in results:
+        kind = "not a clip" if m.sample.group in NOT_CLIPS else "clip id" if m.sample.clip_id else "folder"
+        level = "intact" if m.sample.cut == 1.0 else f"cut {round(m.sample.cut * 100)}%"
+        by[(kind, level)][m.extraction] += 1
+    order = {"intact": 0, **{f"cut {round(c * 100)}%": i + 1 for i, c in enumerate(CUTS)}}
+    return [{"input": k, "level": lv, "n": sum(v.values()), **{x: v.get(x, 0) for x in ("refused", "warned", "kept")}}
+            for (k, lv), v in sorted(by.items(), key=lambda kv: (kv[0][0], order[kv[0][1]]))]
+
+
+def print_extraction(rows: list[dict], sampling) -> None:
+    print(f"\nextraction's own check ({sampling!r}, default tolerance): refused = failure manifest")
+    print(f"{'input':<11} {'level':<8} {'n':>4}  {'refused':>7} {'warned':>7} {'kept':>5}")
+    for r in rows:
+        print(f"{r['input']:<11} {r['level']:<8} {r['n']:>4}  {r['refused']:>7} {r['warned']:>7} {r['kept']:>5}")
+
+
 def print_files(results: list[Measurement]) -> None:
     """One line per non-demo file: header, decoded, scan and the structure."""
     print(f"\n{'file':<26} {'group':<10} {'kept':>4} {'hdr s':>6} {'hdr n':>5} {'dec s':>6} {'dec n':>5} "
@@ -487,6 +536,7 @@ def print_files(results: list[Measurement]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from moviefib.features.presets import parse_sampling
     from moviefib.integrity import DurationTolerance
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -497,27 +547,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="folder for the generated files (default: a temporary one)")
     ap.add_argument("--out-json", type=Path, help="write every measurement and the summary here")
     ap.add_argument("--files", action="store_true", help="also print one line per non-demo file")
+    ap.add_argument("--sampling", default="every:1",
+                    help="extraction's sampling for its own check (default every:1, the 2-D extractors')")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.8, 0.9],
                     help="'short' ratios to try (decoded + slack) / expected (default: %(default)s)")
     args = ap.parse_args(argv)
     if args.demo_clips < 0:
         ap.error("--demo-clips must be >= 0")
+    try:
+        sampling = parse_sampling(args.sampling)
+    except ValueError as exc:
+        ap.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     use_shared = not args.no_shared and SHARED_VIDEOS.is_dir() and any(SHARED_VIDEOS.iterdir())
     with tempfile.TemporaryDirectory(prefix="bench_truncation_") as tmp:
         work = args.work or Path(tmp)
         samples = build_samples(work, n_demo=args.demo_clips, use_shared=use_shared)
-        results = [measure(s) for s in samples]
+        results = [measure(s, sampling) for s in samples]
     rows = summary_rows(results)
     print(f"inputs: {'../shared/videos' if use_shared else 'synthetic stand-ins'}, "
           f"{args.demo_clips} demo clips; ratio = decoded / expected (clip id for demo clips, else header)")
     print_summary(rows)
     sweep = sweep_rows(results, args.thresholds, DurationTolerance().slack)
     print_sweep(sweep)
+    extraction = extraction_rows(results)
+    print_extraction(extraction, sampling)
     if args.files:
         print_files(results)
     if args.out_json:
-        args.out_json.write_text(json.dumps({"summary": rows, "sweep": sweep,
+        args.out_json.write_text(json.dumps({"summary": rows, "sweep": sweep, "extraction": extraction,
                                              "files": [asdict(m) for m in results]}, indent=1) + "\n")
     return 0
 
