@@ -51,6 +51,14 @@ def register(subparsers) -> None:
     ex.add_argument("--limit", type=int, default=None, help="only the first N clips (a quick try)")
     ex.add_argument("--check", type=int, nargs="?", const=3, default=0, metavar="N",
                     help="print the top classes of N clips (default 3) after extracting")
+    ex.add_argument("--duration-tolerance", metavar="SHORT[,WARN]", default="0.5,0.9",
+                    help="a clip decoding under SHORT of its expected length (its LSMDC row's extracted "
+                         "end - start, or for --folder its header when the file is cut short), after "
+                         "0.25 s of slack, fails; under WARN it is kept with a counted warning "
+                         "(default 0.5,0.9)")
+    ex.add_argument("--allow-partial", action="store_true",
+                    help="keep clips that decode clearly short, marked partial in the store, instead of "
+                         "failing them")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex.set_defaults(func=_extract)
 
@@ -77,6 +85,48 @@ def register(subparsers) -> None:
     lst.set_defaults(func=_list)
 
 
+def _require(modules: tuple[str, ...], what: str) -> None:
+    """One line naming the extra to install when a core-only install lacks ``modules``."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise CLIError(f"{what} needs {name}: pip install 'moviefib[features]'", EXIT_UNAVAILABLE) from None
+
+
+def _output_file(path: str, flag: str) -> None:
+    """Refuse an output path that cannot be a file: an existing folder, or under a file."""
+    if os.path.isdir(path):
+        raise CLIError(f"{flag} {path}: is a directory; give a file name (e.g. {os.path.join(path, 'out.h5')})")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise CLIError(f"cannot write {path} ({flag}): {parent} is a file, not a folder")
+
+
+def _input_folder(path: str, flag: str) -> None:
+    if not os.path.exists(path):
+        raise CLIError(f"{flag} {path}: no such folder")
+    if not os.path.isdir(path):
+        raise CLIError(f"{flag} {path}: not a folder")
+
+
+def _tolerance(text: str):
+    from ..integrity import DurationTolerance
+
+    try:
+        values = [float(x) for x in text.split(",")]
+        if len(values) not in (1, 2):
+            raise ValueError("expected SHORT or SHORT,WARN")
+        short, warn = values[0], values[-1] if len(values) == 2 else max(values[0], 0.9)
+        return DurationTolerance(short=short, warn=warn)
+    except ValueError as exc:
+        raise CLIError(f"--duration-tolerance {text}: {exc} (ratios, e.g. 0.5,0.9)", EXIT_USAGE) from None
+
+
 def _inputs(args):
     from ..features import pipeline
 
@@ -84,21 +134,32 @@ def _inputs(args):
         if args.folder:
             if args.video_root or args.movies:
                 raise CLIError("--video-root/--movies go with --clips, not --folder", EXIT_USAGE)
+            _input_folder(args.folder, "--folder")
             return pipeline.clips_from_folder(args.folder)
         if not args.video_root:
             raise CLIError("--clips needs --video-root", EXIT_USAGE)
-        if not os.path.isdir(args.video_root):
-            raise CLIError(f"--video-root {args.video_root}: no such folder")
+        _input_folder(args.video_root, "--video-root")
         return pipeline.clips_from_lsmdc(args.clips, args.video_root, movies=args.movies)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise CLIError(str(exc) if not exc.filename else f"{exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:  # FormatError, a clip id that would leave the video root, bad Parquet
         raise CLIError(str(exc)) from None
 
 
 def _extract(args: argparse.Namespace) -> int:
+    _require(("torch", "av", "h5py"), "feature extraction")
     from ..features import pipeline, presets
     from ..features.registry import UnknownExtractorError, create_extractor
     from ..fileio import LockHeldError
     from ..features.weights import WeightsUnavailableError
+    from ..video import DecoderUnavailableError, backend_problem
+
+    # Before any clip or model: without FFmpeg torchcodec would fail every clip with a long traceback.
+    problem = backend_problem(args.decoder)
+    if problem is not None:
+        raise CLIError(f"--decoder {args.decoder}: {problem}", EXIT_UNAVAILABLE)
+    tolerance = _tolerance(args.duration_tolerance)
+    _output_file(args.output, "-o/--output")
 
     if args.preset:
         try:
@@ -175,10 +236,11 @@ def _extract(args: argparse.Namespace) -> int:
             clips, args.output, extractor, sampling, preset=preset.name if preset else None,
             device=device, batch_size=batch, num_workers=workers, backend=args.decoder,
             short_side=short_side, decode_threads=args.decode_threads, shard=shard,
-            amp=not args.no_amp, overwrite=args.overwrite, on_start=on_start, on_clip=on_clip)
+            amp=not args.no_amp, overwrite=args.overwrite, on_start=on_start, on_clip=on_clip,
+            tolerance=tolerance, allow_partial=args.allow_partial)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    except LockHeldError as exc:
+    except (LockHeldError, DecoderUnavailableError) as exc:
         raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
     except OSError as exc:  # the output cannot be written (no such folder, disk full...)
         raise CLIError(f"cannot write {args.output}: {exc.strerror or exc} ({exc.filename}); finished clips "
@@ -186,13 +248,17 @@ def _extract(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(f"{summary.output or '(no store written)'}: {summary.extracted} clips extracted, "
+    redone = f" ({summary.redone} redone: their video file changed)" if summary.redone else ""
+    print(f"{summary.output or '(no store written)'}: {summary.extracted} clips extracted{redone}, "
           f"{summary.reused} already done, {summary.failed} failed, of {summary.total} "
           f"({summary.clips_per_s:.2f} clips/s, {summary.seconds:.1f} s)")
-    if summary.failures:
-        for f in summary.failures[:5]:
-            print(f"  failed {f.clip_id}: {f.reason}", file=sys.stderr)
-        print(f"failures listed in {summary.failures_path}", file=sys.stderr)
+    if summary.warnings or summary.partial:
+        print(f"{len(summary.warnings)} clips kept with a length warning, {summary.partial} kept partial "
+              f"(--allow-partial)", file=sys.stderr)
+    if summary.failures_path:
+        kept = f", and {summary.failures_kept} earlier ones not retried" if summary.failures_kept else ""
+        print(f"failures ({summary.failed} of this run{kept}) listed in {summary.failures_path}",
+              file=sys.stderr)
     if args.check and summary.output:
         _check(summary.output, extractor, args.check, device)
     return EXIT_PARTIAL if summary.failures else EXIT_OK
@@ -219,8 +285,10 @@ def _check(store_path: str, extractor, n: int, device: str) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    _require(("h5py",), "feature stores")
     from ..features.store import StoreError, merge_stores
 
+    _output_file(args.output, "OUT.h5")
     try:
         n = merge_stores(args.output, args.inputs)
     except (StoreError, ValueError) as exc:
@@ -232,12 +300,14 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    _require(("h5py",), "feature stores")
     from ..features.pipeline import export_npy
-    from ..features.store import StoreError
 
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise CLIError(f"{args.out_dir}: is a file, not a folder to write .npy files into")
     try:
         n = export_npy(args.store, args.out_dir, key=args.key)
-    except StoreError as exc:
+    except ValueError as exc:  # StoreError, a clip id that would name a file outside DIR
         raise CLIError(str(exc)) from None
     except OSError as exc:
         raise CLIError(f"cannot write to {args.out_dir}: {exc.strerror or exc}") from None
@@ -246,8 +316,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    _require(("h5py",), "feature stores")
     from ..features.pipeline import import_npy
 
+    _input_folder(args.in_dir, "DIR")
+    _output_file(args.output, "OUT.h5")
+    if args.step_seconds is not None and not args.step_seconds > 0:
+        raise CLIError(f"--step-seconds {args.step_seconds}: must be a positive number of seconds", EXIT_USAGE)
     prov = {"extractor": args.extractor} if args.extractor else None
     try:
         n = import_npy(args.in_dir, args.output, key=args.key, provenance=prov,

@@ -328,27 +328,34 @@ class LengthVerdict:
 
 def judge_clip(clip: ClipSource, span: DecodedSpan, tolerance: DurationTolerance) -> LengthVerdict:
     """Judge a decoded clip's length: against its row's times, its segment, or (for a file of a folder)
-    its header when the container shows that the file was cut short."""
+    its header when the container shows that the file was cut short.
+
+    A clip file whose container is cut short is at least a warning even when its length passes: a cut
+    to 90 % of the bytes often loses less than the tolerance forgives (see docs: truncation figures).
+    """
     decoded = span.duration
-    if clip.expected_duration is not None:
-        source = "segment" if clip.segment is not None else "clip id"
-        return _verdict(clip, judge_duration(decoded, expected=clip.expected_duration, source=source,
-                                             tolerance=tolerance))
-    if clip.segment is not None and clip.segment.duration is not None:
-        return _verdict(clip, judge_duration(decoded, expected=clip.segment.duration, source="segment",
-                                             tolerance=tolerance))
-    header = header_duration(span.info) if span.info is not None else None
     try:
-        cut = container_shortfall(clip.path)
+        cut = None if clip.segment is not None else container_shortfall(clip.path)
     except OSError:
         cut = None  # the file was readable a moment ago; the decoder's verdict stands
+    expected = clip.expected_duration
+    if expected is None and clip.segment is not None:
+        expected = clip.segment.duration
+    if expected is not None:
+        source = "segment" if clip.segment is not None else "clip id"
+        verdict = _verdict(clip, judge_duration(decoded, expected=expected, source=source, tolerance=tolerance))
+        if cut is not None and verdict.status == "ok":
+            return LengthVerdict("warn", f"{clip.path}: {cut} (decoded {decoded:.2f} s of {expected:.2f} s)",
+                                 decoded, expected, source)
+        return verdict
+    header = header_duration(span.info) if span.info is not None else None
     if cut is not None:
         if not header:
             return LengthVerdict("short", f"{clip.path}: {cut}; its header gives no length to compare with",
                                  decoded, None, None)
         check = judge_duration(decoded, expected=header, source="header", tolerance=tolerance)
-        return LengthVerdict(check.status, None if check.status == "ok" else f"{clip.path}: {cut}; {check.reason}",
-                             decoded, header, "header")
+        status = "warn" if check.status == "ok" else check.status
+        return LengthVerdict(status, f"{clip.path}: {cut}; {check.reason}", decoded, header, "header")
     check = judge_duration(decoded, expected=header, source="header", tolerance=tolerance)
     if check.status == "ok":
         return LengthVerdict("ok", None, decoded, header, "header" if header else None)
@@ -1157,8 +1164,9 @@ def export_npy(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, key
     n = 0
     with open_store(store_path) as store:
         key = key or npy_key(store.provenance)
+        _check_export_ids(store, out_dir)
         for clip_id, feats, ts in store.items():
-            base = out_dir / clip_id
+            base = contained_path(out_dir, clip_id)
             base.parent.mkdir(parents=True, exist_ok=True)
             for suffix, arr in ((key, feats.astype(np.float32)), ("timestamps_ms", ts * 1000.0)):
                 path = base.with_name(f"{base.name}_{suffix}.npy")
@@ -1168,6 +1176,17 @@ def export_npy(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, key
                 os.replace(tmp, path)
             n += 1
     return n
+
+
+def _check_export_ids(store, out_dir: Path) -> None:
+    """Refuse (ValueError, before any file is written) a store whose clip ids would name files outside
+    ``out_dir``: ``..`` parts, absolute paths, control characters (a store is input like any other)."""
+    from ..formats import id_problem
+
+    for clip_id in store.clip_ids():
+        problem = id_problem(clip_id, allow_slash=True)
+        if problem is not None:
+            raise ValueError(f"{store.path}: clip {clip_id!r}: {problem}; nothing exported to {out_dir}")
 
 
 def import_npy(in_dir: str | os.PathLike, out: str | os.PathLike, *, key: str,

@@ -267,6 +267,8 @@ class FeatureStore:
         if self._h5 is not None and self._pid == os.getpid():
             return self._h5
         # A handle inherited through fork is not safe to use: reopen in this process.
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, not a feature store")
         if not self.path.is_file():
             raise StoreError(f"{self.path}: no such feature store")
         try:
