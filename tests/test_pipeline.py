@@ -223,8 +223,11 @@ def test_cuda_pipeline_matches_the_cpu(tmp_path, tiny_module, clip_folder, kind)
 def _start_slow_extraction(tmp_path, moddir, clip_folder, out, extra_args: str, **popen):
     """A subprocess extracting ``clip_folder`` into ``out`` with a model slowed to 0.4 s per batch."""
     script = tmp_path / "run.py"
+    # A background job of a non-interactive shell starts with SIGINT ignored, and Python then keeps
+    # it ignored: restore the handler a terminal's Ctrl-C meets, whatever started the test run.
     script.write_text(textwrap.dedent(f'''
-        import sys
+        import signal, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(moddir)!r})
         from tinyext import tiny
         from moviefib.features.pipeline import clips_from_folder, extract
