@@ -81,17 +81,12 @@ def load_questions(dataset: str | os.PathLike, split: str, *, seed: int = 0) -> 
     every annotator gets the same sequence.
 
     Raises ``moviefib.dataset.DatasetError`` for a missing folder or split, :class:`QuestionError` for
-    a table that cannot be shown (not Parquet, missing columns, bad ids, a question without its blank).
+    a table that cannot be shown (missing columns, bad ids, a question without its blank).
     """
-    import pyarrow as pa
-
     from ..dataset import read_table
 
+    table = read_table(dataset, split)
     source = f"{dataset}/data/{split}.parquet"
-    try:
-        table = read_table(dataset, split)
-    except pa.ArrowException as exc:  # a truncated or foreign file under the split's name
-        raise QuestionError(f"{source}: not a readable Parquet table ({str(exc).splitlines()[0]})") from None
     needed = ("question_id", "clip_id", "sentence_id", "question")
     missing = [c for c in needed if c not in table.column_names]
     if missing:

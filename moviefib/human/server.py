@@ -28,6 +28,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import socket
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -210,14 +211,33 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
     return app
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (werkzeug duplicates it, so the caller closes this one)."""
+    # The family werkzeug will assume for the socket: IPv6 for an address with ':', else IPv4.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    info = socket.getaddrinfo(host.strip("[]"), port, family, socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug does: restart at once
+        sock.bind(info[4])
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class HumanServer:
     """A threaded WSGI server for the application, startable in the background (tests, scripts)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        """Listen on ``host:port`` (0: a free port); a port in use or a bad host raise ``OSError``."""
         from werkzeug.serving import make_server
 
-        self._server = make_server(host, port, app, threaded=True)
-        self.host, self.port = host, self._server.server_port
+        # Bound here, not by werkzeug: on a port in use werkzeug prints two lines and calls sys.exit(1).
+        with _listen(host, port) as sock:
+            self._server = make_server(host, port, app, threaded=True, fd=sock.fileno())
+        self.host, self.port = host, self._server.port
         self._thread: threading.Thread | None = None
 
     @property
