@@ -441,3 +441,235 @@ def test_real_videos_through_pipeline(tmp_path, tiny_module):
     assert s.failed == 0 and s.extracted == 5
     with open_store(tmp_path / "r.h5") as st:
         assert st.get("cityCC0").timestamps[0] == pytest.approx(3.5 * 0.08)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trust: partial clips, source identity on resume, kept failure records, paths, one-line errors
+
+
+def _lsmdc_clip(tmp_path, frames: int, *, seconds: float = 4.0, movie: str = "3001_TINY_MOVIE",
+                start: float = 1.0) -> ClipSource:
+    """An LSMDC-like clip file (mpeg4 in .avi) of ``frames`` frames whose row says ``seconds``."""
+    from moviefib.formats import format_timestamp as ft
+
+    clip_id = f"{movie}_{ft(start)}-{ft(start + seconds)}"
+    path = tmp_path / "clips" / movie / f"{clip_id}.avi"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_synthetic_video(path, frames, codec="mpeg4")
+    return ClipSource(clip_id, str(path), expected_duration=seconds)
+
+
+def _truncate(path, fraction: float) -> None:
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: int(len(data) * fraction)])
+
+
+def test_a_truncated_clip_is_refused_and_allow_partial_keeps_it_marked(tmp_path, tiny_module):
+    _, tinyext = tiny_module
+    whole = _lsmdc_clip(tmp_path, 100)
+    cut = _lsmdc_clip(tmp_path, 100, start=10.0)
+    _truncate(cut.path, 0.5)
+    s = extract([whole, cut], tmp_path / "t.h5", tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert (s.extracted, s.failed) == (1, 1)
+    f = s.failures[0]
+    assert f.clip_id == cut.clip_id and f.expected == 4.0 and f.decoded < 2.0 and "cut short" in f.reason
+    record = json.loads(Path(s.failures_path).read_text())
+    assert record["expected"] == 4.0 and record["expected_from"] == "clip id" and record["decoded"] < 2.0
+    with open_store(tmp_path / "t.h5") as st:
+        assert st.clip_ids() == [whole.clip_id] and st.partial_ids() == []
+        assert st.record(whole.clip_id).decoded == pytest.approx(4.0)
+    kept = extract([whole, cut], tmp_path / "p.h5", tinyext.tiny(), EveryKth(5), num_workers=0,
+                   allow_partial=True)
+    assert (kept.extracted, kept.failed, kept.partial) == (2, 0, 1) and kept.failures_path is None
+    with open_store(tmp_path / "p.h5") as st:
+        assert st.partial_ids() == [cut.clip_id] and st.record(cut.clip_id).partial
+        assert not st.record(whole.clip_id).partial
+
+
+def test_a_clip_somewhat_short_is_kept_with_a_counted_warning(tmp_path, tiny_module):
+    _, tinyext = tiny_module
+    clip = _lsmdc_clip(tmp_path, 75, seconds=4.0)  # 3 s of the 4 s its row says
+    s = extract([clip], tmp_path / "w.h5", tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert (s.extracted, s.failed, len(s.warnings)) == (1, 0, 1)
+    assert "somewhat short" in s.warnings[0].reason
+
+
+def test_a_truncated_folder_clip_is_refused_by_its_header(tmp_path, tiny_module):
+    _, tinyext = tiny_module
+    folder = tmp_path / "f"
+    folder.mkdir()
+    write_synthetic_video(folder / "whole.avi", 100, codec="mpeg4")
+    write_synthetic_video(folder / "cut.avi", 100, codec="mpeg4")
+    _truncate(folder / "cut.avi", 0.5)
+    s = extract(clips_from_folder(folder), tmp_path / "f.h5", tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert [f.clip_id for f in s.failures] == ["cut"] and s.extracted == 1
+    assert s.failures[0].expected_from == "header" and "declare" in s.failures[0].reason
+
+
+def test_a_segment_past_the_movie_end_is_short(tmp_path, tiny_module):
+    _, tinyext = tiny_module
+    movie = write_synthetic_video(tmp_path / "m.mkv", 100)  # 4 s
+    clips = [ClipSource("inside", str(movie), Segment(1.0, 3.0), expected_duration=2.0),
+             ClipSource("past", str(movie), Segment(3.5, 6.5), expected_duration=3.0)]
+    s = extract(clips, tmp_path / "m.h5", tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert [f.clip_id for f in s.failures] == ["past"] and s.failures[0].expected_from == "segment"
+
+
+def test_a_png_named_avi_is_not_a_one_frame_clip(tmp_path, tiny_module):
+    import av
+
+    _, tinyext = tiny_module
+    png = tmp_path / "still.avi"
+    with av.open(str(tmp_path / "x.png"), "w", format="image2") as c:
+        st = c.add_stream("png", rate=1)
+        st.width, st.height, st.pix_fmt = 16, 16, "rgb24"
+        for pkt in st.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")):
+            c.mux(pkt)
+    (tmp_path / "x.png").rename(png)
+    s = extract([ClipSource("still", str(png))], tmp_path / "s.h5", tinyext.tiny(), EveryKth(1), num_workers=0)
+    assert s.extracted == 0 and "a still image" in s.failures[0].reason
+
+
+def test_a_repaired_file_is_redone_on_rerun(tmp_path, tiny_module):
+    _, tinyext = tiny_module
+    a = _lsmdc_clip(tmp_path, 100)
+    b = _lsmdc_clip(tmp_path, 100, start=10.0)
+    out = tmp_path / "r.h5"
+    _truncate(b.path, 0.8)  # somewhat short: kept with a warning, features of the first 80 %
+    first = extract([a, b], out, tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert first.extracted == 2
+    with open_store(out) as st:
+        before = len(st.get(b.clip_id).features)
+    write_synthetic_video(b.path, 100, codec="mpeg4")  # repaired
+    again = extract([a, b], out, tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert (again.extracted, again.reused, again.redone) == (1, 1, 1)
+    with open_store(out) as st:
+        assert len(st.get(b.clip_id).features) == 20 > before
+        assert st.record(b.clip_id).source.size == os.path.getsize(b.path)
+    # A copy of the dataset (new times, same bytes) is re-hashed, not redone.
+    for c in (a, b):
+        os.utime(c.path, ns=(time.time_ns() + 10**9,) * 2)
+    third = extract([a, b], out, tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert (third.extracted, third.reused, third.redone) == (0, 2, 0)
+
+
+def test_a_limited_rerun_keeps_the_failure_records_it_did_not_retry(tmp_path, tiny_module):
+    _, tinyext = tiny_module
+    good = _lsmdc_clip(tmp_path, 100)
+    missing = ClipSource("3001_TINY_MOVIE_00.01.00.000-00.01.04.000", str(tmp_path / "nope.avi"), None, 4.0)
+    out = tmp_path / "l.h5"
+    s = extract([good, missing], out, tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert s.failed == 1
+    again = extract([good], out, tinyext.tiny(), EveryKth(5), num_workers=0)  # like --limit 1
+    assert (again.failed, again.failures_kept) == (0, 1)
+    lines = Path(again.failures_path).read_text().splitlines()
+    assert [json.loads(x)["clip_id"] for x in lines] == [missing.clip_id]
+    # Once the clip is tried again and succeeds, its record goes.
+    write_synthetic_video(missing.path, 100, codec="mpeg4")
+    last = extract([good, missing], out, tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert last.extracted == 1 and last.failures_path is None
+    assert not out.with_name("l.h5.failures.jsonl").exists()
+
+
+def test_a_version_1_store_still_loads_and_resumes(tmp_path, tiny_module, clip_folder):
+    import h5py
+
+    _, tinyext = tiny_module
+    clips = clips_from_folder(clip_folder)
+    out = tmp_path / "v1.h5"
+    extract(clips[:4], out, tinyext.tiny(), EveryKth(4), num_workers=0)
+    with h5py.File(out, "r+") as h5:  # what today's main wrote: no records, version 1
+        del h5["records"]
+        h5.attrs["format_version"] = 1
+    with open_store(out) as st:
+        assert st.record(clips[0].clip_id) is None and len(st) == 4
+    s = extract(clips[:6], out, tinyext.tiny(), EveryKth(4), num_workers=0)
+    assert (s.reused, s.extracted, s.redone) == (4, 2, 0)
+    with open_store(out) as st:  # the old clips are trusted and now carry their file's identity
+        assert st.record(clips[0].clip_id).source.size == os.path.getsize(clips[0].path)
+
+
+def test_ids_cannot_leave_their_root(tmp_path, tiny_module):
+    from moviefib.features.pipeline import export_npy
+    from moviefib.features.store import write_store
+
+    store = tmp_path / "evil.h5"
+    write_store(store, [("../escape", np.ones((2, 3)), np.arange(2.0)),
+                        ("ok", np.ones((2, 3)), np.arange(2.0))], {"extractor": "x"})
+    with pytest.raises(ValueError, match=r"'\.\./escape'.*nothing exported"):
+        export_npy(store, tmp_path / "out")
+    assert not (tmp_path / "escape_x.npy").exists() and not (tmp_path / "out").exists()
+    rows_file = tmp_path / "d.tsv"
+    rows_file.write_text("0001_A_MOVIE/../../x_00.00.01.000-00.00.03.000\t00.00.01.000\t00.00.03.000\t"
+                         "00.00.01.000\t00.00.03.000\ta sentence\n")
+    with pytest.raises(ValueError, match="x_00.00.01"):
+        clips_from_lsmdc(rows_file, tmp_path)
+
+
+def test_folder_reports_broken_links_and_folders_named_like_videos(tmp_path, tiny_module):
+    _, tinyext = tiny_module
+    folder = tmp_path / "tree"
+    folder.mkdir()
+    write_synthetic_video(folder / "good.mkv", 20)
+    (folder / "broken.avi").symlink_to(tmp_path / "gone.avi")
+    (folder / "loop.avi").symlink_to(folder / "loop.avi")
+    (folder / "dir.avi").mkdir()
+    s = extract(clips_from_folder(folder), tmp_path / "t.h5", tinyext.tiny(), EveryKth(5), num_workers=0)
+    reasons = {f.clip_id: f.reason for f in s.failures}
+    assert s.extracted == 1 and set(reasons) == {"broken", "loop", "dir"}
+    assert "broken symbolic link" in reasons["broken"] and "symbolic link loop" in reasons["loop"]
+    assert "is a folder" in reasons["dir"]
+
+
+def test_a_partial_video_tree_is_one_summary_line(tmp_path, tiny_module, caplog):
+    _, tinyext = tiny_module
+    present = _lsmdc_clip(tmp_path, 50, seconds=2.0)
+    absent = [ClipSource(f"3001_TINY_MOVIE_00.02.{i:02d}.000-00.02.{i + 1:02d}.000",
+                         str(tmp_path / "clips" / f"a{i}.avi"), None, 1.0) for i in range(30)]
+    caplog.set_level("INFO")
+    s = extract([present, *absent], tmp_path / "p.h5", tinyext.tiny(), EveryKth(5), num_workers=0)
+    assert s.failed == 30 and s.extracted == 1
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and "30 of 31 clips failed: 30 no such file (first: " in lines[0]
+    assert "and 27 more" in lines[0]
+    assert len(Path(s.failures_path).read_text().splitlines()) == 30
+
+
+def test_torchcodec_without_ffmpeg_stops_at_once(tmp_path, tiny_module, clip_folder, capsys, monkeypatch):
+    from moviefib import video
+    from moviefib.cli import main
+
+    _, tinyext = tiny_module
+    monkeypatch.setattr(video, "backend_problem",
+                        lambda name: "torchcodec cannot load FFmpeg's shared libraries" if name == "torchcodec" else None)
+    code = main(["extract", "--preset", "efficientnet_lite0", "--weights", "none", "--folder", str(clip_folder),
+                 "-o", str(tmp_path / "x.h5"), "--decoder", "torchcodec", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 5 and err.count("\n") == 0 and "cannot load FFmpeg" in err
+    assert not (tmp_path / "x.h5.staging").exists()
+    with pytest.raises(video.DecoderUnavailableError):  # the library refuses before any clip too
+        extract(clips_from_folder(clip_folder), tmp_path / "y.h5", tinyext.tiny(), EveryKth(4),
+                backend="torchcodec", num_workers=0)
+
+
+def test_the_real_torchcodec_check(tmp_path, clip_folder, capsys):
+    """Where torchcodec cannot decode, extract says so in one line; where it can, it extracts."""
+    from moviefib.cli import main
+    from moviefib.video import backend_problem
+
+    code = main(["extract", "--preset", "efficientnet_lite0", "--weights", "none", "--folder", str(clip_folder),
+                 "-o", str(tmp_path / "x.h5"), "--decoder", "torchcodec", "--no-progress", "--limit", "1"])
+    err = capsys.readouterr().err
+    if backend_problem("torchcodec") is None:
+        assert code == 0
+    else:
+        assert code == 5 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_core_only_install_names_the_extra(tmp_path, capsys, monkeypatch):
+    from moviefib.cli import main
+
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    code = main(["extract", "--preset", "paper_2d", "--folder", str(tmp_path), "-o", str(tmp_path / "x.h5")])
+    err = capsys.readouterr().err.strip()
+    assert code == 5 and "pip install 'moviefib[features]'" in err and err.count("\n") == 0
