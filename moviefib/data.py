@@ -337,7 +337,10 @@ def open_stream_stores(streams: Sequence[str], presets: Mapping[str, str],
     for s in streams:
         if s not in presets:
             raise FeatureSetupError(f"no feature preset given for stream {s!r} (set features.{s})")
-        store = open_store(store_path(features_dir, presets[s]))
+        path = store_path(features_dir, presets[s])
+        if path.is_dir():
+            raise FeatureSetupError(f"{path}: is a directory, not a feature store (features.{s} = {presets[s]!r})")
+        store = open_store(path)
         check_store_preset(store, s, presets[s])
         stores[s] = store
     return stores

@@ -120,7 +120,7 @@ class _Rule:
         if self.kind == "bool":
             return "true or false"
         if self.kind == "str":
-            return "a string"
+            return "a non-empty string"
         noun = "an integer" if self.kind == "int" else "a number"
         if self.minimum is None:
             return noun
