@@ -250,14 +250,15 @@ def _json_float(text: str):
     return value if math.isfinite(value) else BadNumber(f"{text} (out of range)")
 
 
-def load_json(text: str):
+def load_json(text: str, *, object_pairs_hook=None):
     """``json.loads`` for untrusted files: NaN, Infinity, overflowing numbers and integers past Python's
     digit limit become :class:`BadNumber` markers; syntax errors and nesting too deep raise
-    :class:`JSONInputError`."""
+    :class:`JSONInputError`. ``object_pairs_hook`` is passed on to ``json.loads``."""
     try:
-        return json.loads(text, parse_constant=BadNumber, parse_int=_json_int, parse_float=_json_float)
+        return json.loads(text, parse_constant=BadNumber, parse_int=_json_int, parse_float=_json_float,
+                          object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as exc:
-        raise JSONInputError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+        raise JSONInputError(f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                              exc.lineno) from None
     except RecursionError:
         raise JSONInputError("JSON nested too deeply to read") from None

@@ -300,3 +300,81 @@ def test_missing_model(tmp_path, tiny_descriptions, capsys):
     rc = main(["build", "descriptions", "-o", str(tmp_path / "m"), f"train={tiny_descriptions}",
                "--model", "no_such_model", "--no-progress"])
     assert rc == 5 and "no_such_model" in capsys.readouterr().err
+
+
+def _official_row(clip_start: str, clip_end: str, sentence: str, fill_in: str, blank: str) -> str:
+    clip = f"1010_TITANIC_{clip_start}-{clip_end}"
+    return "\t".join([clip, clip_start, clip_end, clip_start, clip_end, sentence, fill_in, blank])
+
+
+OFFICIAL_ROWS = [
+    # quotes and punctuation, kept as written
+    ("00.10.00.000", "00.10.02.500", 'He says, "Hello, Rose."', 'He says, "Hello, _____."', "Rose"),
+    # no blank at all: the row FrozenBiLM drops; kept and scored
+    ("00.10.03.000", "00.10.05.000", "SOMEONE stares.", "SOMEONE stares.", "stares"),
+    # a blank inside a word (string-split blanking of the release)
+    ("00.10.06.000", "00.10.08.000", "someone hovers over her", "someone h_____s over her", "over"),
+    # a truncated FILL_IN (a repeated word cut the sentence)
+    ("00.10.09.000", "00.10.11.000", "he looks at him and looks away", "he _____ at him and", "looks"),
+    ("00.10.12.000", "00.10.14.000", "Rose smiles; Jack's hat falls!", "Rose smiles; Jack's _____ falls!", "hat"),
+]
+
+
+def test_official_file_imports_whole_and_scores_every_row(tmp_path, capsys):
+    from moviefib.evaluate import evaluate, write_submission
+
+    f = tmp_path / "LSMDC16_annos_val_FIB.csv"
+    f.write_text("".join(_official_row(*r) + "\n" for r in OFFICIAL_ROWS), encoding="utf-8")
+    out = tmp_path / "ds"
+    assert main(["build", "import", "-o", str(out), str(f), "-j", "1", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "kept quirks: blank_inside_word 1, no_blank 1, truncated_fill_in 1" in err
+    t = pq.read_table(out / "data" / "val.parquet").to_pylist()
+    assert [r["question_id"] for r in t] == [f"val-{i}" for i in range(5)]
+    assert [r["question"] for r in t] == [r[3] for r in OFFICIAL_ROWS]  # as written, quotes included
+    assert t[0]["sentence"][t[0]["char_start"]:t[0]["char_end"]] == "Rose"
+    assert (t[1]["word_index"], t[1]["char_start"], t[1]["char_end"], t[1]["answer_pos"]) == (-1, -1, -1, "")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["input_warnings"]["counts"] == {"blank_inside_word": 1, "no_blank": 1, "truncated_fill_in": 1}
+    # The evaluator scores the no-blank row like any other: all-rows scores count it.
+    answers = {r["question_id"]: r["answer"] for r in t}
+    answers["val-1"] = "walks"
+    ev = evaluate(out, write_submission(tmp_path / "s.tsv", answers), bootstrap=0)
+    assert (ev.n_questions, ev.submissions[0].summary.correct) == (5, 4)
+    from moviefib.dataset import QuestionView, read_table
+
+    item = QuestionView(read_table(out, "val"), {"stares": 0})[1]
+    assert item.left == ("SOMEONE", "stares.") and item.right == () and item.answer_index == 0
+
+
+def test_import_two_files_for_one_split_refused(tmp_path, capsys, spacy_tagger):
+    a, b = tmp_path / "a_FIB.csv", tmp_path / "b_FIB.csv"
+    a.write_text(_official_row(*OFFICIAL_ROWS[0]) + "\n", encoding="utf-8")
+    b.write_text(_official_row(*OFFICIAL_ROWS[4]) + "\n", encoding="utf-8")
+    rc = main(["build", "import", "-o", str(tmp_path / "x"), f"train={a}", f"train={b}", "-j", "1",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "split 'train' is given by two files" in err and str(a) in err and str(b) in err
+    assert not (tmp_path / "x").exists()
+    # one split per file is fine, and the ids stay unique
+    assert main(["build", "import", "-o", str(tmp_path / "y"), f"train={a}", f"val={b}", "-j", "1",
+                 "--no-progress"]) == 0
+    ids = [pq.read_table(tmp_path / "y" / "data" / f"{s}.parquet").column("question_id").to_pylist()
+           for s in ("train", "val")]
+    assert ids == [["train-0"], ["val-0"]]
+
+
+def test_sentence_over_tagger_limit_is_our_error(tmp_path, capsys, spacy_tagger):
+    long = "word " * (spacy_tagger.max_length // 5 + 1)
+    j = tmp_path / "c.jsonl"
+    j.write_text(json.dumps({"video": "v", "start": 0, "end": 1, "sentence": long, "split": "train"}) + "\n")
+    rc = main(["build", "corpus", "-o", str(tmp_path / "c"), str(j), "-j", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 3 and f"{j}:1: sentence of" in err and "E088" not in err
+    assert f"limit of {spacy_tagger.max_length}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_write_failure_is_one_build_error(tmp_path, spacy_tagger):
+    # /sys refuses new entries even to root, where permission bits would not.
+    with pytest.raises(BuildError, match="cannot write /sys/moviefib-test"):
+        build_dataset([rec("The man opens the door.")], "/sys/moviefib-test", tagger=spacy_tagger)

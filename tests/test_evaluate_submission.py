@@ -161,7 +161,7 @@ def test_malformed_json_and_wrong_types(tmp_path, key):
     p.write_text(json.dumps(answers), encoding="utf-8")
     rep = _check(key, p)
     assert rep.counts == {"type": 2, "missing": 2}
-    assert "JSON int" in rep.examples["type"][0].message
+    assert "JSON number" in rep.examples["type"][0].message
 
 
 def _fib_file(tmp_path, rows, extra=()):

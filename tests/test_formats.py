@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from moviefib.formats import (
-    ClipId, DescriptionRow, FIBRow, FormatError, format_timestamp, movie_of, parse_timestamp,
-    read_descriptions, read_fib, write_rows,
+    ClipId, DescriptionRow, FIBRow, FormatError, format_timestamp, id_problem, lsmdc_clip_problem, movie_of,
+    parse_timestamp, read_descriptions, read_fib, text_problem, write_rows,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -166,3 +166,43 @@ def test_writer_formats_times_and_refuses_tabs(tmp_path):
         write_rows(tmp_path / "e.csv", [DescriptionRow(CLIP, 1, 2, 1, 2, "a\tb")])
     assert not (tmp_path / "e.csv").exists()
     assert not list(tmp_path.glob(".*tmp"))  # no half-written leftovers
+
+
+def test_real_clip_ids_and_rows_pass_the_id_rule():
+    """0 false refusals: all 7,408 val clip ids parse, and every row of the real files has an id whose
+    times agree with its ALIGNED columns (the id rule of formats.lsmdc_clip_problem)."""
+    ids_file = VAL / "lsmdc16_val_clip_ids.tsv"
+    if not ids_file.exists():
+        pytest.skip(f"{ids_file} absent (../shared not available)")
+    ids = [line.split("\t", 1)[0] for line in ids_file.read_text(encoding="utf-8").splitlines()]
+    assert len(ids) == 7408
+    assert [i for i in ids if id_problem(i)] == []
+    parsed = [ClipId.parse(i) for i in ids]
+    assert all(c.start < c.end for c in parsed)
+    rows = read_descriptions(VAL / "LSMDC16_annos_val.csv").rows + read_fib(VAL / "LSMDC16_annos_val_FIB.csv").rows
+    assert len(rows) == 5946 + 17568
+    assert [r.line for r in rows if lsmdc_clip_problem(r.clip_id, r.start_aligned, r.end_aligned)] == []
+    # The EXTRACTED times differ from the id on short clips (padded to 2 s): they are not the id's times.
+    assert any(abs(r.start_extracted - r.clip.start) > 0.1 for r in rows)
+
+
+@pytest.mark.parametrize("clip_id,start,end,reason", [
+    (CLIP, 187.170, 189.675, None),
+    (CLIP, 187.171, 189.674, None),                       # a millisecond of rounding
+    (CLIP, 187.170, 191.000, "disagree"),
+    ("3009_BATTLE_00.03.07.170-00.03.09", 187.17, 189.0, "time stamp"),
+    ("BATTLE_00.03.07.170-00.03.09.675", 187.17, 189.675, "malformed clip id"),
+    ("3009__00.03.07.170-00.03.09.675x", 187.17, 189.675, "malformed clip id"),
+    ("3009_A/B_00.03.07.170-00.03.09.675", 187.17, 189.675, "path separator"),
+    ("3009_A\tB_00.03.07.170-00.03.09.675", 187.17, 189.675, "control character"),
+])
+def test_lsmdc_clip_rule(clip_id, start, end, reason):
+    problem = lsmdc_clip_problem(clip_id, start, end)
+    assert problem is None if reason is None else reason in problem
+
+
+@pytest.mark.parametrize("text,ok", [("a\tb", True), ("don't \"quote\" – é", True), ("a\x00b", False),
+                                     ("a\nb", False), ("a\x1bb", False), ("a\x85b", False)])
+def test_text_rule_allows_tab_only(text, ok):
+    assert (text_problem(text) is None) == ok
+    assert text_problem("line\nbreak", line_breaks=True) is None

@@ -58,6 +58,8 @@ def register(subparsers) -> None:
     p.add_argument("--bootstrap", metavar="N", type=int, default=1000,
                    help="bootstrap resamples (default 1000; 0 = no intervals)")
     p.add_argument("--seed", metavar="S", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="accepted like every long-running command's; evaluate shows no progress bar")
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,8 @@ The human-answer file is JSONL, one object per answer::
     {"question_id": "...", "answer": "...", "mode": "text" | "video", "annotator": "...",
      "seconds": 4.2, "skipped": false}
 
-``answer`` may be empty or null only when ``skipped`` is true; ``seconds`` may be null. Skipped answers
+``answer`` may be empty or null only when ``skipped`` is true; ``seconds`` is a finite non-negative JSON
+number (not ``true``, not ``"4.2"``, not NaN or Infinity) or null. Skipped answers
 are counted, never scored. Per mode, human accuracy is the share of (non-skipped) answers that are
 correct; the model's accuracy is measured on exactly the distinct questions those answers cover, each
 question weighted by its number of human answers so that both figures average over the same items.
@@ -15,7 +16,6 @@ are equal.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..formats import JSONInputError, json_number, json_type_name, load_json
 from .errors import InputError, UsageError
 from .metrics import normalise
 
@@ -145,6 +146,8 @@ def read_human_answers(path: str | os.PathLike, key: "AnswerKey | None" = None) 
     Raises UsageError when the file is absent and InputError listing the first bad lines otherwise.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a human-answer file")
     if not path.is_file():
         raise UsageError(f"{path}: no such human-answer file")
     problems: list[str] = []
@@ -168,16 +171,17 @@ def read_human_answers(path: str | os.PathLike, key: "AnswerKey | None" = None) 
             if not text:
                 continue
             try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                bad(lineno, f"malformed JSON: {exc.msg}")
+                obj = load_json(text)
+            except JSONInputError as exc:
+                bad(lineno, exc.reason)
                 continue
             reason = _check(obj, key)
             if reason:
                 bad(lineno, reason)
                 continue
+            seconds = None if obj["seconds"] is None else json_number(obj["seconds"], "seconds")
             ans = HumanAnswer(obj["question_id"], (obj["answer"] or "").strip(), obj["mode"],
-                              obj["annotator"], obj["seconds"], obj["skipped"], lineno)
+                              obj["annotator"], seconds, obj["skipped"], lineno)
             first = seen.setdefault((ans.question_id, ans.mode, ans.annotator), lineno)
             if first != lineno:
                 bad(lineno, f"annotator {ans.annotator!r} answered {ans.question_id!r} in mode "
@@ -199,7 +203,7 @@ def _check(obj, key) -> str | None:
     if absent:
         return f"missing field(s) {', '.join(absent)}"
     if not isinstance(obj["question_id"], str):
-        return "question_id must be a string"
+        return f"question_id must be a string, not a JSON {json_type_name(obj['question_id'])}"
     if key is not None and obj["question_id"] not in key.index:
         return f"unknown question id {obj['question_id']!r}"
     if obj["mode"] not in MODES:
@@ -208,13 +212,16 @@ def _check(obj, key) -> str | None:
         return "annotator must be a non-empty string"
     if not isinstance(obj["skipped"], bool):
         return "skipped must be true or false"
-    seconds = obj["seconds"]
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                or seconds < 0):
-        return f"seconds must be a non-negative number or null, not {seconds!r}"
+    if obj["seconds"] is not None:
+        try:
+            seconds = json_number(obj["seconds"], "seconds")
+        except ValueError as exc:
+            return f"{exc} (seconds must be a non-negative number or null)"
+        if seconds < 0:
+            return f"seconds must be a non-negative number or null, not {seconds!r}"
     answer = obj["answer"]
     if answer is not None and not isinstance(answer, str):
-        return "answer must be a string"
+        return f"answer must be a string, not a JSON {json_type_name(answer)}"
     if not obj["skipped"] and not (answer or "").strip():
         return "empty answer on a line not marked skipped"
     return None

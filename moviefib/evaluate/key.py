@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..dataset import DatasetError, keys_folder, read_answer_counts
+from ..formats import id_problem
 from ..schema import ANSWER_COUNTS_FILE, COLUMN_NAMES, DATA_DIR
 from .errors import InputError, UsageError
 
@@ -153,9 +154,16 @@ def load_key(dataset: str | os.PathLike, split: str, *, key_file: str | os.PathL
         InputError: a table or key that cannot be read, lacks columns, or does not match.
     """
     folder = Path(dataset)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: is a file, not a dataset folder")
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such dataset folder")
+    problem = id_problem(split)
+    if problem:
+        raise UsageError(f"--split: bad split name: {problem}")
     table_path = folder / DATA_DIR / f"{split}.parquet"
+    if table_path.is_dir():
+        raise InputError(f"{table_path}: is a directory, not a Parquet file")
     if not table_path.is_file():
         available = sorted(p.stem for p in (folder / DATA_DIR).glob("*.parquet"))
         raise UsageError(f"{folder}: no split {split!r} (available: {', '.join(available) or 'none'})")
@@ -173,6 +181,8 @@ def load_key(dataset: str | os.PathLike, split: str, *, key_file: str | os.PathL
                              "(pass --key KEYFILE)")
     if key_file is not None:
         key_file = Path(key_file)
+        if key_file.is_dir():
+            raise UsageError(f"{key_file}: is a directory, not a key file")
         if not key_file.is_file():
             raise UsageError(f"{key_file}: no such key file")
         table = _merge_key(table, _read_parquet(key_file), key_file)

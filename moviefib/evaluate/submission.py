@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from ..fileio import atomic_write
+from ..formats import JSONInputError, json_type_name, load_json
 from .errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -286,12 +287,12 @@ def _parse_json(data: bytes, problems: _Collector) -> dict:
         problems.add("encoding", f"invalid UTF-8 at byte {exc.start} of the file", line)
         return answers
     try:
-        obj = json.loads(text, object_pairs_hook=_Pairs)
-    except json.JSONDecodeError as exc:
-        problems.add("json", f"{exc.msg} (column {exc.colno})", exc.lineno)
+        obj = load_json(text, object_pairs_hook=_Pairs)
+    except JSONInputError as exc:
+        problems.add("json", exc.reason, exc.line)
         return answers
     if not isinstance(obj, _Pairs):
-        problems.add("json", f"top level is a JSON {type(obj).__name__}, expected an object "
+        problems.add("json", f"top level is a JSON {json_type_name(obj)}, expected an object "
                              "{question_id: answer}", 1)
         return answers
     keys, values = [k for k, _ in obj], [v for _, v in obj]
@@ -301,7 +302,7 @@ def _parse_json(data: bytes, problems: _Collector) -> dict:
             return fast
     for qid, value in obj:
         if not isinstance(value, str):
-            kind = "object" if isinstance(value, _Pairs) else type(value).__name__
+            kind = "object" if isinstance(value, _Pairs) else json_type_name(value)
             problems.add("type", f"answer of {qid!r} is a JSON {kind}, expected a string", None, qid)
             continue
         _add_answer(answers, {}, problems, qid.strip(), value.strip(), None)
@@ -315,6 +316,8 @@ def _detect_format(path: Path, data: bytes) -> str:
 
 
 def _read_bytes(path: Path) -> bytes:
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a submission file")
     if not path.is_file():
         raise UsageError(f"{path}: no such submission file")
     try:
@@ -359,6 +362,8 @@ def read_ordered_submission(path: str | os.PathLike, fib_path: str | os.PathLike
 
     path, fib_path = Path(path), Path(fib_path)
     data = _read_bytes(path)
+    if fib_path.is_dir():
+        raise UsageError(f"{fib_path}: is a directory, not a FIB file (--order-of)")
     if not fib_path.is_file():
         raise UsageError(f"{fib_path}: no such FIB file (--order-of)")
     try:
