@@ -551,6 +551,8 @@ def test_a_repaired_file_is_redone_on_rerun(tmp_path, tiny_module):
         os.utime(c.path, ns=(time.time_ns() + 10**9,) * 2)
     third = extract([a, b], out, tinyext.tiny(), EveryKth(5), num_workers=0)
     assert (third.extracted, third.reused, third.redone) == (0, 2, 0)
+    with open_store(out) as st:  # the new times are recorded: the next rerun hashes nothing
+        assert st.record(a.clip_id).source.mtime_ns == os.stat(a.path).st_mtime_ns
 
 
 def test_a_limited_rerun_keeps_the_failure_records_it_did_not_retry(tmp_path, tiny_module):

@@ -859,7 +859,7 @@ def _precheck(todo: list[ClipSource]) -> tuple[list[Failure], list[ClipSource]]:
 def _changed_sources(clips: list[ClipSource], done: dict[str, ClipRecord | None]
                      ) -> tuple[set[str], dict[str, SourceIdentity]]:
     """The finished clips whose video file is no longer the one their features came from, and the
-    current identity of the others (to refresh a record whose time changed, or add a missing one).
+    current identity of those others whose record differs (a new time, or no record at all).
 
     Same size and time: unchanged without reading. Otherwise the head and tail are hashed (a copied
     dataset keeps its bytes). A file absent now cannot be compared: its clip keeps its features.
@@ -886,8 +886,8 @@ def _changed_sources(clips: list[ClipSource], done: dict[str, ClipRecord | None]
             continue
         if recorded is not None and (now.size != recorded.size or now.digest != recorded.digest):
             changed.add(c.clip_id)
-        else:
-            current[c.clip_id] = now
+        elif now != recorded:
+            current[c.clip_id] = now  # a new time, or no record yet: recorded once, not re-hashed each run
     return changed, current
 
 
@@ -1096,12 +1096,13 @@ def _pack(out: Path, staging: _Staging, prov: dict, total: int, overwrite: bool,
     """Write the store from an existing store at ``out`` (if any) plus the staged files; drop staging.
 
     ``superseded``: clips redone by this run (their older rows are left out). ``refreshed``: current
-    source identities of kept clips, recorded when the store is rewritten (a copied file's new time,
-    or the first record of a clip made before records existed).
+    source identities of kept clips whose record differs (a copied file's new time, or the first record
+    of a clip made before records existed); the store is rewritten for them once, so that later reruns
+    need not hash those files again.
     """
     refreshed = refreshed or {}
     old = None if overwrite or not out.exists() else open_store(out)
-    if old is not None and not staging.files and not superseded:
+    if old is not None and not staging.files and not superseded and not refreshed:
         old.close()
         staging.remove()
         return out
