@@ -1159,7 +1159,8 @@ def npy_key(provenance: dict) -> str:
 
 def export_npy(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, key: str | None = None) -> int:
     """Write each clip as video_features does: ``<out_dir>/<clip>_<key>.npy`` (float32 [T, D]) and
-    ``<clip>_timestamps_ms.npy`` (float64 [T], milliseconds). Returns the number of clips.
+    ``<clip>_timestamps_ms.npy`` (float64 [T], milliseconds). Returns the number of clips. ValueError,
+    before any file is written, when a clip id would name a file outside ``out_dir``.
     """
     out_dir = Path(out_dir)
     n = 0
