@@ -5,7 +5,9 @@
   agree with single-process training within 1e-5; with a recipe's own model settings (dropout 0.5,
   512/320 LSTMs), seed 0, the validation accuracy is within 1.5 points.
 * Extraction: the shard stores written by two processes, merged, equal the single-process store clip
-  for clip (a random-init extractor on synthetic clips).
+  for clip (a random-init GoogLeNet saved to a weights file, on synthetic clips). With ``--weights
+  none`` they do not (each process draws its own network): an expected failure until extraction
+  seeds its random initialisation.
 
 Each torchrun starts two Python processes that import torch: tens of seconds on a busy machine.
 """
@@ -134,22 +136,48 @@ def clip_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def _extract_args(folder: Path, out: Path) -> list[str]:
-    return ["extract", "--extractor", "googlenet", "--weights", "none", "--sampling", "every:10", "--folder",
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory) -> Path:
+    """A random-init GoogLeNet saved once, so every process runs the same network."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
+    path = tmp_path_factory.mktemp("weights") / "googlenet_random.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def _extract_args(folder: Path, out: Path, weights: str) -> list[str]:
+    return ["extract", "--extractor", "googlenet", "--weights", weights, "--sampling", "every:10", "--folder",
             str(folder), "-o", str(out), "--workers", "0", "--no-progress"]
 
 
-def test_torchrun_extraction_shards_merge_into_the_single_process_store(clip_folder, tmp_path):
+def _shards_merged_vs_single(folder: Path, tmp: Path, weights: str):
     from moviefib.cli import main
 
-    assert main(_extract_args(clip_folder, tmp_path / "single.h5")) == 0
-    torchrun("-m", "moviefib", *_extract_args(clip_folder, tmp_path / "feats.h5"), cwd=tmp_path)
-    shards = sorted(tmp_path.glob("feats.shard-*-of-2.h5"))
+    assert main(_extract_args(folder, tmp / "single.h5", weights)) == 0
+    torchrun("-m", "moviefib", *_extract_args(folder, tmp / "feats.h5", weights), cwd=tmp)
+    shards = sorted(tmp.glob("feats.shard-*-of-2.h5"))
     assert [p.name for p in shards] == ["feats.shard-0-of-2.h5", "feats.shard-1-of-2.h5"]
-    merge_stores(tmp_path / "merged.h5", shards)
-    with open_store(tmp_path / "single.h5") as one, open_store(tmp_path / "merged.h5") as merged:
+    merge_stores(tmp / "merged.h5", shards)
+    return open_store(tmp / "single.h5"), open_store(tmp / "merged.h5")
+
+
+def test_torchrun_extraction_shards_merge_into_the_single_process_store(clip_folder, random_weights, tmp_path):
+    one, merged = _shards_merged_vs_single(clip_folder, tmp_path, str(random_weights))
+    with one, merged:
         assert sorted(merged.clip_ids()) == sorted(one.clip_ids()) and len(one) == 5
         for clip in one.clip_ids():
             a, b = one.get(clip), merged.get(clip)
             np.testing.assert_array_equal(a.timestamps, b.timestamps, err_msg=clip)
             np.testing.assert_array_equal(a.features, b.features, err_msg=clip)
+
+
+@pytest.mark.xfail(strict=True, reason="extraction defect (engineer A): --weights none draws a new random "
+                   "network in every process, so torchrun shards of one store hold features of different "
+                   "networks, and merge_stores accepts them (their provenance says random-init alike)")
+def test_torchrun_extraction_with_random_init_is_one_network(clip_folder, tmp_path):
+    one, merged = _shards_merged_vs_single(clip_folder, tmp_path, "none")
+    with one, merged:
+        for clip in one.clip_ids():
+            np.testing.assert_array_equal(one.get(clip).features, merged.get(clip).features, err_msg=clip)
