@@ -254,8 +254,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     if path is not None:
         path = Path(path)
         for section, values in _read_recipe(path).items():
-            if section not in config or not isinstance(values, dict):
+            if section not in config:
                 raise ConfigError(f"{path}: unknown section [{section}] (have: {', '.join(config)})")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: {section} = {values!r}: expected a [{section}] table of keys")
             for k, v in values.items():
                 if section != "model" and k not in config[section]:
                     raise ConfigError(f"{path}: unknown key {section}.{k} (have: {', '.join(config[section])})")

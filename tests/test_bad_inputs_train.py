@@ -195,7 +195,7 @@ def _(ctx):
     return without(train_argv(ctx, recipe=path), "train.batch_size=16")
 
 
-@case("recipe_section_not_table", EXIT_INVALID, "unknown section [train]")
+@case("recipe_section_not_table", EXIT_INVALID, "train = 3: expected a [train] table of keys")
 def _(ctx):
     return train_argv(ctx, recipe=_recipe(ctx, 'train = 3\n'))
 
@@ -588,7 +588,8 @@ def test_core_only_install_names_the_extra(ctx, module, command):
     run = subprocess.run([sys.executable, "-c", _WITHOUT.format(module=module, argv=argv)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == EXIT_UNAVAILABLE, run.stderr
-    assert run.stderr.strip() == f"moviefib {command}: error: training needs {module}: pip install 'moviefib[train]'"
+    assert run.stderr.strip() == (f"moviefib {command}: error: moviefib {command} needs {module}, which this install "
+                                  f"lacks: pip install 'moviefib[train]'")
 
 
 def test_readme_table_of_exit_statuses_is_the_code_table():

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from . import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
+from .extras import require_extra
 
 # Files of a finished or running training run: a new run does not silently replace them.
 RUN_FILES = ("best.pt", "last.pt", "metrics.json")
@@ -47,17 +48,6 @@ def register(sub) -> None:
                    help="leave out questions whose clip has no features instead of failing")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_predict)
-
-
-def _require_training_extra() -> None:
-    """A core-only install has neither torch nor h5py: one line naming the extra, not a traceback."""
-    try:
-        import h5py  # noqa: F401
-        import torch  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("torch", "h5py"):
-            raise
-        raise CLIError(f"training needs {exc.name}: pip install 'moviefib[train]'", EXIT_UNAVAILABLE) from None
 
 
 def _invalid_input_errors() -> tuple[type[Exception], ...]:
@@ -102,7 +92,7 @@ def _check_fresh_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None
 
 
 def _train(args) -> int:
-    _require_training_extra()
+    require_extra("moviefib train", "train", "torch", "h5py")
     from ..data import MissingFeaturesError
     from ..train import load_config, train
 
@@ -154,7 +144,7 @@ def _check_submission_path(out: Path) -> None:
 def _predict(args) -> int:
     if args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: must be at least 1", EXIT_USAGE)
-    _require_training_extra()
+    require_extra("moviefib predict", "train", "torch", "h5py")
     from ..data import MissingFeaturesError
     from ..train import predict, write_predictions
 
