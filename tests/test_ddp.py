@@ -116,7 +116,7 @@ def test_torchrun_training_with_recipe_settings_reaches_the_same_accuracy(task, 
     # text_2d3d.toml as it is (512/320 LSTMs, dropout 0.5, lr 2e-4, batch 24, patience 5), seed 0, up
     # to 12 epochs: the best validation accuracy is on the plateau, not on the slope where one step
     # more or less would count.
-    a, b, ma, mb = _both(task, tmp_path, "text_2d3d", ["train.epochs=12"])
+    _, _, ma, mb = _both(task, tmp_path, "text_2d3d", ["train.epochs=12"])
     single, ddp = ma["best_val_acc"], mb["best_val_acc"]
     print(f"val accuracy: one process {single:.4f}, torchrun x2 {ddp:.4f}")
     assert 0.3 < single < 0.98, single  # neither chance nor a solved task
