@@ -173,9 +173,6 @@ def test_torchrun_extraction_shards_merge_into_the_single_process_store(clip_fol
             np.testing.assert_array_equal(a.features, b.features, err_msg=clip)
 
 
-@pytest.mark.xfail(strict=True, reason="extraction defect (engineer A): --weights none draws a new random "
-                   "network in every process, so torchrun shards of one store hold features of different "
-                   "networks, and merge_stores accepts them (their provenance says random-init alike)")
 def test_torchrun_extraction_with_random_init_is_one_network(clip_folder, tmp_path):
     one, merged = _shards_merged_vs_single(clip_folder, tmp_path, "none")
     with one, merged:

@@ -383,3 +383,16 @@ def test_torchvision_default_weights_offline_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(W.WeightsUnavailableError) as info:
         create_extractor("r3d_18")
     assert "\n" not in str(info.value) and "r3d_18" in str(info.value)
+
+
+def test_random_init_is_one_network_and_leaves_the_callers_random_stream():
+    """Every process of a sharded run must build the same random network (shards of one store)."""
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    a = create_extractor("efficientnet_lite0", weights=None)
+    b = create_extractor("efficientnet_lite0", weights=None)
+    assert torch.equal(torch.rand(3), expected_draw)
+    assert a.provenance["random_init_seed"] == b.provenance["random_init_seed"]
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(p, q), name

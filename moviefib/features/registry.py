@@ -141,13 +141,30 @@ def _normalise_weights(weights: Weights) -> str | None | Path:
     raise TypeError(f"weights must be 'default', None or a path, not {type(weights).__name__}")
 
 
+# Random initialisation draws from this seed, so every process of a sharded run (and every rerun that
+# resumes a store) builds the same network: shards of one store must hold features of one model.
+RANDOM_INIT_SEED = 0
+
+
+def _random_init(name: str, factory: Callable[..., Extractor], options: dict) -> Extractor:
+    import torch
+
+    log.warning("extractor %s: random initialisation (no pretrained weights, seed %d)", name, RANDOM_INIT_SEED)
+    with torch.random.fork_rng(devices=[]):  # the caller's own random stream is left as it was
+        torch.manual_seed(RANDOM_INIT_SEED)
+        extractor = factory(weights=None, **options)
+    extractor.provenance["random_init_seed"] = RANDOM_INIT_SEED
+    return extractor
+
+
 def create_extractor(name: str, *, weights: Weights = "default", device: str = "cpu",
                      memory_format: Literal["channels_last", "contiguous"] = "channels_last",
                      **options) -> Extractor:
     """Build extractor ``name`` with its preprocessing, in eval mode, on ``device``.
 
     ``weights``: ``"default"`` (the library's own download, or the moviefib weights cache for weights
-    that come from the package index), ``None`` (random init, recorded as such in the provenance), or a
+    that come from the package index), ``None`` (random init from :data:`RANDOM_INIT_SEED`, recorded as
+    such in the provenance), or a
     path to a local weights file. ``options`` are family-specific (e.g. ``layer="fc7"`` for C3D).
     ``memory_format``: "channels_last" (default; faster by measurement, see ``hub.ChannelsLast``) wraps
     the model so it converts its input itself; "contiguous" leaves the model as built.
@@ -163,9 +180,10 @@ def create_extractor(name: str, *, weights: Weights = "default", device: str = "
         raise UnknownExtractorError(
             f"unknown extractor {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
     resolved = _normalise_weights(weights)
-    extractor = factory(weights=resolved, **options)
     if resolved is None:
-        log.warning("extractor %s: random initialisation (no pretrained weights)", name)
+        extractor = _random_init(name, factory, options)
+    else:
+        extractor = factory(weights=resolved, **options)
     if memory_format not in ("channels_last", "contiguous"):
         raise ValueError(f"memory_format must be 'channels_last' or 'contiguous', not {memory_format!r}")
     if memory_format == "channels_last":
