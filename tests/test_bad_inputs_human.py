@@ -26,6 +26,18 @@ def _record(**changes) -> dict:
     return rec
 
 
+@pytest.fixture(autouse=True)
+def _never_serve(monkeypatch):
+    """A bad input must be refused before serving starts: without this, accepting one would hang."""
+    from moviefib.human.server import HumanServer
+
+    def refuse(self):
+        self._server.server_close()  # not stop(): shutdown() waits for a loop that never ran
+        pytest.fail("the server started despite the bad input")
+
+    monkeypatch.setattr(HumanServer, "serve_forever", refuse)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("bad-human") / "tiny")
@@ -162,7 +174,7 @@ ANSWER_FILES = {
     "not JSON": ("not json\n", r"answers.jsonl:1: Expecting value"),
     "a JSON array": ("[1, 2]\n", "answers.jsonl:1: not a JSON object"),
     "NaN seconds": (_line().replace("1.5", "NaN") + "\n", "answers.jsonl:1: NaN is not a number"),
-    "Infinity seconds": (_line().replace("1.5", "-Infinity") + "\n", "-Infinity is not a number"),
+    "Infinity seconds": (_line().replace("1.5", "Infinity") + "\n", "Infinity is not a number"),
     "overflowing seconds": (_line().replace("1.5", "1e999") + "\n", "number 1e999 overflows"),
     "10**400 seconds": (_line(seconds=10 ** 400) + "\n", "seconds must be a finite number"),
     "5,000-digit seconds": (_line().replace("1.5", "7" * 5000) + "\n", "answers.jsonl:1: Exceeds the limit"),
