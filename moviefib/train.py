@@ -24,7 +24,6 @@ import math
 import os
 import pickle
 import random
-import re
 import tempfile
 import time
 import tomllib
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .devices import device_problem, resolve_device
 from .fileio import atomic_output, atomic_write
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,6 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: missing, a directory, torn, foreign or inconsistent."""
 
 
-class DeviceUnavailableError(RuntimeError):
-    """The device asked for is not on this machine (CUDA without a GPU): a resource, not bad input."""
-
-
 # ----------------------------------------------------------------------------------------------- config
 
 @dataclass(frozen=True)
@@ -143,7 +139,6 @@ class _Rule:
 
 
 # torch.device also takes other names; these are the ones training supports.
-_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 MISSING_POLICIES = ("error", "skip")
 
 
@@ -169,8 +164,9 @@ def _rules() -> dict[str, dict[str, _Rule]]:
 
 def check_device(name: str, origin: str = "device") -> None:
     """Refuse a device name training does not know (before torch.device's own RuntimeError)."""
-    if not _DEVICE_RE.fullmatch(name):
-        raise ConfigError(f"{origin} = {name!r}: expected auto, cpu, mps, cuda or cuda:N")
+    problem = device_problem(name)
+    if problem:
+        raise ConfigError(f"{origin} = {problem}")
 
 
 def _check_value(section: str, key: str, value, rule: _Rule, origin: str) -> None:
@@ -340,22 +336,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise DeviceUnavailableError(f"device {name!r} asked for, but this machine has "
-                                     f"{torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailableError(f"device {name!r} asked for, but MPS is not available on this machine")
-    return device
 
 
 def _to_device(batch: dict, device) -> dict:

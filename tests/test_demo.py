@@ -183,3 +183,12 @@ def test_library_versions_do_not_depend_on_imports():
     before, after = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                               check=True, cwd=Path(__file__).resolve().parents[1]).stdout)
     assert before == after and {"torch", "av", "numpy"} <= set(before)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("device, code", [("cuda", 5), ("cuda:0", 5), ("gpu", 2)])
+def test_cli_absent_or_bad_device_is_one_line_before_any_work(tmp_path, capsys, device, code):
+    assert main(["demo", "run", "--out", str(tmp_path / "d"), "--device", device, "--no-progress"]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device" in err[0]
+    assert not (tmp_path / "d").exists()

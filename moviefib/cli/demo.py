@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CLIError
+from . import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
 
 
 def register(subparsers) -> None:
@@ -126,6 +126,14 @@ def _run(args) -> int:
 
     require_extra("moviefib demo run", "all", "torch", "torchvision", "av", "h5py")
     from ..demo.run import DemoError, run_demo
+    from ..devices import DeviceUnavailableError, resolve_device
+
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise CLIError(f"--device {args.device}: expected cpu, cuda or cuda:N", EXIT_USAGE)
+    try:
+        resolve_device(args.device)  # before the corpus is generated, not as a traceback at extraction
+    except DeviceUnavailableError as exc:
+        raise CLIError(f"--device: {exc}", EXIT_UNAVAILABLE) from None
 
     if args.workers < 1 or any(v is not None and v < 1 for v in (args.epochs, args.train_jobs)):
         raise CLIError("--workers, --epochs and --train-jobs must be at least 1", EXIT_USAGE)

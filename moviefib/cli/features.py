@@ -185,13 +185,16 @@ def _extract(args: argparse.Namespace) -> int:
     device = args.device
     if device == "cuda" and shard is not None and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device {device}: no CUDA GPU available", EXIT_UNAVAILABLE)
-    elif device != "cpu":
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise CLIError(f"--device {device}: expected cpu, cuda or cuda:N", EXIT_USAGE)
+    from ..devices import DeviceUnavailableError, resolve_device
+
+    try:
+        resolve_device(device)
+    except DeviceUnavailableError as exc:
+        raise CLIError(f"--device: {exc}", EXIT_UNAVAILABLE) from None
+    except ValueError as exc:
+        raise CLIError(f"--device {device}: {exc}", EXIT_USAGE) from None
 
     clips = _inputs(args)
     if args.limit:

@@ -65,7 +65,7 @@ def _invalid_input_errors() -> tuple[type[Exception], ...]:
 def _unavailable_errors() -> tuple[type[Exception], ...]:
     """Library exceptions that mean a resource is missing here (exit 5): a device, a model's extra."""
     from ..models import ModelUnavailableError
-    from ..train import DeviceUnavailableError
+    from ..devices import DeviceUnavailableError
 
     return DeviceUnavailableError, ModelUnavailableError
 
