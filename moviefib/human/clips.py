@@ -227,7 +227,7 @@ class ClipCache:
                                  f"{exc.strerror or exc}") from exc
         if done.check.status == "warn":
             log.warning("clip %s: %s; served", clip_id, done.check.reason)
-        log.info("transcoded clip %s (%d frames) -> %s", clip_id, done.frames, dst)
+        log.debug("transcoded clip %s (%d frames) -> %s", clip_id, done.frames, dst)
 
     def prefetch(self, clip_id: str, *, clip_seconds: float | None = None) -> None:
         """Transcode a clip in the background (the next question's), so that it plays without delay."""
