@@ -11,6 +11,7 @@ Stdlib only.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -38,6 +39,16 @@ class DurationTolerance:
                              f"warn={self.warn}")
         if self.slack < 0:
             raise ValueError(f"duration slack must be >= 0 seconds, not {self.slack}")
+
+    @classmethod
+    def parse(cls, text: str) -> "DurationTolerance":
+        """``SHORT`` or ``SHORT,WARN`` (ratios, as the ``--duration-tolerance`` flags take them); a lone
+        SHORT keeps the default WARN (or SHORT itself when higher). ValueError when malformed."""
+        values = [float(x) for x in text.split(",")]
+        if len(values) not in (1, 2) or not all(math.isfinite(v) for v in values):
+            raise ValueError("expected SHORT or SHORT,WARN")
+        warn = values[1] if len(values) == 2 else max(values[0], cls.warn)
+        return cls(short=values[0], warn=warn)
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,64 @@ def _matroska_extent(fh, size: int) -> int | None:
 # The identity of a source file, for resuming: a rerun redoes a clip whose file changed.
 
 IDENTITY_BLOCK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class LengthVerdict:
+    """How a decoded clip's length compares with what it should be.
+
+    Attributes:
+        status: ``ok``, ``warn`` (kept with a counted warning) or ``short`` (clearly short).
+        reason: the comparison in words, naming the file (None when ``ok``).
+        decoded: seconds decoded.
+        expected: seconds expected, or None when nothing says.
+        expected_from: ``clip id``, ``segment``, ``header`` (or the caller's own source), or None.
+    """
+
+    status: Status
+    reason: str | None
+    decoded: float
+    expected: float | None
+    expected_from: str | None
+
+
+def judge_length(path: str | os.PathLike, decoded: float, *, expected: float | None, source: str | None,
+                 header: float | None, whole_file: bool,
+                 tolerance: DurationTolerance = DurationTolerance()) -> LengthVerdict:
+    """The one rule for a decoded clip's length, used by extraction and by the human page.
+
+    ``expected`` (from ``source``: the clip's row or id, or its segment) is trusted when given. Without
+    it, the ``header``'s length counts only when the container shows the file was cut short: a whole
+    container whose header promises more than it holds has a lying header (some AVI headers say 444
+    frames and hold 68), and its decoded frames are the clip. ``whole_file``: the clip is the whole file
+    (not a segment of a movie), so the container's declared sizes speak for it. A cut container is at
+    least a warning even when the length passes: a cut to 90 % of the bytes often loses less than the
+    tolerance forgives.
+    """
+    try:
+        cut = container_shortfall(path) if whole_file else None
+    except OSError:
+        cut = None  # the file was readable a moment ago; the decoder's verdict stands
+    if expected is not None:
+        check = judge_duration(decoded, expected=expected, source=source, tolerance=tolerance)
+        if cut is not None and check.status == "ok":
+            return LengthVerdict("warn", f"{path}: {cut} (decoded {decoded:.2f} s of {expected:.2f} s)",
+                                 decoded, expected, source)
+        reason = None if check.status == "ok" else f"{path}: {check.reason}"
+        return LengthVerdict(check.status, reason, decoded, expected, source)
+    if cut is not None:
+        if not header:
+            return LengthVerdict("short", f"{path}: {cut}; its header gives no length to compare with",
+                                 decoded, None, None)
+        check = judge_duration(decoded, expected=header, source="header", tolerance=tolerance)
+        status: Status = "warn" if check.status == "ok" else check.status
+        return LengthVerdict(status, f"{path}: {cut}; {check.reason}", decoded, header, "header")
+    check = judge_duration(decoded, expected=header, source="header", tolerance=tolerance)
+    if check.status == "ok":
+        return LengthVerdict("ok", None, decoded, header, "header" if header else None)
+    return LengthVerdict("warn", f"{path}: the header declares {header:.2f} s but {decoded:.2f} s decode "
+                                 f"from the whole file: the header's frame count is taken to lie",
+                         decoded, header, "header")
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,11 @@ SETTINGS = {
                                                str(_file(t) / "cache")], 3, "cannot create the clip cache"),
     "no clips under --video-root": (lambda t, v: ["--mode", "video", "--video-root", str(t)], 3,
                                     "12 of 12 questions have no clip"),
+    "--duration-tolerance not a number": (lambda t, v: ["--duration-tolerance", "most"], 2,
+                                          "--duration-tolerance most"),
+    "--duration-tolerance short above warn": (lambda t, v: ["--duration-tolerance", "0.9,0.5"], 2,
+                                              "0 < short <= warn <= 1"),
+    "--duration-tolerance nan": (lambda t, v: ["--duration-tolerance", "nan"], 2, "expected SHORT"),
 }
 
 

@@ -313,7 +313,7 @@ def test_real_videos_are_transcoded_muted_small_and_cached(tmp_path):
     with pytest.raises(ClipError, match="no video file"):
         cache.get("1001_NOT_THERE_00.00.01.000-00.00.02.000")
     (tmp_path / "broken.avi").write_bytes(b"RIFF not a video")
-    with pytest.raises(ClipError, match="cannot transcode"):
+    with pytest.raises(ClipError, match="broken.avi: cannot open"):
         ClipCache(tmp_path, tmp_path / "cache").get("broken")
     assert not list((tmp_path / "cache").glob(".*"))  # no temp file left behind
 
@@ -366,7 +366,7 @@ def test_a_clip_file_cut_to_part_of_its_bytes_is_refused(video_root, tmp_path, k
     cut.parent.mkdir(parents=True)
     data = src.read_bytes()
     cut.write_bytes(data[:int(len(data) * keep)])
-    with pytest.raises(ClipRefused, match=f"clip {src.stem}: .*(cut short|cannot transcode|no decodable)"):
+    with pytest.raises(ClipRefused, match=f"clip {src.stem}: .*(cut short|cannot open|cannot transcode|no decodable)"):
         ClipCache(root, tmp_path / "cache").get(src.stem)
     assert not list((tmp_path / "cache").glob("*.webm"))
 
@@ -694,3 +694,20 @@ def test_video_mode_plays_the_clip_and_text_mode_then_avoids_it(browser, dataset
     finally:
         context.close()
         server.stop()
+
+
+def test_a_cut_clip_without_an_id_is_judged_by_its_header_as_extraction_does(tmp_path):
+    """No clip id and no dataset times: a container cut short is judged by its header, not served."""
+    pytest.importorskip("av")
+    from moviefib.human.clips import ClipCache, ClipRefused
+    from moviefib.video import write_synthetic_video
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    whole = write_synthetic_video(tmp_path / "whole.avi", 300, codec="mpeg4", size=(160, 120))
+    data = whole.read_bytes()
+    (root / "cut.avi").write_bytes(data[:int(len(data) * 0.4)])
+    with pytest.raises(ClipRefused, match=r"cut\.avi: file cut short: its AVI RIFF chunks declare"):
+        ClipCache(root, tmp_path / "cache").get("cut")
+    (root / "whole.avi").write_bytes(data)
+    assert ClipCache(root, tmp_path / "cache").get("whole").is_file()

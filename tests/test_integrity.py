@@ -134,3 +134,20 @@ def test_small_files_hash_whole(tmp_path):
     a.write_bytes(b"x" * 100)
     b.write_bytes(b"x" * 99 + b"y")
     assert source_identity(a).digest != source_identity(b).digest
+
+
+@pytest.mark.parametrize("text, short, warn", [("0.5,0.9", 0.5, 0.9), ("0.7", 0.7, 0.9), ("0.95", 0.95, 0.95),
+                                               ("1,1", 1.0, 1.0)])
+def test_tolerance_flag_text(text, short, warn):
+    from moviefib.integrity import DurationTolerance
+
+    t = DurationTolerance.parse(text)
+    assert (t.short, t.warn) == (short, warn)
+
+
+@pytest.mark.parametrize("text", ["", "x", "0.5,0.9,1", "nan", "inf,1", "0,0.5", "0.9,0.5", "1.5"])
+def test_bad_tolerance_flag_text(text):
+    from moviefib.integrity import DurationTolerance
+
+    with pytest.raises(ValueError):
+        DurationTolerance.parse(text)

@@ -114,15 +114,12 @@ def _input_folder(path: str, flag: str) -> None:
         raise CLIError(f"{flag} {path}: not a folder")
 
 
-def _tolerance(text: str):
+def duration_tolerance(text: str):
+    """The ``--duration-tolerance`` flag (extraction and the human page judge clips alike)."""
     from ..integrity import DurationTolerance
 
     try:
-        values = [float(x) for x in text.split(",")]
-        if len(values) not in (1, 2):
-            raise ValueError("expected SHORT or SHORT,WARN")
-        short, warn = values[0], values[-1] if len(values) == 2 else max(values[0], 0.9)
-        return DurationTolerance(short=short, warn=warn)
+        return DurationTolerance.parse(text)
     except ValueError as exc:
         raise CLIError(f"--duration-tolerance {text}: {exc} (ratios, e.g. 0.5,0.9)", EXIT_USAGE) from None
 
@@ -158,7 +155,7 @@ def _extract(args: argparse.Namespace) -> int:
     problem = backend_problem(args.decoder)
     if problem is not None:
         raise CLIError(f"--decoder {args.decoder}: {problem}", EXIT_UNAVAILABLE)
-    tolerance = _tolerance(args.duration_tolerance)
+    tolerance = duration_tolerance(args.duration_tolerance)
     _output_file(args.output, "-o/--output")
 
     if args.preset:

@@ -65,6 +65,10 @@ def _add_clip_args(p, *, required: bool) -> None:
                    help="folder of the clips (<DIR>/<movie>/<clip_id>.avi); required in video mode")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="where transcoded WebM clips are kept (default ~/.cache/moviefib/human-clips)")
+    p.add_argument("--duration-tolerance", metavar="SHORT[,WARN]", default="0.5,0.9",
+                   help="a clip decoding under SHORT of its expected length (after 0.25 s of slack) is "
+                        "refused, under WARN served with a warning: the rule of `moviefib extract` "
+                        "(default 0.5,0.9)")
 
 
 def _require(module: str, package: str, what: str) -> None:
@@ -80,13 +84,15 @@ def _prepare(args) -> int:
     from ..human.clips import ClipCacheError, ClipError, prepare_clips
     from ..human.questions import QuestionError
     from ..human.server import open_clip_cache, served_questions
+    from .features import duration_tolerance
 
     if args.sample is not None and args.sample < 1:
         raise CLIError("--sample must be at least 1", EXIT_USAGE)
+    tolerance = duration_tolerance(args.duration_tolerance)
     _require("av", "PyAV", "transcoding clips")
     try:
         questions, _ = served_questions(args.dataset, args.split, sample=args.sample, seed=args.seed)
-        cache = open_clip_cache(args.video_root, args.cache_dir, questions)
+        cache = open_clip_cache(args.video_root, args.cache_dir, questions, tolerance=tolerance)
     except (DatasetError, QuestionError, ClipError) as exc:
         raise CLIError(str(exc), EXIT_INVALID) from None
     except OSError as exc:  # the dataset cannot be read
@@ -119,6 +125,7 @@ def _serve(args) -> int:
     from ..human.clips import ClipError
     from ..human.questions import QuestionError
     from ..human.server import HumanServer, is_loopback, make_app
+    from .features import duration_tolerance
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if not is_loopback(args.host) and not token:
@@ -130,13 +137,14 @@ def _serve(args) -> int:
         raise CLIError("--sample must be at least 1", EXIT_USAGE)
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port {args.port} is not a port number", EXIT_USAGE)
+    tolerance = duration_tolerance(args.duration_tolerance)
     _require("flask", "Flask", "the web page")
     if args.mode == "video":
         _require("av", "PyAV", "video mode")
     try:
         app = make_app(args.dataset, args.split, args.mode, args.answers, video_root=args.video_root,
                        cache_dir=args.cache_dir, sample=args.sample, seed=args.seed, token=token,
-                       host=args.host)
+                       host=args.host, tolerance=tolerance)
     except (DatasetError, QuestionError, AnswerFileError, ClipError) as exc:
         raise CLIError(str(exc), EXIT_INVALID) from None
     except OSError as exc:  # e.g. the answer file's folder cannot be created or written

@@ -65,8 +65,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..fileio import PathEscapeError, atomic_output, atomic_write, contained_path, exclusive_lock
-from ..integrity import (DurationTolerance, SourceIdentity, container_shortfall, current_identity,
-                         judge_duration, source_identity)
+from ..integrity import (DurationTolerance, LengthVerdict, SourceIdentity, current_identity, judge_length,
+                         source_identity)
 from ..video import (DecodedSpan, Sampling, Segment, VideoError, header_duration, require_backend, sample,
                      sampling_to_dict)
 from .registry import library_versions
@@ -307,68 +307,15 @@ class _StreamConfig:
     allow_partial: bool = False
 
 
-@dataclass(frozen=True)
-class LengthVerdict:
-    """How a decoded clip's length compares with what it should be.
-
-    Attributes:
-        status: ``ok``, ``warn`` (kept with a counted warning) or ``short`` (clearly short).
-        reason: the comparison in words (None when ``ok``).
-        decoded: seconds decoded.
-        expected: seconds expected, or None when nothing says.
-        expected_from: ``clip id``, ``segment`` or ``header``.
-    """
-
-    status: str
-    reason: str | None
-    decoded: float
-    expected: float | None
-    expected_from: str | None
-
-
 def judge_clip(clip: ClipSource, span: DecodedSpan, tolerance: DurationTolerance) -> LengthVerdict:
-    """Judge a decoded clip's length: against its row's times, its segment, or (for a file of a folder)
-    its header when the container shows that the file was cut short.
-
-    A clip file whose container is cut short is at least a warning even when its length passes: a cut
-    to 90 % of the bytes often loses less than the tolerance forgives (see docs: truncation figures).
-    """
-    decoded = span.duration
-    try:
-        cut = None if clip.segment is not None else container_shortfall(clip.path)
-    except OSError:
-        cut = None  # the file was readable a moment ago; the decoder's verdict stands
-    expected = clip.expected_duration
-    if expected is None and clip.segment is not None:
-        expected = clip.segment.duration
-    if expected is not None:
-        source = "segment" if clip.segment is not None else "clip id"
-        verdict = _verdict(clip, judge_duration(decoded, expected=expected, source=source, tolerance=tolerance))
-        if cut is not None and verdict.status == "ok":
-            return LengthVerdict("warn", f"{clip.path}: {cut} (decoded {decoded:.2f} s of {expected:.2f} s)",
-                                 decoded, expected, source)
-        return verdict
+    """Judge a decoded clip's length (:func:`moviefib.integrity.judge_length`): against its row's times,
+    its segment, or (for a file of a folder) its header when the container shows it was cut short."""
+    expected, source = clip.expected_duration, "clip id"
+    if clip.segment is not None:
+        expected, source = (clip.segment.duration if expected is None else expected), "segment"
     header = header_duration(span.info) if span.info is not None else None
-    if cut is not None:
-        if not header:
-            return LengthVerdict("short", f"{clip.path}: {cut}; its header gives no length to compare with",
-                                 decoded, None, None)
-        check = judge_duration(decoded, expected=header, source="header", tolerance=tolerance)
-        status = "warn" if check.status == "ok" else check.status
-        return LengthVerdict(status, f"{clip.path}: {cut}; {check.reason}", decoded, header, "header")
-    check = judge_duration(decoded, expected=header, source="header", tolerance=tolerance)
-    if check.status == "ok":
-        return LengthVerdict("ok", None, decoded, header, "header" if header else None)
-    # A whole container whose header promises more than it holds: the header lies (some AVI headers
-    # say 444 frames and hold 68), the decoded frames are the clip.
-    return LengthVerdict("warn", f"{clip.path}: the header declares {header:.2f} s but {decoded:.2f} s "
-                                 f"decode from the whole file: the header's frame count is taken to lie",
-                         decoded, header, "header")
-
-
-def _verdict(clip: ClipSource, check) -> LengthVerdict:
-    reason = None if check.status == "ok" else f"{clip.path}: {check.reason}"
-    return LengthVerdict(check.status, reason, check.decoded, check.expected, check.source)
+    return judge_length(clip.path, span.duration, expected=expected, source=source, header=header,
+                        whole_file=clip.segment is None, tolerance=tolerance)
 
 
 @dataclass(frozen=True)

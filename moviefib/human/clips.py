@@ -6,7 +6,7 @@ source's path, size and modification time (an edited source is transcoded again)
 
 Only whole clips are served: the length decoded while transcoding is judged against the clip's expected
 length (the dataset's extracted start/end, else its LSMDC clip id) by
-:func:`moviefib.integrity.judge_duration`, the rule extraction applies. A clip clearly short, a still
+:func:`moviefib.integrity.judge_length`, the rule extraction applies. A clip clearly short, a still
 image under a video name, or a file that does not decode is refused (:class:`ClipRefused`) and never
 cached. Clip ids never lead outside the video root.
 """
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ..fileio import PathEscapeError, atomic_output, contained_path
 from ..formats import ClipId, id_problem
-from ..integrity import DurationCheck, DurationTolerance, judge_duration
+from ..integrity import DurationTolerance, LengthVerdict, judge_length
+from ..video import VideoError, header_duration, probe
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class Transcoded:
     """
 
     frames: int
-    check: DurationCheck
+    check: LengthVerdict
 
 
 def transcode(src: str | os.PathLike, dst: str | os.PathLike, *, expected: float | None = None,
@@ -108,12 +109,18 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, *, expected: float
 
     src, dst = Path(src), Path(dst)
     try:
+        header = header_duration(probe(src))  # also refuses a still image, as extraction does
+    except VideoError as exc:
+        raise ClipRefused(str(exc)) from None
+    try:
         with atomic_output(dst, suffix=".webm") as tmp, av.open(str(src)) as inp, \
                 av.open(str(tmp), "w", format="webm") as out:
             frames, seconds = _encode_vp9(inp, out, src, max_height)
-            check = judge_duration(seconds, expected=expected, source=source, tolerance=tolerance)
+            # Extraction's own rule: the expected length, else a cut container's header.
+            check = judge_length(src, seconds, expected=expected, source=source, header=header,
+                                 whole_file=True, tolerance=tolerance)
             if check.status == "short":
-                raise ClipRefused(f"{src}: {check.reason}")  # leaving the block drops the temp file
+                raise ClipRefused(check.reason)  # leaving the block drops the temp file
     except av.FFmpegError as exc:
         raise ClipRefused(f"{src}: cannot transcode: {exc}") from exc
     return Transcoded(frames, check)
@@ -128,10 +135,6 @@ def _encode_vp9(inp, out, src: Path, max_height: int) -> tuple[int, float]:
     if not inp.streams.video:
         raise ClipRefused(f"{src}: no video stream")
     vin = inp.streams.video[0]
-    # FFmpeg opens a PNG or JPEG under any name (demuxer ``png_pipe``, ``image2``...) as a one-frame video.
-    demuxer = inp.format.name or ""
-    if demuxer == "image2" or demuxer.endswith("_pipe"):
-        raise ClipRefused(f"{src}: a still image ({demuxer}, codec {vin.codec_context.name}), not a clip")
     vin.thread_type = "AUTO"
     rate = vin.average_rate or vin.guessed_rate or Fraction(25)
     vout = None

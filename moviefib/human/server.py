@@ -33,6 +33,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..integrity import DurationTolerance
 from .answers import AnswerFileError, InvalidInput, strict_json
 from .clips import ClipCache, ClipCacheError, ClipError, ClipRefused
 from .protocol import AnnotationSession, Conflict
@@ -289,13 +290,14 @@ def served_questions(dataset: str | os.PathLike, split: str, *, sample: int | No
 
 
 def open_clip_cache(video_root: str | os.PathLike | None, cache_dir: str | os.PathLike | None,
-                    questions: list[HumanQuestion]) -> ClipCache:
+                    questions: list[HumanQuestion], *,
+                    tolerance: DurationTolerance = DurationTolerance()) -> ClipCache:
     """The clip cache for ``questions``, refused (``ClipError``) unless every clip has its file."""
     if video_root is None:
         raise ClipError("video mode needs the folder of the clips (--video-root)")
     if not Path(video_root).is_dir():
         raise ClipError(f"{video_root}: no such video folder")
-    clips = ClipCache(video_root, cache_dir or default_cache_dir())
+    clips = ClipCache(video_root, cache_dir or default_cache_dir(), tolerance=tolerance)
     _check_cache_dir(clips.cache_dir)  # fail now, not at the first clip
     missing = [q.clip_id for q in questions if not clips.source(q.clip_id).is_file()]
     if missing:
@@ -307,7 +309,7 @@ def open_clip_cache(video_root: str | os.PathLike | None, cache_dir: str | os.Pa
 def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | os.PathLike, *,
              video_root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
              sample: int | None = None, seed: int = 0, token: str | None = None,
-             host: str = "127.0.0.1"):
+             host: str = "127.0.0.1", tolerance: DurationTolerance = DurationTolerance()):
     """Load the questions, open the answer file and build the application (what the CLI serves).
 
     Each error has a one-line reason: a bad dataset or split (``DatasetError``, ``QuestionError``), a
@@ -318,7 +320,7 @@ def make_app(dataset: str | os.PathLike, split: str, mode: str, answers: str | o
     if not loopback and not token:
         raise ValueError(f"serving on {host} (not this machine only) needs a token (--token)")
     questions, split_questions = served_questions(dataset, split, sample=sample, seed=seed)
-    clips = open_clip_cache(video_root, cache_dir, questions) if mode == "video" else None
+    clips = open_clip_cache(video_root, cache_dir, questions, tolerance=tolerance) if mode == "video" else None
     session = AnnotationSession(questions, mode, answers, split_questions=split_questions)
     return create_app(session, clips, ServerOptions(token=token, loopback=loopback,
                                                     title=f"{Path(dataset).name} / {split}"))
