@@ -711,3 +711,22 @@ def test_a_cut_clip_without_an_id_is_judged_by_its_header_as_extraction_does(tmp
         ClipCache(root, tmp_path / "cache").get("cut")
     (root / "whole.avi").write_bytes(data)
     assert ClipCache(root, tmp_path / "cache").get("whole").is_file()
+
+
+def test_questions_without_a_blank_are_left_out_and_counted(tmp_path, caplog):
+    """An imported official file keeps rows whose FILL_IN lost its blank; the page cannot show them."""
+    import pyarrow.parquet as pq
+
+    from moviefib.human.questions import load_questions
+
+    folder = write_dataset(tmp_path / "ds")
+    path = folder / "data" / "val.parquet"
+    table = pq.read_table(path)
+    questions = table.column("question").to_pylist()
+    questions[0] = table.column("sentence")[0].as_py()  # the release's quirk: no '_____' left
+    pq.write_table(table.set_column(table.column_names.index("question"), "question",
+                                    __import__("pyarrow").array(questions)), path)
+    with caplog.at_level("WARNING"):
+        got = load_questions(folder, "val")
+    assert len(got) == 11 and "q00" not in {q.question_id for q in got}
+    assert "1 questions without a blank" in caplog.text

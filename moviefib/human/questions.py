@@ -58,6 +58,7 @@ def _clip_seconds(start: object, end: object) -> float | None:
 def _from_rows(ids, clips, sentences, questions, starts, ends, source: str) -> list[HumanQuestion]:
     out = []
     seen: set[str] = set()
+    no_blank = 0
     for row, (qid, clip, sid, text, start, end) in enumerate(
             zip(ids, clips, sentences, questions, starts, ends)):
         problem = _id_problem(qid, clip, sid)
@@ -66,11 +67,17 @@ def _from_rows(ids, clips, sentences, questions, starts, ends, source: str) -> l
         if qid in seen:
             raise QuestionError(f"{source}: row {row}: duplicate question_id {qid!r}")
         seen.add(qid)
+        if isinstance(text, str) and BLANK not in text:
+            no_blank += 1  # an official row whose FILL_IN lost its blank: nothing for a person to fill
+            continue
         if not isinstance(text, str) or text.count(BLANK) != 1:
             raise QuestionError(f"{source}: row {row} (question {qid}): question must contain exactly "
                                 f"one blank {BLANK!r}")
         before, after = text.split(BLANK)
         out.append(HumanQuestion(qid, clip, sid, before, after, _clip_seconds(start, end)))
+    if no_blank:
+        log.warning("%s: %d questions without a blank %r (a quirk of the official release) are not shown",
+                    source, no_blank, BLANK)
     return out
 
 
