@@ -122,9 +122,9 @@ DATASETS = {
                            r"lacks column\(s\) question"),
     "no sentence_id column": (lambda d, t: _rewrite(d, t / "c", _drop_column("sentence_id")),
                               r"lacks column\(s\) sentence_id"),
-    # Rows without a blank are left out (a quirk of official files); a split of nothing else has none.
-    "question without its blank": (lambda d, t: _rewrite(d, t / "c", _set("question", "no blank here")),
-                                   "no questions"),
+    # (A question without its blank is a quirk of official files: left out, see test_human.py.)
+    "question with three blanks": (lambda d, t: _rewrite(d, t / "c", _set("question", "_____ _____ _____")),
+                                   "exactly one blank"),
     "question with two blanks": (lambda d, t: _rewrite(d, t / "c", _set("question", "_____ and _____")),
                                  "exactly one blank"),
     "duplicate question id": (lambda d, t: _rewrite(d, t / "c", _duplicate_id), "duplicate question_id"),
