@@ -31,7 +31,7 @@ from moviefib.exits import EXIT_INVALID, EXIT_STATUSES, EXIT_UNAVAILABLE, EXIT_U
 from moviefib.features.store import write_store  # noqa: E402
 
 from test_train import (SPLITS, TINY_MODEL, TINY_TRAIN, TOY_FEATURES, _clip, _write_features,  # noqa: E402
-                        _write_split)
+                        write_toy)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "baselines" / "text_3d.toml"
@@ -501,12 +501,7 @@ def _(ctx):
 
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("toy")
-    for split, (first, n, per) in SPLITS.items():
-        _write_split(root / "dataset", split, first, n, per)
-    (root / "features").mkdir()
-    _write_features(root / "features")
-    return root
+    return write_toy(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture(scope="module")

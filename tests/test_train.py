@@ -76,14 +76,18 @@ def _write_features(fdir: Path, skip: set[int] = frozenset()):
         write_store(fdir / f"{preset}.h5", items(), {"preset": preset, "toy": True})
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("toy")
+def write_toy(root: Path) -> Path:
+    """The toy dataset (``root/dataset``) and its feature stores (``root/features``)."""
     for split, (first, n, per) in SPLITS.items():
         _write_split(root / "dataset", split, first, n, per)
     (root / "features").mkdir()
     _write_features(root / "features")
     return root
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return write_toy(tmp_path_factory.mktemp("toy"))
 
 
 def _config(toy: Path, name: str, out: Path, *extra: str) -> dict:
