@@ -354,8 +354,8 @@ def _order_dir(tmp, folder, truth):
 
 
 EVAL_CASES = [
-    ("submission_directory", _sub_dir, "is a directory", EXIT_USAGE),
-    ("submission_missing", lambda tmp, f, t: [tmp / "absent.tsv"], "no such submission file", EXIT_USAGE),
+    ("submission_directory", _sub_dir, "is a directory", EXIT_INVALID),
+    ("submission_missing", lambda tmp, f, t: [tmp / "absent.tsv"], "no such submission file", EXIT_INVALID),
     ("json_5000_digit_answer", _json_sub('{"val-0000": ' + HUGE + "}"), "number an integer of 5000 digits",
      EXIT_INVALID),
     ("json_deep_nesting", _json_sub('{"val-0000": ' + DEEP + "}"), "nested too deeply", EXIT_INVALID),
@@ -370,18 +370,22 @@ EVAL_CASES = [
     ("humans_seconds_400_digits", _humans(f'"seconds": {"9" * 400}'), "too large", EXIT_INVALID),
     ("humans_seconds_negative", _humans('"seconds": -1'), "non-negative", EXIT_INVALID),
     ("humans_deep_nesting", _humans(f'"seconds": 1, "x": {DEEP}'), "nested too deeply", EXIT_INVALID),
-    ("humans_directory", lambda tmp, f, t: [_sub(tmp, t), "--humans", tmp], "is a directory", EXIT_USAGE),
+    ("humans_directory", lambda tmp, f, t: [_sub(tmp, t), "--humans", tmp], "is a directory", EXIT_INVALID),
     ("corrupt_parquet", _corrupt_table, "val.parquet", EXIT_INVALID),
     ("table_is_directory", _table_dir, "is a directory", EXIT_INVALID),
-    ("key_is_directory", _key_dir, "is a directory", EXIT_USAGE),
-    ("order_of_directory", _order_dir, "is a directory", EXIT_USAGE),
+    ("key_is_directory", _key_dir, "is a directory", EXIT_INVALID),
+    ("order_of_directory", _order_dir, "is a directory", EXIT_INVALID),
     ("counts_underscore", _counts("walks\t1_000\n"), "answer_counts.tsv:1", EXIT_INVALID),
     ("counts_negative", _counts("walks\t-3\n"), "answer_counts.tsv:1", EXIT_INVALID),
     ("counts_5000_digits", _counts(f"walks\t{HUGE}\n"), "answer_counts.tsv:1", EXIT_INVALID),
     ("counts_repeated_word", _counts("walks\t3\nwalks\t4\n"), "answer_counts.tsv:2", EXIT_INVALID),
     ("counts_arabic_digits", _counts("walks\t\u0663\n"), "answer_counts.tsv:1", EXIT_INVALID),
-    ("out_is_a_file", _out_file, "cannot write", EXIT_USAGE),
+    ("out_is_a_file", _out_file, "cannot write", EXIT_INVALID),
     ("split_path", lambda tmp, f, t: [_sub(tmp, t), "--split", "../../x"], "bad split name", EXIT_USAGE),
+    ("bootstrap_too_many", lambda tmp, f, t: [_sub(tmp, t), "--bootstrap", "99999999999999999999"],
+     "--bootstrap must be between 0 and 100,000", EXIT_USAGE),
+    ("seed_negative", lambda tmp, f, t: [_sub(tmp, t), "--bootstrap", "10", "--seed", "-1"],
+     "--seed must be >= 0", EXIT_USAGE),
 ]
 
 
@@ -391,14 +395,14 @@ def test_evaluate_bad_inputs(tmp_path, capsys, make, words, status):
     folder = make_dataset(tmp_path, {"val": rows}, answer_counts={"walks": 9})
     truth = {r["question_id"]: r["answer"] for r in rows}
     extra = make(tmp_path, folder, truth)
-    code, err = _run(capsys, ["evaluate", folder, *extra, "--bootstrap", "0", "--no-progress"])
+    code, err = _run(capsys, ["evaluate", folder, "--bootstrap", "0", *extra, "--no-progress"])
     assert code == status and words in err, err
 
 
 def test_evaluate_dataset_that_is_a_file(tmp_path, capsys):
     (tmp_path / "ds").write_text("x")
     code, err = _run(capsys, ["evaluate", tmp_path / "ds", tmp_path / "s.tsv"])
-    assert code == EXIT_USAGE and "is a file, not a dataset folder" in err
+    assert code == EXIT_INVALID and "is a file, not a dataset folder" in err
 
 
 # ---- load_dataset / read_table / read_answer_counts: (case id, setup(folder) -> (path, split), words) ----

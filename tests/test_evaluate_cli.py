@@ -88,22 +88,23 @@ def test_allow_missing_and_allow_invalid(tmp_path, capsys, ds):
     assert "tolerated: missing: 1 x" in out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["nowhere", "x.tsv"], "no such dataset folder"),
-    (["{ds}", "absent.tsv"], "no such submission file"),
-    (["{ds}", "{sub}", "--split", "train"], "no split 'train'"),
-    (["{ds}", "{sub}", "{sub}", "{sub}"], "at most two submissions"),
-    (["{ds}", "{sub}", "--by", "genre"], "no such column"),
-    (["{ds}", "{sub}", "--humans", "absent.jsonl"], "no such human-answer file"),
-    (["{ds}", "{sub}", "--bootstrap", "-1"], "--bootstrap must be >= 0"),
-    (["{ds}", "{sub}", "--order-of", "absent_FIB.csv"], "no such FIB file"),
+@pytest.mark.parametrize("args,message,status", [
+    (["nowhere", "x.tsv"], "no such dataset folder", 3),
+    (["{ds}", "absent.tsv"], "no such submission file", 3),
+    (["{ds}", "{sub}", "--split", "train"], "no split 'train'", 3),
+    (["{ds}", "{sub}", "{sub}", "{sub}"], "at most two submissions", 2),
+    (["{ds}", "{sub}", "--by", "genre"], "no such column", 2),
+    (["{ds}", "{sub}", "--humans", "absent.jsonl"], "no such human-answer file", 3),
+    (["{ds}", "{sub}", "--bootstrap", "-1"], "--bootstrap must be between 0 and 100,000", 2),
+    (["{ds}", "{sub}", "--order-of", "absent_FIB.csv"], "no such FIB file", 3),
 ])
-def test_usage_errors_exit_2(tmp_path, capsys, ds, args, message):
+def test_usage_and_missing_input_errors(tmp_path, capsys, ds, args, message, status):
+    """A bad option is a usage error (2); a missing input file, folder or split is invalid input (3)."""
     folder, truth, _ = ds
     sub = write_submission(tmp_path / "a.tsv", truth)
     argv = [a.format(ds=folder, sub=sub) for a in args]
     code, _, err = _run(capsys, *argv)
-    assert code == 2 and message in err, err
+    assert code == status and message in err, err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -131,7 +132,7 @@ def test_blind_split_default_key_and_explicit_key(tmp_path, capsys, ds):
     moved = tmp_path / "elsewhere.parquet"
     keys.rename(moved)
     code, _, err = _run(capsys, folder, sub, "--split", "test")
-    assert code == 2 and "is blind" in err
+    assert code == 3 and "is blind" in err
     code, out, err = _run(capsys, folder, sub, "--split", "test", "--key", moved, "--bootstrap", "0")
     assert code == 0 and "100.00%" in out, err
 
@@ -178,7 +179,7 @@ def test_unwritable_out_is_one_line(tmp_path, capsys, ds):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, _, err = _run(capsys, folder, sub, "--out", blocker / "sub", "--bootstrap", "0")
-    assert code == 2 and "cannot write" in err
+    assert code == 3 and "cannot write" in err
 
 
 def test_script_and_no_torch(tmp_path, ds):

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from moviefib.evaluate.errors import InputError, UsageError
+from moviefib.evaluate.errors import InputError, MissingInput
 from moviefib.evaluate.key import keys_path, load_key
 from moviefib.schema import COLUMN_NAMES, KEY_COLUMNS, arrow_schema
 
@@ -92,7 +92,7 @@ def test_key_of_blind_split_comes_from_keys_folder(tmp_path):
 def test_blind_split_without_key_is_a_usage_error(tmp_path):
     folder = make_dataset(tmp_path, {"test": question_rows(split="test")}, blind={"test"})
     keys_path(folder, "test").unlink()
-    with pytest.raises(UsageError, match="blind.*--key"):
+    with pytest.raises(MissingInput, match="blind.*--key"):
         load_key(folder, "test")
 
 
@@ -112,9 +112,9 @@ def test_explicit_key_must_match_ids_exactly(tmp_path):
 
 def test_missing_split_folder_and_columns(tmp_path):
     folder = make_dataset(tmp_path, {"val": question_rows()})
-    with pytest.raises(UsageError, match="no split 'test' \\(available: val\\)"):
+    with pytest.raises(MissingInput, match="no split 'test' \\(available: val\\)"):
         load_key(folder, "test")
-    with pytest.raises(UsageError, match="no such dataset folder"):
+    with pytest.raises(MissingInput, match="no such dataset folder"):
         load_key(tmp_path / "nope", "val")
     pq.write_table(pa.table({"question_id": ["a"]}), folder / "data" / "bad.parquet")
     with pytest.raises(InputError, match="missing column"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_evaluate_data import make_dataset, question_rows
 
-from moviefib.evaluate.errors import InputError, UsageError
+from moviefib.evaluate.errors import InputError, MissingInput
 from moviefib.evaluate.human import PUBLISHED_HUMAN, compare_humans, read_human_answers
 from moviefib.evaluate.key import load_key
 
@@ -97,7 +97,7 @@ def test_same_annotator_twice_and_empty_and_absent_files(tmp_path, key):
         read_human_answers(_write(tmp_path, lines), key)
     with pytest.raises(InputError, match="no human answers"):
         read_human_answers(_write(tmp_path, [""]), key)
-    with pytest.raises(UsageError, match="no such human-answer file"):
+    with pytest.raises(MissingInput, match="no such human-answer file"):
         read_human_answers(tmp_path / "absent.jsonl", key)
 
 

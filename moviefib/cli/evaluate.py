@@ -30,8 +30,9 @@ human accuracy from a JSONL file of answers (question_id, answer, mode, annotato
 outputs: a table on stdout; with --out DIR also metrics.json (with sha256 fingerprints of the dataset
 and submissions), report.md and accuracy_by_pos.png.
 
-exit status: 0 scored; 2 usage error (missing file, split or key, bad option); 3 invalid submission
-or malformed input file; 5 an optional resource (spaCy model, matplotlib) is missing.
+exit status: 0 scored; 2 usage error (bad option); 3 invalid input (invalid submission, a missing,
+unreadable or malformed input file, split or key, an output that cannot be written); 5 an optional
+resource (spaCy model, matplotlib) is missing.
 """
 
 
@@ -56,8 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="write metrics.json, report.md and the chart here")
     p.add_argument("--no-chart", action="store_true", help="with --out, skip the PNG chart")
     p.add_argument("--bootstrap", metavar="N", type=int, default=1000,
-                   help="bootstrap resamples (default 1000; 0 = no intervals)")
-    p.add_argument("--seed", metavar="S", type=int, default=0, help="bootstrap seed (default 0)")
+                   help="bootstrap resamples (default 1000; 0 = no intervals; at most 100,000)")
+    p.add_argument("--seed", metavar="S", type=int, default=0, help="bootstrap seed, >= 0 (default 0)")
     p.add_argument("--no-progress", action="store_true",
                    help="accepted like every long-running command's; evaluate shows no progress bar")
     p.set_defaults(func=run)
@@ -84,7 +85,7 @@ def run(args) -> int:
     except EvaluationError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
     except OSError as exc:
-        raise CLIError(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_USAGE) from None
+        raise CLIError(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_INVALID) from None
     print(report.format_table(ev), end="")
     if args.out:
         try:
@@ -92,7 +93,7 @@ def run(args) -> int:
         except EvaluationError as exc:
             raise CLIError(str(exc), exc.exit_code) from None
         except OSError as exc:
-            raise CLIError(f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_USAGE) from None
+            raise CLIError(f"cannot write to {args.out}: {exc.strerror or exc}", EXIT_INVALID) from None
         for path in written:
             print(f"wrote {path}")
     return 0

@@ -18,7 +18,7 @@ _EXPORTS = {
     "normalise": "metrics", "score": "metrics",
     "read_human_answers": "human", "PUBLISHED_HUMAN": "human",
     "format_table": "report", "write_outputs": "report",
-    "EvaluationError": "errors", "UsageError": "errors", "InputError": "errors",
+    "EvaluationError": "errors", "UsageError": "errors", "InputError": "errors", "MissingInput": "errors",
     "SubmissionInvalid": "errors", "ResourceUnavailable": "errors",
 }
 __all__ = sorted(_EXPORTS)

@@ -20,6 +20,10 @@ from .submission import ValidationReport, read_ordered_submission, read_submissi
 
 log = logging.getLogger(__name__)
 
+# Resamples of one bootstrap: the draws are held in memory at once (resamples x sentences), and
+# 100,000 is already far past the point where the interval stops moving.
+MAX_BOOTSTRAP = 100_000
+
 
 @dataclass(frozen=True, eq=False)
 class SubmissionResult:
@@ -118,8 +122,10 @@ def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, da
     """Evaluate submission files against a loaded key (see :func:`evaluate` for the options)."""
     if not submissions:
         raise UsageError("no submission given")
-    if bootstrap < 0:
-        raise UsageError(f"--bootstrap must be >= 0, not {bootstrap}")
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise UsageError(f"--bootstrap must be between 0 and {MAX_BOOTSTRAP:,}, not {bootstrap}")
+    if seed < 0:  # numpy's generators take no negative seed
+        raise UsageError(f"--seed must be >= 0, not {seed}")
     if not 0 < level < 1:
         raise UsageError(f"confidence level must be in (0, 1), not {level}")
     paths = [Path(p) for p in submissions]
@@ -206,8 +212,8 @@ def evaluate(dataset: str | os.PathLike, submissions: Sequence[str | os.PathLike
 
     Raises:
         SubmissionInvalid: a submission failed validation (all problems are in ``.reports``).
-        UsageError: missing files, split or key, bad options. InputError: a malformed table, key, FIB
-            or human-answer file. ResourceUnavailable: ``lemma`` without spaCy's model.
+        MissingInput: a missing file, folder, split or key. UsageError: bad options. InputError: a
+            malformed table, key, FIB or human-answer file. ResourceUnavailable: ``lemma`` without spaCy's model.
     """
     if isinstance(submissions, (str, os.PathLike)):
         submissions = [submissions]

@@ -17,9 +17,18 @@ class EvaluationError(Exception):
 
 
 class UsageError(EvaluationError):
-    """The evaluator was asked for something impossible: a missing file or split, no key, bad options."""
+    """The evaluator was asked for something impossible: bad options or option values."""
 
     exit_code = EXIT_USAGE
+
+
+class MissingInput(EvaluationError):
+    """An input file, folder or split is absent, a directory where a file is expected, or unreadable.
+
+    Invalid input (not usage), as in every other command: the flags were well formed, the file is not.
+    """
+
+    exit_code = EXIT_INVALID
 
 
 class InputError(EvaluationError):

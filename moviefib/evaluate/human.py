@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..formats import JSONInputError, json_number, json_type_name, load_json
-from .errors import InputError, UsageError
+from .errors import InputError, MissingInput
 from .metrics import normalise
 
 if TYPE_CHECKING:
@@ -143,13 +143,13 @@ class HumanModeResult:
 def read_human_answers(path: str | os.PathLike, key: "AnswerKey | None" = None) -> list[HumanAnswer]:
     """Read and check a human-answer JSONL file; with ``key``, every question id must be in the split.
 
-    Raises UsageError when the file is absent and InputError listing the first bad lines otherwise.
+    Raises MissingInput when the file is absent and InputError listing the first bad lines otherwise.
     """
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"{path}: is a directory, not a human-answer file")
+        raise MissingInput(f"{path}: is a directory, not a human-answer file")
     if not path.is_file():
-        raise UsageError(f"{path}: no such human-answer file")
+        raise MissingInput(f"{path}: no such human-answer file")
     problems: list[str] = []
     n_problems = 0
     out: list[HumanAnswer] = []

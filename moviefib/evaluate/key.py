@@ -15,7 +15,7 @@ from pathlib import Path
 from ..dataset import DatasetError, keys_folder, read_answer_counts
 from ..formats import id_problem
 from ..schema import ANSWER_COUNTS_FILE, COLUMN_NAMES, DATA_DIR
-from .errors import InputError, UsageError
+from .errors import InputError, MissingInput, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +150,15 @@ def load_key(dataset: str | os.PathLike, split: str, *, key_file: str | os.PathL
     A key file given for a split that has answers replaces them (after the same exact id check).
 
     Raises:
-        UsageError: no such folder, split or key file.
+        MissingInput: no such folder, split or key file.
+        UsageError: a bad split name.
         InputError: a table or key that cannot be read, lacks columns, or does not match.
     """
     folder = Path(dataset)
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder}: is a file, not a dataset folder")
+        raise MissingInput(f"{folder}: is a file, not a dataset folder")
     if not folder.is_dir():
-        raise UsageError(f"{folder}: no such dataset folder")
+        raise MissingInput(f"{folder}: no such dataset folder")
     problem = id_problem(split)
     if problem:
         raise UsageError(f"--split: bad split name: {problem}")
@@ -166,7 +167,7 @@ def load_key(dataset: str | os.PathLike, split: str, *, key_file: str | os.PathL
         raise InputError(f"{table_path}: is a directory, not a Parquet file")
     if not table_path.is_file():
         available = sorted(p.stem for p in (folder / DATA_DIR).glob("*.parquet"))
-        raise UsageError(f"{folder}: no split {split!r} (available: {', '.join(available) or 'none'})")
+        raise MissingInput(f"{folder}: no split {split!r} (available: {', '.join(available) or 'none'})")
     table = _read_parquet(table_path)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
@@ -177,14 +178,14 @@ def load_key(dataset: str | os.PathLike, split: str, *, key_file: str | os.PathL
     if key_file is None and blind:
         key_file = keys_path(folder, split)
         if not key_file.is_file():
-            raise UsageError(f"split {split!r} of {folder} is blind and its key {key_file} does not exist "
+            raise MissingInput(f"split {split!r} of {folder} is blind and its key {key_file} does not exist "
                              "(pass --key KEYFILE)")
     if key_file is not None:
         key_file = Path(key_file)
         if key_file.is_dir():
-            raise UsageError(f"{key_file}: is a directory, not a key file")
+            raise MissingInput(f"{key_file}: is a directory, not a key file")
         if not key_file.is_file():
-            raise UsageError(f"{key_file}: no such key file")
+            raise MissingInput(f"{key_file}: no such key file")
         table = _merge_key(table, _read_parquet(key_file), key_file)
         sources.append(key_file)
         log.debug("answers of %s from key %s", split, key_file)

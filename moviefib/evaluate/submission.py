@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from ..fileio import atomic_write
 from ..formats import JSONInputError, json_type_name, load_json
-from .errors import InputError, UsageError
+from .errors import InputError, MissingInput, UsageError
 
 if TYPE_CHECKING:
     from .key import AnswerKey
@@ -317,20 +317,20 @@ def _detect_format(path: Path, data: bytes) -> str:
 
 def _read_bytes(path: Path) -> bytes:
     if path.is_dir():
-        raise UsageError(f"{path}: is a directory, not a submission file")
+        raise MissingInput(f"{path}: is a directory, not a submission file")
     if not path.is_file():
-        raise UsageError(f"{path}: no such submission file")
+        raise MissingInput(f"{path}: no such submission file")
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+        raise MissingInput(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def read_submission(path: str | os.PathLike, *, format: str | None = None) -> Submission:
     """Read a TSV or JSON submission (format from the ``.json`` suffix or the first character).
 
     Problems of the file itself (encoding, header, columns, JSON syntax, duplicates) are collected,
-    never raised; :func:`validate` turns them into a verdict. Raises UsageError if the file is absent.
+    never raised; :func:`validate` turns them into a verdict. Raises MissingInput if the file is absent.
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -356,16 +356,16 @@ def read_ordered_submission(path: str | os.PathLike, fib_path: str | os.PathLike
     """Read a plain list of answers (one per line) in the row order of an official FIB file.
 
     Each FIB row is matched to the question of ``key`` with the same clip id and question text.
-    Raises UsageError when a file is absent and InputError when the FIB file is malformed.
+    Raises MissingInput when a file is absent and InputError when the FIB file is malformed.
     """
     from ..formats import FormatError, read_fib
 
     path, fib_path = Path(path), Path(fib_path)
     data = _read_bytes(path)
     if fib_path.is_dir():
-        raise UsageError(f"{fib_path}: is a directory, not a FIB file (--order-of)")
+        raise MissingInput(f"{fib_path}: is a directory, not a FIB file (--order-of)")
     if not fib_path.is_file():
-        raise UsageError(f"{fib_path}: no such FIB file (--order-of)")
+        raise MissingInput(f"{fib_path}: no such FIB file (--order-of)")
     try:
         rows = read_fib(fib_path).rows
     except FormatError as exc:
