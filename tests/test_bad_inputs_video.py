@@ -72,6 +72,15 @@ def world(tmp_path_factory):
     (d / "npyok").mkdir()
     np.save(d / "npyok" / "c_rgb.npy", np.zeros((3, 4), np.float32))
     np.save(d / "npyok" / "c_timestamps_ms.npy", np.arange(3.0))
+    for name, times in (("nan", [0.0, np.nan, 2.0]), ("negative", [-40.0, 0.0, 40.0]),
+                        ("backwards", [0.0, 80.0, 40.0])):
+        (d / f"npyts_{name}").mkdir()
+        np.save(d / f"npyts_{name}" / "c_rgb.npy", np.zeros((3, 4), np.float32))
+        np.save(d / f"npyts_{name}" / "c_timestamps_ms.npy", np.array(times))
+    (d / "npyts_corrupt").mkdir()
+    np.save(d / "npyts_corrupt" / "c_rgb.npy", np.zeros((3, 4), np.float32))
+    (d / "npyts_corrupt" / "c_timestamps_ms.npy").write_bytes(b"\x93NUMPY garbage")
+    (d / "weights_dir").mkdir()
     return d
 
 
@@ -141,6 +150,37 @@ CLI_CASES = [
     ("preset-unknown", ["extract", "--preset", "nope", "--folder", "{d}/videos", "-o", "{d}/o.h5"], 2, "nope", None),
     ("weights-file-missing", ["extract", "--preset", "efficientnet_lite0", "--weights", "{d}/none.pt",
                               "--folder", "{d}/videos", "-o", "{d}/o.h5", "--no-progress"], 3, "none.pt", None),
+    ("weights-file-garbage-2d", ["extract", "--preset", "efficientnet_lite0", "--weights", "{d}/garbage.h5",
+                                 "--folder", "{d}/videos", "-o", "{d}/o.h5", "--no-progress"], 3,
+     "not a loadable PyTorch state dict", None),
+    ("weights-file-is-a-directory-2d", ["extract", "--preset", "efficientnet_lite0", "--weights",
+                                        "{d}/weights_dir", "--folder", "{d}/videos", "-o", "{d}/o.h5",
+                                        "--no-progress"], 3, "is a directory", None),
+    ("weights-file-garbage-i3d", ["extract", "--preset", "i3d", "--weights", "{d}/garbage.h5",
+                                  "--folder", "{d}/videos", "-o", "{d}/o.h5", "--no-progress"], 3,
+     "not an I3D Flax checkpoint", None),
+    ("weights-file-text-i3d", ["extract", "--preset", "i3d", "--weights", "{d}/three_cols.tsv",
+                               "--folder", "{d}/videos", "-o", "{d}/o.h5", "--no-progress"], 3,
+     "not an I3D Flax checkpoint", None),
+    ("weights-file-is-a-directory-i3d", ["extract", "--preset", "i3d", "--weights", "{d}/weights_dir",
+                                         "--folder", "{d}/videos", "-o", "{d}/o.h5", "--no-progress"], 3,
+     "is a directory", None),
+    # counts below their least value: --limit -1 sliced off the last clip, --limit 0 and --batch-size 0
+    # fell back to every clip / the default
+    ("limit-negative", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--limit", "-1"], 2,
+     "--limit -1: must be at least 1", None),
+    ("limit-zero", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--limit", "0"], 2,
+     "--limit 0: must be at least 1", None),
+    ("batch-size-zero", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--batch-size", "0"], 2,
+     "--batch-size 0", None),
+    ("workers-negative", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--workers", "-3"], 2,
+     "--workers -3", None),
+    ("decode-threads-negative", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--decode-threads", "-2"],
+     2, "--decode-threads -2", None),
+    ("short-side-negative", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--short-side", "-5"], 2,
+     "--short-side -5", None),
+    ("check-negative", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--check", "-1"], 2,
+     "--check -1", None),
     # moviefib extract: what the machine lacks
     ("torchcodec-without-ffmpeg", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--decoder",
                                    "torchcodec"], 5, "FFmpeg", _no_torchcodec),
@@ -158,6 +198,9 @@ CLI_CASES = [
     ("merge-input-incomplete", ["features", "merge", "{d}/m.h5", "{d}/incomplete.h5"], 3, "incomplete", None),
     ("merge-different-settings", ["features", "merge", "{d}/m.h5", "{d}/s1.h5", "{d}/s2.h5"], 3, "provenance differs",
      None),
+    # an existing OUT.h5 was replaced, its clips lost, with exit 0
+    ("merge-output-exists", ["features", "merge", "{d}/s2.h5", "{d}/s1.h5"], 3, "pass --overwrite", None),
+    ("merge-output-is-its-input", ["features", "merge", "{d}/s1.h5", "{d}/s1.h5"], 3, "pass --overwrite", None),
     # features export-npy
     ("export-store-missing", ["features", "export-npy", "{d}/nope.h5", "{d}/e"], 3, "no such feature store", None),
     ("export-store-is-a-directory", ["features", "export-npy", "{d}/out_dir", "{d}/e"], 3, "is a directory", None),
@@ -187,6 +230,16 @@ CLI_CASES = [
      "is a directory", None),
     ("import-output-under-a-file", ["features", "import-npy", "{d}/npyok", "{d}/a_file/i.h5", "--key", "rgb"], 3,
      "is a file", None),
+    ("import-output-exists", ["features", "import-npy", "{d}/npyok", "{d}/s1.h5", "--key", "rgb"], 3,
+     "pass --overwrite", None),
+    ("import-timestamp-nan", ["features", "import-npy", "{d}/npyts_nan", "{d}/i.h5", "--key", "rgb"], 3,
+     "timestamp 1 is nan ms", None),
+    ("import-timestamp-negative", ["features", "import-npy", "{d}/npyts_negative", "{d}/i.h5", "--key", "rgb"], 3,
+     "timestamp 0 is -40 ms", None),
+    ("import-timestamps-backwards", ["features", "import-npy", "{d}/npyts_backwards", "{d}/i.h5", "--key", "rgb"],
+     3, "go backwards at 2", None),
+    ("import-timestamps-corrupt", ["features", "import-npy", "{d}/npyts_corrupt", "{d}/i.h5", "--key", "rgb"], 3,
+     "c_timestamps_ms.npy: not a readable .npy file", None),
 ]
 
 

