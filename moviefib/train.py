@@ -571,18 +571,26 @@ def _distributed():
     return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+# The columns training and prediction read from a question table.
+QUESTION_COLUMNS = ("question_id", "clip_id", "question", "answer")
+
+
 def read_split(dataset: str | os.PathLike, split: str):
-    """One split's question table; a torn or foreign Parquet file is a :class:`DatasetError` naming
-    it, not pyarrow's error without the file name."""
+    """One split's question table; a torn or foreign Parquet file (unreadable, or without the question
+    columns) is a :class:`DatasetError` naming it, not pyarrow's error without the file name."""
     import pyarrow as pa
 
     from .dataset import DATA_DIR, DatasetError, read_table
 
+    path = Path(dataset) / DATA_DIR / f"{split}.parquet"
     try:
-        return read_table(dataset, split)
+        table = read_table(dataset, split)
     except (pa.ArrowException, OSError) as exc:
-        raise DatasetError(f"{Path(dataset) / DATA_DIR / f'{split}.parquet'}: not a readable Parquet file "
-                           f"({exc})") from None
+        raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
+    missing = [c for c in QUESTION_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DatasetError(f"{path}: not a question table (lacks column(s) {', '.join(missing)})")
+    return table
 
 
 def prepare_splits(config: dict, tables: dict | None = None):

@@ -235,6 +235,22 @@ def _(ctx):
     return train_argv(ctx, dataset=_corrupt_split(ctx, "train", lambda b: b""))
 
 
+def _foreign_split(ctx: Ctx, split: str) -> Path:
+    """A readable Parquet file that is not a question table (it gave a KeyError traceback)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = ctx.copy_dataset()
+    pq.write_table(pa.table({"a": [1, 2]}), folder / "data" / f"{split}.parquet")
+    return folder
+
+
+@case("dataset_parquet_foreign_table", EXIT_INVALID, "train.parquet: not a question table (lacks column(s) "
+                                                     "question_id, clip_id, question, answer)")
+def _(ctx):
+    return train_argv(ctx, dataset=_foreign_split(ctx, "train"))
+
+
 @case("dataset_split_missing", EXIT_INVALID, "no split 'nope'")
 def _(ctx):
     return train_argv(ctx, "--set", "data.val_split=nope")
@@ -447,6 +463,11 @@ def _(ctx):
 @case("predict_parquet_corrupt", EXIT_INVALID, "test.parquet: not a readable Parquet file")
 def _(ctx):
     return predict_argv(ctx, dataset=_corrupt_split(ctx, "test", lambda b: b[:100]))
+
+
+@case("predict_parquet_foreign_table", EXIT_INVALID, "test.parquet: not a question table")
+def _(ctx):
+    return predict_argv(ctx, dataset=_foreign_split(ctx, "test"))
 
 
 @case("predict_store_other_dim", EXIT_INVALID, "3d features are 1024-d, the model was trained on 12-d")
