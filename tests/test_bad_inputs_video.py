@@ -238,6 +238,11 @@ CLI_CASES = [
      "timestamp 0 is -40 ms", None),
     ("import-timestamps-backwards", ["features", "import-npy", "{d}/npyts_backwards", "{d}/i.h5", "--key", "rgb"],
      3, "go backwards at 2", None),
+    # moviefib demo: a negative seed was a numpy traceback (corpus) after the work had started (run)
+    ("demo-corpus-negative-seed", ["demo", "corpus", "--out", "{d}/dc", "--size", "tiny", "--seed", "-1",
+                                   "--no-progress"], 2, "seed must be >= 0, got -1", None),
+    ("demo-run-negative-seed", ["demo", "run", "--out", "{d}/dr", "--size", "tiny", "--seed", "-1",
+                                "--no-progress"], 2, "seed must be >= 0, got -1", None),
     ("import-timestamps-corrupt", ["features", "import-npy", "{d}/npyts_corrupt", "{d}/i.h5", "--key", "rgb"], 3,
      "c_timestamps_ms.npy: not a readable .npy file", None),
 ]

@@ -137,6 +137,12 @@ def _run(args) -> int:
 
     if args.workers < 1 or any(v is not None and v < 1 for v in (args.epochs, args.train_jobs)):
         raise CLIError("--workers, --epochs and --train-jobs must be at least 1", EXIT_USAGE)
+    from ..demo.corpus import CorpusConfig, CorpusError
+
+    try:  # the corpus settings are flags: a bad one is a usage error, as in `demo corpus`
+        CorpusConfig.preset(args.size, seed=args.seed)
+    except CorpusError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
     overrides = ([f"train.epochs={args.epochs}"] if args.epochs is not None else []) + args.overrides
     try:
         result = run_demo(args.out, size=args.size, seed=args.seed, overrides=overrides, device=args.device,

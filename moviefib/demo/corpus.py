@@ -129,6 +129,8 @@ class CorpusConfig:
             problems.append(f"clips_per_movie must be at least 1, got {self.clips_per_movie}")
         if self.movies > 999:
             problems.append(f"movies must be at most 999 (4-digit movie ids 9001..9999), got {self.movies}")
+        if self.seed < 0:  # numpy's generators, seeded by (seed, movie, clip), take no negative entry
+            problems.append(f"seed must be >= 0, got {self.seed}")
         if not 1 <= self.fps <= 120:
             problems.append(f"fps must be between 1 and 120, got {self.fps}")
         if self.frame_size < 32 or self.frame_size % 2:
