@@ -25,6 +25,11 @@ Samplers (frozen dataclasses, see :data:`Sampling`):
   (overlapping the previous window; padded only when the whole clip is shorter than W); ``"drop"``
   discards it (a clip shorter than W then gives no step at all).
 
+Sampler parameters are bounded (ValueError past a bound): k <= 100,000 (over an hour of 25 fps video
+between two frames), N <= 10,000, W <= 1,024 frames, S <= 100,000 frames, F <= 1,000 frames/s. Past
+them a sampler is a typo, not a setting: ``uniform:99999999999999`` would plan that many frames and run
+until killed.
+
 Frame counts in headers are never trusted (some AVI headers say 444 frames and hold 68): decoding runs
 to the end of the stream or the segment.
 """
@@ -45,6 +50,13 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 BACKENDS = ("pyav", "torchcodec")
+
+# The documented bounds of the samplers' parameters (see the module documentation).
+MAX_EVERY_K = 100_000
+MAX_UNIFORM_N = 10_000
+MAX_WINDOW = 1_024
+MAX_STRIDE = 100_000
+MAX_FPS = 1_000.0
 
 
 class VideoError(Exception):
@@ -126,8 +138,8 @@ class EveryKth:
     k: int = 1
 
     def __post_init__(self):
-        if self.k < 1:
-            raise ValueError(f"every-k sampling needs k >= 1, not {self.k}")
+        if not 1 <= self.k <= MAX_EVERY_K:
+            raise ValueError(f"every-k sampling needs 1 <= k <= {MAX_EVERY_K:,}, not {self.k}")
 
 
 @dataclass(frozen=True)
@@ -137,8 +149,8 @@ class Uniform:
     n: int
 
     def __post_init__(self):
-        if self.n < 1:
-            raise ValueError(f"uniform sampling needs n >= 1, not {self.n}")
+        if not 1 <= self.n <= MAX_UNIFORM_N:
+            raise ValueError(f"uniform sampling needs 1 <= n <= {MAX_UNIFORM_N:,}, not {self.n}")
 
 
 @dataclass(frozen=True)
@@ -155,12 +167,12 @@ class Windows:
     last: Literal["pad", "shift", "drop"] = "pad"
 
     def __post_init__(self):
-        if self.window < 1:
-            raise ValueError(f"window sampling needs window >= 1, not {self.window}")
-        if self.stride is not None and self.stride < 1:
-            raise ValueError(f"window stride must be >= 1, not {self.stride}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"window fps must be > 0, not {self.fps}")
+        if not 1 <= self.window <= MAX_WINDOW:
+            raise ValueError(f"window sampling needs 1 <= window <= {MAX_WINDOW:,}, not {self.window}")
+        if self.stride is not None and not 1 <= self.stride <= MAX_STRIDE:
+            raise ValueError(f"window stride must be 1 <= stride <= {MAX_STRIDE:,}, not {self.stride}")
+        if self.fps is not None and not 0 < self.fps <= MAX_FPS:  # also refuses NaN
+            raise ValueError(f"window fps must be > 0 and <= {MAX_FPS:,.0f}, not {self.fps}")
         if self.last not in ("pad", "shift", "drop"):
             raise ValueError(f"last-window rule must be pad, shift or drop, not {self.last!r}")
 

@@ -147,6 +147,19 @@ CLI_CASES = [
      None),
     ("device-unknown", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--device", "tpu"], 2, "tpu", None),
     ("sampling-bad", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--sampling", "every:0"], 2, "k", None),
+    # sampler parameters past their bounds: uniform:99999999999999 planned that many frames, ran until killed
+    ("sampling-uniform-huge", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--sampling",
+                               "uniform:99999999999999"], 2, "n <= 10,000", None),
+    ("sampling-every-huge", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--sampling",
+                             "every:999999999"], 2, "k <= 100,000", None),
+    ("sampling-window-huge", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--sampling",
+                              "windows:100000"], 2, "window <= 1,024", None),
+    ("sampling-stride-huge", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--sampling",
+                              "windows:16,stride=999999999"], 2, "stride <= 100,000", None),
+    ("sampling-fps-huge", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--sampling",
+                           "windows:16,fps=1e9"], 2, "<= 1,000", None),
+    ("sampling-fps-nan", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/o.h5", "--sampling",
+                          "windows:16,fps=nan"], 2, "fps", None),
     ("preset-unknown", ["extract", "--preset", "nope", "--folder", "{d}/videos", "-o", "{d}/o.h5"], 2, "nope", None),
     ("weights-file-missing", ["extract", "--preset", "efficientnet_lite0", "--weights", "{d}/none.pt",
                               "--folder", "{d}/videos", "-o", "{d}/o.h5", "--no-progress"], 3, "none.pt", None),
@@ -208,6 +221,21 @@ CLI_CASES = [
     ("export-into-a-file", ["features", "export-npy", "{d}/s1.h5", "{d}/a_file"], 3, "is a file", None),
     ("export-id-with-dotdot", ["features", "export-npy", "{d}/dotdot.h5", "{d}/e"], 3, "'..'", None),
     ("export-absolute-id", ["features", "export-npy", "{d}/absolute.h5", "{d}/e"], 3, "absolute path", None),
+    # --key is part of each file name: '../x' was refused late as "Invalid name '<clip>_../x.npy'" (exit 3),
+    # an empty key exported under the default key (exit 0)
+    ("export-key-dotdot", ["features", "export-npy", "{d}/s1.h5", "{d}/e", "--key", "../x"], 2,
+     "--key '../x': id '../x' holds a path separator", None),
+    ("export-key-empty", ["features", "export-npy", "{d}/s1.h5", "{d}/e", "--key", ""], 2, "--key '': empty key",
+     None),
+    ("export-key-dot", ["features", "export-npy", "{d}/s1.h5", "{d}/e", "--key", ".."], 2, "--key '..'", None),
+    ("import-key-slash", ["features", "import-npy", "{d}/npyok", "{d}/i.h5", "--key", "a/b"], 2,
+     "--key 'a/b'", None),
+    ("import-key-empty", ["features", "import-npy", "{d}/npyok", "{d}/i.h5", "--key", ""], 2, "empty key", None),
+    # an unregistered --extractor was recorded silently in the provenance
+    ("import-extractor-unknown", ["features", "import-npy", "{d}/npyok", "{d}/i.h5", "--key", "rgb",
+                                  "--extractor", "zzz"], 2, "not a registered extractor", None),
+    ("import-foreign-without-extractor", ["features", "import-npy", "{d}/npyok", "{d}/i.h5", "--key", "rgb",
+                                          "--foreign"], 2, "--foreign goes with --extractor", None),
     ("export-control-character-id", ["features", "export-npy", "{d}/control.h5", "{d}/e"], 3, "control character",
      None),
     # features import-npy
@@ -260,6 +288,17 @@ def test_cli_refuses_in_one_line(world, argv, code, words, setup, capsys, monkey
     assert "Traceback" not in out.err and len(lines) == 1, err
     assert words in lines[0], lines[0]
     assert not (world / "e").exists() or not any((world / "e").rglob("*.npy"))  # export wrote nothing
+    assert not (world / "o.h5.staging").exists() and not (world / "i.h5").exists()  # refused before any work
+
+
+def test_import_records_a_foreign_extractor_when_told(world, tmp_path):
+    from moviefib.features.store import open_store
+
+    out = tmp_path / "f.h5"
+    assert main(["features", "import-npy", str(world / "npyok"), str(out), "--key", "rgb", "--step-seconds",
+                 "1", "--extractor", "vf_resnet", "--foreign"]) == 0
+    with open_store(out) as store:
+        assert store.provenance["extractor"] == "vf_resnet"
 
 
 # ---------------------------------------------------------------------------------------------------

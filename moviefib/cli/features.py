@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     what.add_argument("--preset", help="a named preset (see `moviefib features list`)")
     what.add_argument("--extractor", help="a registered extractor (with --sampling)")
     ex.add_argument("--sampling", help="every:K | uniform:N | windows:W[,fps=F][,stride=S][,last=pad|"
-                                       "shift|drop] (default: the preset's; every:1 / windows:WINDOW)")
+                                       "shift|drop] (default: the preset's; every:1 / windows:WINDOW); bounded: "
+                                       "K <= 100000, N <= 10000, W <= 1024, S <= 100000, F <= 1000")
     src = ex.add_mutually_exclusive_group(required=True)
     src.add_argument("--clips", metavar="FILE_OR_DATASET",
                      help="LSMDC description/FIB file, or a dataset folder: its distinct clip ids")
@@ -80,7 +81,11 @@ def register(subparsers) -> None:
     imp.add_argument("--key", required=True, help="file key: reads <clip>_<key>.npy (e.g. rgb, resnet)")
     imp.add_argument("--step-seconds", type=float,
                      help="seconds per step, for files without <clip>_timestamps_ms.npy")
-    imp.add_argument("--extractor", help="extractor name to record in the provenance")
+    imp.add_argument("--extractor", help="extractor name to record in the provenance: a registered one "
+                                         "(see `moviefib features list`), or with --foreign any name")
+    imp.add_argument("--foreign", action="store_true",
+                     help="the --extractor name is another toolkit's: record it as given, unchecked "
+                          "(without --foreign an unregistered name is refused as a likely typo)")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5")
     imp.set_defaults(func=_import)
     lst = sub.add_parser("list", help="list feature presets and registered extractors")
@@ -333,6 +338,8 @@ def _export(args: argparse.Namespace) -> int:
     _require(("h5py",), "feature stores")
     from ..features.pipeline import export_npy
 
+    if args.key is not None:
+        _check_key(args.key)
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         raise CLIError(f"{args.out_dir}: is a file, not a folder to write .npy files into")
     try:
@@ -349,6 +356,11 @@ def _import(args: argparse.Namespace) -> int:
     _require(("h5py",), "feature stores")
     from ..features.pipeline import import_npy
 
+    _check_key(args.key)
+    if args.extractor is not None:
+        _check_import_extractor(args.extractor, foreign=args.foreign)
+    elif args.foreign:
+        raise CLIError("--foreign goes with --extractor NAME", EXIT_USAGE)
     _input_folder(args.in_dir, "DIR")
     _new_output_file(args.output, "OUT.h5", overwrite=args.overwrite)
     if args.step_seconds is not None and not args.step_seconds > 0:
@@ -363,6 +375,33 @@ def _import(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(f"{args.output}: {n} clips imported")
     return EXIT_OK
+
+
+def _check_key(key: str) -> None:
+    """A --key is part of every file name (<clip>_<key>.npy): a path separator or '..' would leave DIR."""
+    from ..formats import id_problem
+
+    problem = id_problem(key)
+    if problem is not None:
+        raise CLIError(f"--key {key!r}: {problem.replace('empty id', 'empty key')}", EXIT_USAGE)
+
+
+def _check_import_extractor(name: str, *, foreign: bool) -> None:
+    """An unregistered --extractor is a typo unless the user says it is another toolkit's (--foreign)."""
+    if not name.strip():
+        raise CLIError("--extractor: empty name", EXIT_USAGE)
+    if foreign:
+        return
+    try:
+        from ..features.registry import list_extractors
+
+        known = list_extractors()
+    except ImportError:
+        raise CLIError(f"--extractor {name}: checking it against the registered extractors needs "
+                       "moviefib[features]; pass --foreign to record it unchecked", EXIT_UNAVAILABLE) from None
+    if name not in known:
+        raise CLIError(f"--extractor {name!r} is not a registered extractor (valid: {', '.join(known)}); "
+                       "pass --foreign to record another toolkit's name", EXIT_USAGE)
 
 
 def _list(args: argparse.Namespace) -> int:
