@@ -85,6 +85,20 @@ class ConfigError(ValueError):
     """A recipe or an override that cannot be used."""
 
 
+class OverrideError(ConfigError):
+    """A ``section.key=value`` override that is malformed: no ``=``, an unknown key, a broken TOML value.
+
+    Attributes:
+        assignment: the override as given.
+        reason: why it cannot be applied.
+    """
+
+    def __init__(self, assignment: str, reason: str):
+        super().__init__(f"override {assignment!r}: {reason}")
+        self.assignment = assignment
+        self.reason = reason
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: missing, a directory, torn, foreign or inconsistent."""
 
@@ -202,10 +216,19 @@ def validate_config(config: dict, origin: dict | None = None) -> None:
     _check_model(config["model"], origin)
 
 
-def _parse_value(text: str):
+# A value opening like a TOML string, array or table is meant as TOML: when it does not parse, it is a
+# typo (a missing quote or bracket), not a bare string.
+_TOML_OPENERS = ('"', "'", "[", "{")
+
+
+def _parse_value(assignment: str, text: str):
+    if not text:
+        raise OverrideError(assignment, "empty value (give a TOML value, e.g. train.lr=1e-3)")
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if text.startswith(_TOML_OPENERS):
+            raise OverrideError(assignment, f"not a TOML value ({exc})") from None
         return text  # a bare word: a string
 
 
@@ -215,14 +238,12 @@ def apply_override(config: dict, assignment: str) -> tuple[str, str]:
     key, sep, value = assignment.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not name:
-        raise ConfigError(f"override {assignment!r}: expected section.key=value (e.g. train.lr=1e-3)")
+        raise OverrideError(assignment, "expected section.key=value (e.g. train.lr=1e-3)")
     if section not in config:
-        raise ConfigError(f"override {assignment!r}: unknown section {section!r} "
-                          f"(have: {', '.join(config)})")
+        raise OverrideError(assignment, f"unknown section {section!r} (have: {', '.join(config)})")
     if section != "model" and name not in config[section]:
-        raise ConfigError(f"override {assignment!r}: unknown key {section}.{name} "
-                          f"(have: {', '.join(config[section])})")
-    config[section][name] = _parse_value(value.strip())
+        raise OverrideError(assignment, f"unknown key {section}.{name} (have: {', '.join(config[section])})")
+    config[section][name] = _parse_value(assignment, value.strip())
     return section, name
 
 
@@ -230,14 +251,14 @@ def _read_recipe(path: Path) -> dict:
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a recipe (give baselines/<name>.toml)")
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        # utf-8-sig: a byte-order mark (Windows editors add one) is dropped, not "Invalid statement".
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such recipe") from None
     except PermissionError:
         raise ConfigError(f"{path}: recipe not readable (permission denied)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a TOML recipe (not UTF-8 text)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a TOML recipe (not UTF-8 text: invalid byte at offset {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -215,10 +216,13 @@ def test_answer_file_is_a_directory(dataset, tmp_path, capsys):
     _one_line_error(capsys, 3, cli_main(_serve(dataset, tmp_path)), "answers.jsonl: not a regular file")
 
 
-def test_answer_file_under_a_file(dataset, tmp_path, capsys):
+@pytest.mark.parametrize("under", ["plain", "plain/deeper/still"])
+def test_answer_file_under_a_file(dataset, tmp_path, capsys, under):
+    """It said "cannot create its folder: File exists", not which path is in the way."""
     (tmp_path / "plain").write_text("x")
-    args = _serve(dataset, tmp_path, "--answers", str(tmp_path / "plain" / "answers.jsonl"))
-    _one_line_error(capsys, 3, cli_main(args), "answers.jsonl: cannot create its folder")
+    args = _serve(dataset, tmp_path, "--answers", str(tmp_path / under / "answers.jsonl"))
+    said = f"answers.jsonl: {tmp_path / 'plain'} is a file, not a folder"
+    _one_line_error(capsys, 3, cli_main(args), re.escape(said))
 
 
 def test_answer_file_unwritable(dataset, tmp_path, capsys):

@@ -143,11 +143,28 @@ for _name, _assignment, _says in [
     ("model_hidden_zero", "model.hidden=0", "model.hidden = 0: expected an integer >= 1"),
     ("model_bool_string", 'model.batch_norm="yes"', "model.batch_norm = 'yes': expected true or false"),
     ("model_trainer_setting", "model.n_answers=5", "model.n_answers is set by the trainer"),
-    ("unknown_key", "train.lrr=1", "unknown key train.lrr"),
-    ("unknown_section", "optim.lr=1", "unknown section 'optim'"),
-    ("override_without_section", "lr=1", "expected section.key=value"),
 ]:
     _set_case(_name, _assignment, _says)
+
+# A malformed --set is a bad flag (exit 2, naming --set), not a bad recipe value: it was exit 3, and a
+# broken TOML value (an unclosed quote or bracket) was taken as a bare string.
+for _name, _assignment, _says in [
+    ("unknown_key", "train.lrr=1", "--set 'train.lrr=1': unknown key train.lrr"),
+    ("unknown_section", "optim.lr=1", "--set 'optim.lr=1': unknown section 'optim'"),
+    ("override_without_section", "lr=1", "--set 'lr=1': expected section.key=value"),
+    ("override_without_equals", "foo", "--set 'foo': expected section.key=value"),
+    ("override_empty_key", "=1", "--set '=1': expected section.key=value"),
+    ("override_empty_value", "train.lr=", "--set 'train.lr=': empty value"),
+    ("override_unclosed_array", "train.lr=[1,", "--set 'train.lr=[1,': not a TOML value"),
+    ("override_unclosed_quote", 'data.dataset="abc', "not a TOML value"),
+    ("override_unclosed_table", "model.hidden={a=1", "not a TOML value"),
+]:
+    CASES.append(Case(_name, lambda ctx, a=_assignment: train_argv(ctx, "--set", a), EXIT_USAGE, _says))
+
+
+@case("device_flag_unknown", EXIT_USAGE, "--device 'tpu': expected auto, cpu, mps, cuda or cuda:N")
+def _(ctx):
+    return train_argv(ctx, "--device", "tpu")
 
 
 # ---------------------------------------------------------------------------- recipe files
@@ -176,6 +193,16 @@ def _(ctx):
 @case("recipe_not_utf8", EXIT_INVALID, "not UTF-8")
 def _(ctx):
     return train_argv(ctx, recipe=_recipe(ctx, b"[train]\nout_dir = '\xff\xfe'\n"))
+
+
+@case("recipe_latin1", EXIT_INVALID, "recipe.toml: not a TOML recipe (not UTF-8 text")
+def _(ctx):
+    return train_argv(ctx, recipe=_recipe(ctx, '[model]\nname = "text_3d"  # caf\xe9\n'.encode("latin-1")))
+
+
+@case("recipe_utf16", EXIT_INVALID, "recipe.toml: not a TOML recipe (not UTF-8 text")
+def _(ctx):
+    return train_argv(ctx, recipe=_recipe(ctx, '[model]\nname = "text_3d"\n'.encode("utf-16")))
 
 
 @case("recipe_unknown_section", EXIT_INVALID, "unknown section [optimizer]")
@@ -439,10 +466,16 @@ def _(ctx):
     return predict_argv(ctx, out=ctx.tmp)
 
 
-@case("predict_out_under_a_file", EXIT_INVALID, "cannot write the submission")
+@case("predict_out_under_a_file", EXIT_INVALID, "taken is a file, not a folder")  # was "(File exists)"
 def _(ctx):
     (ctx.tmp / "taken").write_text("x")
     return predict_argv(ctx, out=ctx.tmp / "taken" / "sub.tsv")
+
+
+@case("predict_out_deep_under_a_file", EXIT_INVALID, "taken is a file, not a folder")
+def _(ctx):
+    (ctx.tmp / "taken").write_text("x")
+    return predict_argv(ctx, out=ctx.tmp / "taken" / "a" / "b" / "sub.tsv")
 
 
 @case("predict_batch_size_zero", EXIT_USAGE, "--batch-size 0: must be at least 1")
@@ -450,9 +483,14 @@ def _(ctx):
     return predict_argv(ctx, "--batch-size", "0")
 
 
-@case("predict_device_unknown", EXIT_INVALID, "device = 'gpu0'")
+@case("predict_device_unknown", EXIT_USAGE, "--device 'gpu0': expected")  # was exit 3, not naming --device
 def _(ctx):
     return predict_argv(ctx, "--device", "gpu0")
+
+
+@case("predict_device_tpu", EXIT_USAGE, "--device 'tpu': expected")
+def _(ctx):
+    return predict_argv(ctx, "--device", "tpu")
 
 
 @case("predict_split_missing", EXIT_INVALID, "no split 'nope'")
@@ -558,6 +596,15 @@ def test_bad_input_gives_one_line_and_its_status(bad, ctx, capsys):
 
 
 # ---------------------------------------------------------------------------- what is not bad input
+
+def test_a_recipe_with_a_byte_order_mark_is_read(tmp_path):
+    """A BOM (Windows editors add one) said "Invalid statement (at line 1, column 1)"."""
+    from moviefib.train import load_config
+
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + RECIPE.read_bytes())
+    assert load_config(bom) == load_config(RECIPE)
+
 
 def test_overwrite_and_resume_are_the_way_into_a_run_folder(ctx, tmp_path, capsys):
     run = tmp_path / "again"

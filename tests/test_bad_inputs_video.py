@@ -271,6 +271,11 @@ CLI_CASES = [
                                    "--no-progress"], 2, "seed must be >= 0, got -1", None),
     ("demo-run-negative-seed", ["demo", "run", "--out", "{d}/dr", "--size", "tiny", "--seed", "-1",
                                 "--no-progress"], 2, "seed must be >= 0, got -1", None),
+    # a malformed --set was exit 3 as if a recipe value were bad
+    ("demo-run-set-malformed", ["demo", "run", "--out", "{d}/dr", "--size", "tiny", "--set", "zzz",
+                                "--no-progress"], 2, "--set 'zzz': expected section.key=value", None),
+    ("demo-run-set-unknown-key", ["demo", "run", "--out", "{d}/dr", "--size", "tiny", "--set", "train.zzz=1",
+                                  "--no-progress"], 2, "--set 'train.zzz=1': unknown key", None),
     ("import-timestamps-corrupt", ["features", "import-npy", "{d}/npyts_corrupt", "{d}/i.h5", "--key", "rgb"], 3,
      "c_timestamps_ms.npy: not a readable .npy file", None),
 ]

@@ -127,6 +127,7 @@ def _run(args) -> int:
     require_extra("moviefib demo run", "all", "torch", "torchvision", "av", "h5py")
     from ..demo.run import DemoError, run_demo
     from ..devices import DeviceUnavailableError, resolve_device
+    from ..train import OverrideError
 
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         raise CLIError(f"--device {args.device}: expected cpu, cuda or cuda:N", EXIT_USAGE)
@@ -150,6 +151,8 @@ def _run(args) -> int:
                           progress=not args.no_progress)
     except DemoError as exc:
         raise CLIError(str(exc), EXIT_PARTIAL) from None
+    except OverrideError as exc:  # a malformed --set is a bad flag (checked before any stage runs)
+        raise CLIError(f"--set {exc.assignment!r}: {exc.reason}", EXIT_USAGE) from None
     except ValueError as exc:  # bad settings or inputs of a stage (corpus, build, training config)
         raise CLIError(str(exc)) from None
     except OSError as exc:

@@ -91,13 +91,33 @@ def _check_fresh_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None
                        f"{out / 'last.pt'}, or start again with --overwrite", EXIT_INVALID)
 
 
-def _train(args) -> int:
-    require_extra("moviefib train", "train", "torch", "h5py")
-    from ..data import MissingFeaturesError
-    from ..train import load_config, train
+def _check_device_flag(device: str | None) -> None:
+    """--device is a flag: a name that is no device is a usage error naming it, before any work."""
+    from ..devices import device_problem
+
+    problem = None if device is None else device_problem(device)
+    if problem is not None:
+        raise CLIError(f"--device {problem}", EXIT_USAGE)
+
+
+def _load_config(args) -> dict:
+    """The recipe with the flags applied; a malformed --set is a usage error naming it (exit 2)."""
+    from ..train import OverrideError, load_config
 
     try:
-        config = load_config(args.recipe, _overrides(args))
+        return load_config(args.recipe, _overrides(args))
+    except OverrideError as exc:  # the flags' own overrides are well-formed: this one is a --set
+        raise CLIError(f"--set {exc.assignment!r}: {exc.reason}", EXIT_USAGE) from None
+
+
+def _train(args) -> int:
+    _check_device_flag(args.device)
+    require_extra("moviefib train", "train", "torch", "h5py")
+    from ..data import MissingFeaturesError
+    from ..train import train
+
+    try:
+        config = _load_config(args)
         if config["train"]["out_dir"]:
             _check_fresh_run_folder(Path(config["train"]["out_dir"]), resume=bool(config["train"]["resume"]),
                                     overwrite=args.overwrite)
@@ -136,14 +156,21 @@ def _score_val(config: dict, result) -> None:
 
 
 def _check_submission_path(out: Path) -> None:
+    """Refuse, before the model runs, an --out that is a folder or lies under a file."""
     if out.is_dir():
         raise CLIError(f"--out {out}: is a directory; give the submission file to write (e.g. {out / 'test.tsv'})",
                        EXIT_INVALID)
+    for parent in out.parents:  # the nearest existing one: mkdir would only say "File exists"
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"--out {out}: {parent} is a file, not a folder", EXIT_INVALID)
+            return
 
 
 def _predict(args) -> int:
     if args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: must be at least 1", EXIT_USAGE)
+    _check_device_flag(args.device)
     require_extra("moviefib predict", "train", "torch", "h5py")
     from ..data import MissingFeaturesError
     from ..train import predict, write_predictions
