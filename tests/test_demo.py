@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from moviefib.cli import EXIT_INVALID, main
+from moviefib.cli import EXIT_USAGE, main
 from moviefib.demo.run import BASELINES, DEMO_TRAINING, run_demo
 
 pytest.importorskip("av")
@@ -171,9 +171,66 @@ def test_bad_setting_fails_before_any_work(tmp_path):
 
 
 def test_cli_bad_setting_is_one_line(tmp_path, capsys):
-    assert main(["demo", "run", "--out", str(tmp_path / "d"), "--set", "train"]) == EXIT_INVALID
+    # a malformed --set is a bad flag: a usage error naming --set (it was exit 3, "override 'train'")
+    assert main(["demo", "run", "--out", str(tmp_path / "d"), "--set", "train"]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert "expected section.key=value" in err and "Traceback" not in err
+    assert "--set 'train': expected section.key=value" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus") / "c"
+    assert main(["demo", "corpus", "--out", str(out), "--size", SIZE, "--no-progress"]) == 0
+    return out
+
+
+def _first_clip(root: Path) -> Path:
+    return sorted(root.rglob("*.avi"))[0]
+
+
+def _cut_clip(root: Path) -> None:
+    clip = _first_clip(root)
+    clip.write_bytes(clip.read_bytes()[:1000])
+
+
+def _grow_clip(root: Path) -> None:
+    with open(_first_clip(root), "ab") as fh:
+        fh.write(b"\0" * 100)
+
+
+def _delete_clip(root: Path) -> None:
+    _first_clip(root).unlink()
+
+
+def _edit_annotations(root: Path) -> None:
+    path = root / "LSMDC16_annos_val.csv"
+    path.write_text(path.read_text(encoding="utf-8")[:-5], encoding="utf-8")
+
+
+# A complete corpus with a damaged clip said "reused (already complete)", exit 0, and the demo went on
+# with the cut clip.
+DAMAGE = {"clip cut to 1000 bytes": (_cut_clip, "1 clips written"),
+          "clip grown": (_grow_clip, "1 clips written"),
+          "clip deleted": (_delete_clip, "1 clips written"),
+          "annotation file edited": (_edit_annotations, "0 clips written")}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_complete_corpus_with_a_changed_file_is_repaired_not_reused(tiny_corpus, tmp_path, capsys, damage):
+    import shutil
+
+    copy = tmp_path / "c"
+    shutil.copytree(tiny_corpus, copy)
+    hurt, says = DAMAGE[damage]
+    hurt(copy)
+    capsys.readouterr()
+    assert main(["demo", "corpus", "--out", str(copy), "--size", SIZE, "--no-progress"]) == 0
+    assert f"corpus in {copy}: {says}" in capsys.readouterr().out
+    files = sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tiny_corpus) for p in tiny_corpus.rglob("*") if p.is_file())
+    assert all((copy / f).read_bytes() == (tiny_corpus / f).read_bytes() for f in files)
+    assert main(["demo", "corpus", "--out", str(copy), "--size", SIZE, "--no-progress"]) == 0
+    assert "reused (already complete)" in capsys.readouterr().out
 
 
 def test_library_versions_do_not_depend_on_imports():

@@ -9,7 +9,7 @@ object moves over a textured background, each clip with one (sometimes two) desc
       LSMDC16_annos_val.csv        one per split; movies are disjoint between splits
       LSMDC16_annos_test.csv
       word_types.jsonl             the type of every word of every sentence (below)
-      corpus.json                  the settings and counts; ``"complete": true`` is written last
+      corpus.json                  the settings, counts and file sizes; ``"complete": true`` is written last
       <movie>/<clip_id>.avi        the clips (MPEG-4 part 2 in AVI, written with PyAV)
 
 Clip ids follow LSMDC: ``<4-digit movie id>_<MOVIE_NAME>_<start>-<end>`` with the aligned times;
@@ -292,7 +292,9 @@ def _write_clip_job(job: tuple[str, SceneSpec]) -> str:
     return job[0]
 
 
-def _manifest(config: CorpusConfig, plans: list[ClipPlan], complete: bool) -> dict:
+def _manifest(config: CorpusConfig, plans: list[ClipPlan], complete: bool,
+              files: dict[str, int] | None = None) -> dict:
+    """``files``: the size of every written file (clips, annotations), recorded when complete."""
     import av
 
     return {
@@ -305,7 +307,29 @@ def _manifest(config: CorpusConfig, plans: list[ClipPlan], complete: bool) -> di
         "clips": _count(p.split for p in plans),
         "sentences": _count(p.split for p in plans for _ in p.sentences),
         "word_types": _count(t for p in plans for s in p.sentences for t in s.types),
+        **({"files": files} if files is not None else {}),
     }
+
+
+def _file_sizes(out: Path, paths: Iterable[Path]) -> dict[str, int]:
+    """Each path's size in bytes (None when absent), keyed by its path relative to ``out``."""
+    sizes = {}
+    for path in paths:
+        try:
+            sizes[path.relative_to(out).as_posix()] = path.stat().st_size
+        except FileNotFoundError:
+            sizes[path.relative_to(out).as_posix()] = None
+    return sizes
+
+
+def _changed_files(out: Path, manifest: dict, paths: list[Path]) -> list[Path] | None:
+    """The files of a complete corpus that are missing or changed in size since it was written (a clip
+    cut short, replaced, deleted); None when the manifest records no sizes (written before they were)."""
+    recorded = manifest.get("files")
+    if not isinstance(recorded, dict):
+        return None
+    now = _file_sizes(out, paths)
+    return [out / rel for rel, size in now.items() if size is None or recorded.get(rel) != size]
 
 
 def _count(items: Iterable[str]) -> dict[str, int]:
@@ -365,11 +389,21 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
                 sentences=_count(p.split for p in plans for _ in p.sentences),
                 word_types=_count(t for p in plans for s in p.sentences for t in s.types))
     outputs = [out / ANNOTATION_FILE.format(split=s) for s in SPLITS] + [out / WORD_TYPES_FILE]
-    if old is not None and old.get("complete") and all(p.is_file() for p in outputs):
-        log.info("reusing the complete corpus in %s", out)
-        if progress:
-            progress(len(plans), len(plans))
-        return CorpusInfo(**info, written=0, reused=True)
+    clips = [p.video_path(out) for p in plans]
+    if old is not None and old.get("complete"):
+        # A stat per file, no decoding: cheap enough for every rerun of the demo.
+        changed = _changed_files(out, old, clips + outputs)
+        if changed == []:
+            log.info("reusing the complete corpus in %s", out)
+            if progress:
+                progress(len(plans), len(plans))
+            return CorpusInfo(**info, written=0, reused=True)
+        if changed:
+            log.warning("%s: %d file(s) changed or missing since the corpus was written (first: %s); "
+                        "regenerating them", out, len(changed), changed[0])
+            for path in changed:
+                if path.suffix == ".avi":  # the annotation files are rewritten below anyway
+                    path.unlink(missing_ok=True)
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, False), indent=2) + "\n")
@@ -412,7 +446,8 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
                                          "types": list(s.types), "roles": list(s.roles)},
                                         ensure_ascii=False))
     atomic_write(out / WORD_TYPES_FILE, "\n".join(lines) + "\n")
-    atomic_write(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, True), indent=2) + "\n")
+    sizes = _file_sizes(out, clips + outputs)
+    atomic_write(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, True, sizes), indent=2) + "\n")
     log.info("corpus written to %s: %s clips, %s sentences", out, info["clips"], info["sentences"])
     return CorpusInfo(**info, written=len(jobs), reused=False)
 
