@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, overload
 
-from .formats import BLANK, id_problem
+from .formats import BLANK, id_problem, missing_reason
 from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX
 
 # Splits in the order a user expects them; any other split follows, sorted by name.
@@ -33,7 +33,7 @@ def _folder(path: str | os.PathLike) -> Path:
     if folder.exists() and not folder.is_dir():
         raise DatasetError(f"{folder}: is a file, not a dataset folder")
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: no such dataset folder")
+        raise DatasetError(f"{folder}: {missing_reason(folder, 'no such dataset folder')}")
     if not (folder / DATA_DIR).is_dir():
         raise DatasetError(f"{folder}: not a MovieFIB dataset folder (no {DATA_DIR}/ inside)")
     return folder
@@ -151,8 +151,15 @@ def read_answer_counts(path: str | os.PathLike) -> dict[str, int]:
         raise DatasetError(f"{f}: is a directory, not an answer counts file")
     if not f.is_file():
         raise DatasetError(f"{f}: no answer counts file")
+    try:
+        return _parse_answer_counts(f)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{f}: invalid UTF-8 at byte {exc.start}") from None
+
+
+def _parse_answer_counts(f: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
-    with open(f, encoding="utf-8") as fh:
+    with open(f, encoding="utf-8-sig") as fh:  # a UTF-8 byte-order mark is dropped, as by every reader
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\n")
             if not line:
@@ -181,7 +188,7 @@ def read_blank_vocab(path: str | os.PathLike) -> list[str]:
     if not f.is_file():
         raise DatasetError(f"{f}: no blank vocabulary file")
     try:
-        with open(f, encoding="utf-8") as fh:
+        with open(f, encoding="utf-8-sig") as fh:
             return [w for w in (line.strip() for line in fh) if w]
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{f}: invalid UTF-8 at byte {exc.start}") from None

@@ -15,12 +15,16 @@ times within a millisecond of rounding (:func:`lsmdc_clip_problem`), and no id h
 character other than tab (:func:`text_problem`).
 
 Also here, for every reader of untrusted JSON and TSV: :func:`load_json` (NaN, Infinity, overflowing
-numbers and over-long integers become :class:`BadNumber` markers; deep nesting is an error),
-:func:`json_number` and :func:`text_number` (a finite number, no coercion of ``true`` or ``"2.5"``).
+numbers and over-long integers become :class:`BadNumber` markers; deep nesting and a key repeated in one
+object are errors), :func:`json_number` and :func:`text_number` (a finite number, no coercion of ``true``
+or ``"2.5"``), :func:`not_utf8_problem` (a UTF-16/32 file is refused in one line, before any row; a UTF-8
+byte-order mark is accepted and dropped by every reader) and :func:`missing_reason` (a symbolic link
+loop is named as such, not reported as a missing file).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -250,13 +254,32 @@ def _json_float(text: str):
     return value if math.isfinite(value) else BadNumber(f"{text} (out of range)")
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict:
+    """An object's pairs as a dict, refusing a repeated key: ``json.loads`` would silently keep the last."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
 def load_json(text: str, *, object_pairs_hook=None):
     """``json.loads`` for untrusted files: NaN, Infinity, overflowing numbers and integers past Python's
-    digit limit become :class:`BadNumber` markers; syntax errors and nesting too deep raise
-    :class:`JSONInputError`. ``object_pairs_hook`` is passed on to ``json.loads``."""
+    digit limit become :class:`BadNumber` markers; syntax errors, nesting too deep and a key repeated in
+    one object raise :class:`JSONInputError`. ``object_pairs_hook`` replaces the repeated-key check (a
+    reader that reports repeats itself, such as the submission reader, passes its own)."""
     try:
         return json.loads(text, parse_constant=BadNumber, parse_int=_json_int, parse_float=_json_float,
-                          object_pairs_hook=object_pairs_hook)
+                          object_pairs_hook=object_pairs_hook or _unique_pairs)
+    except _RepeatedKey as exc:
+        # The parser has no position for it here; the key names the object.
+        raise JSONInputError(f"key {exc.key!r} repeated in one JSON object (which value is meant?)") from None
     except json.JSONDecodeError as exc:
         raise JSONInputError(f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                              exc.lineno) from None
@@ -397,14 +420,52 @@ class ReadResult:
         return counts
 
 
+def missing_reason(path: str | os.PathLike, missing: str = "no such file") -> str:
+    """Why ``path``, which is neither a file nor a folder, cannot be opened: ``missing``, unless it is a
+    symbolic link loop (``Path.exists()`` is False on a loop, so it would read as missing)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+    return missing
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+         (b"\xfe\xff", "UTF-16"))
+# Bytes looked at: enough to see that text is UTF-16 without a byte-order mark (every other byte NUL).
+ENCODING_PROBE_BYTES = 4096
+
+
+def not_utf8_problem(head: bytes) -> str | None:
+    """Why a text file starting with ``head`` is not UTF-8 text at all (UTF-16/32, or NUL bytes all
+    through it), or None. One line for the whole file, instead of one "invalid UTF-8" per row.
+
+    A lone NUL is left to the row readers, which name its line; a quarter of the bytes NUL is not text.
+    """
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return f"{name} text (byte-order mark); save it as UTF-8"
+    if len(head) >= 16 and head.count(0) * 4 >= len(head):
+        return "NUL bytes all through it (UTF-16/32 text without a byte-order mark, or binary data); save it as UTF-8"
+    return None
+
+
 def check_input_file(path: Path) -> None:
-    """Raise :class:`FormatError` unless ``path`` is a readable regular file (says "is a directory")."""
+    """Raise :class:`FormatError` unless ``path`` is a readable regular file of UTF-8 text (or at least
+    not UTF-16/32: :func:`not_utf8_problem`); says "is a directory" or "symbolic link loop"."""
     if path.is_dir():
         raise FormatError(path, None, "is a directory, not a file")
     if not path.is_file():
-        raise FormatError(path, None, "no such file")
-    if not os.access(path, os.R_OK):
-        raise FormatError(path, None, "cannot be read (permission denied)")
+        raise FormatError(path, None, missing_reason(path))
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(ENCODING_PROBE_BYTES)
+    except OSError as exc:
+        raise FormatError(path, None, f"cannot be read ({(exc.strerror or str(exc)).lower()})") from None
+    problem = not_utf8_problem(head)
+    if problem:
+        raise FormatError(path, None, problem)
 
 
 class _RowError(Exception):

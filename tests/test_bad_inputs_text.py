@@ -79,6 +79,14 @@ def _dir_input(tmp):
     return {"input": tmp / "in.csv"}
 
 
+def _loop(first: Path, *others: Path) -> Path:
+    """A symbolic link loop: ``first`` -> each of ``others`` -> back to ``first``."""
+    chain = [first, *others]
+    for link, target in zip(chain, chain[1:] + chain[:1]):
+        link.symlink_to(target.name)
+    return first
+
+
 def _existing_file_output(tmp):
     (tmp / "out").write_text("precious\n")
     return {"output": tmp / "out", "extra": ["--overwrite"]}
@@ -97,6 +105,9 @@ def _output_under_file(tmp):
 FILE_CASES = [
     ("missing_input", lambda tmp: {"input": tmp / "absent.csv"}, "no such file", EXIT_INVALID),
     ("input_is_directory", _dir_input, "is a directory", EXIT_INVALID),
+    ("input_symlink_loop", lambda tmp: {"input": _loop(tmp / "loop.csv")}, "symbolic link loop", EXIT_INVALID),
+    ("input_two_link_loop", lambda tmp: {"input": _loop(tmp / "l1.csv", tmp / "l2.csv")}, "symbolic link loop",
+     EXIT_INVALID),
     ("empty_input", lambda tmp: {"input": _lines(tmp / "e.csv", [])}, "", EXIT_INVALID),
     ("output_is_a_file", _existing_file_output, "existing file", EXIT_INVALID),
     ("output_exists", _existing_folder_output, "--overwrite", EXIT_INVALID),
@@ -208,6 +219,10 @@ JSONL_LINE_CASES = [
     ("array_line", "[1, 2]", "expected a JSON object"),
     ("malformed", '{"video": ', "malformed JSON"),
     ("missing_fields", '{"video": "v"}', "missing field"),
+    ("repeated_key", '{"video": "v2", "video": "v9", "start": 0, "end": 2, "sentence": "A.", "split": "train"}',
+     "key 'video' repeated in one JSON object"),
+    ("repeated_key_in_label", '{"video": "v2", "start": 0, "end": 2, "sentence": "A.", "split": "train", '
+                              '"kind": "a", "kind": "b"}', "key 'kind' repeated"),
 ]
 
 
@@ -249,6 +264,85 @@ def test_build_corpus_tsv_bad_rows(tmp_path, capsys, start, end, override, words
     assert code == EXIT_INVALID and words in err and f"{f}:3:" in err, err
 
 
+# ---- build corpus, whole files: (case id, file name, bytes, words) ----
+_TSV_HEAD = "video\tstart\tend\tsentence\tsplit"
+_TSV_ROW = "v1\t0\t2\tA man runs.\ttrain"
+_JSONL_ROW = '{"video": "v1", "start": 0, "end": 2, "sentence": "A man runs.", "split": "train"}'
+CORPUS_FILE_CASES = [
+    ("tsv_repeated_column", "c.tsv", f"video\t{_TSV_HEAD}\nv0\t{_TSV_ROW}\n".encode(),
+     "header names column(s) 'video' more than once (line 1)"),
+    ("tsv_two_repeated_columns", "c.tsv", f"{_TSV_HEAD}\tsplit\tstart\n{_TSV_ROW}\ttest\t1\n".encode(),
+     "'split', 'start' more than once"),
+    ("tsv_header_only", "c.tsv", f"{_TSV_HEAD}\n".encode(), "holds no records"),
+    ("jsonl_blank_lines_only", "c.jsonl", b"\n\n  \n", "holds no records"),
+    ("jsonl_utf16_bom", "c.jsonl", (_JSONL_ROW + "\n").encode("utf-16"), "UTF-16 text (byte-order mark)"),
+    ("jsonl_utf16_big_endian", "c.jsonl", b"\xfe\xff" + (_JSONL_ROW + "\n").encode("utf-16-be"),
+     "UTF-16 text (byte-order mark)"),
+    ("jsonl_utf32_bom", "c.jsonl", (_JSONL_ROW + "\n").encode("utf-32"), "UTF-32 text (byte-order mark)"),
+    ("jsonl_utf16_no_bom", "c.jsonl", (_JSONL_ROW + "\n").encode("utf-16-le"), "NUL bytes all through it"),
+    ("tsv_utf16_bom", "c.tsv", f"{_TSV_HEAD}\n{_TSV_ROW}\n".encode("utf-16"), "UTF-16 text"),
+]
+
+
+@pytest.mark.parametrize("name,data,words", [c[1:] for c in CORPUS_FILE_CASES],
+                         ids=[c[0] for c in CORPUS_FILE_CASES])
+def test_build_corpus_bad_files(tmp_path, capsys, name, data, words):
+    f = tmp_path / name
+    f.write_bytes(data)
+    code, err = _run(capsys, ["build", "corpus", "-o", tmp_path / "out", f, "--no-progress"])
+    assert code == EXIT_INVALID and words in err and f"{f}: " in err, err
+    assert len(err.strip().splitlines()) == 1 and "--errors skip" not in err and not (tmp_path / "out").exists()
+
+
+# ---- LSMDC files that are not UTF-8 text: one line for the file, not one per row ----
+LSMDC_ENCODING_CASES = [
+    ("descriptions_utf16_bom", "descriptions", "d.csv", GOOD_DESC, "utf-16", "UTF-16 text (byte-order mark)"),
+    ("descriptions_utf32_bom", "descriptions", "d.csv", GOOD_DESC, "utf-32", "UTF-32 text (byte-order mark)"),
+    ("descriptions_utf16_no_bom", "descriptions", "d.csv", GOOD_DESC, "utf-16-le", "NUL bytes all through it"),
+    ("import_utf16_bom", "import", "d_FIB.csv", GOOD_FIB, "utf-16", "UTF-16 text (byte-order mark)"),
+    ("import_utf16_no_bom", "import", "d_FIB.csv", GOOD_FIB, "utf-16-be", "NUL bytes all through it"),
+]
+
+
+@pytest.mark.parametrize("form,name,line,encoding,words", [c[1:] for c in LSMDC_ENCODING_CASES],
+                         ids=[c[0] for c in LSMDC_ENCODING_CASES])
+def test_build_lsmdc_not_utf8(tmp_path, capsys, form, name, line, encoding, words):
+    f = tmp_path / name
+    f.write_bytes(("\n".join([line] * 3) + "\n").encode(encoding))
+    code, err = _run(capsys, ["build", form, "-o", tmp_path / "out", f"val={f}", "--no-progress"])
+    assert code == EXIT_INVALID and f"{f}: {words}" in err and "save it as UTF-8" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# ---- split-naming flags must name a split of the inputs: (case id, form, flags, words) ----
+SPLIT_FLAG_CASES = [
+    ("import_answer_split", "import", ["--answer-split", "nope"], "--answer-split 'nope'"),
+    ("import_answer_split_train_absent", "import", ["--answer-split", "train"], "--answer-split 'train'"),
+    ("import_blind", "import", ["--blind", "nope"], "--blind 'nope'"),
+    ("import_second_blind", "import", ["--blind", "val", "--blind", "test"], "--blind 'test'"),
+    ("descriptions_vocab_split_no_limit", "descriptions", ["--vocab-split", "nope", "--no-vocab-limit"],
+     "--vocab-split 'nope'"),
+    ("descriptions_vocab_split", "descriptions", ["--vocab-split", "nope"], "--vocab-split 'nope'"),
+    ("descriptions_blind", "descriptions", ["--blind", "nope"], "--blind 'nope'"),
+    ("corpus_vocab_split_no_limit", "corpus", ["--vocab-split", "nope", "--no-vocab-limit"],
+     "--vocab-split 'nope'"),
+    ("corpus_blind_after_split_by_movie", "corpus", ["--split-by-movie", "a=1", "--blind", "val"],
+     "--blind 'val'"),
+]
+
+
+@pytest.mark.parametrize("form,flags,words", [c[1:] for c in SPLIT_FLAG_CASES], ids=[c[0] for c in SPLIT_FLAG_CASES])
+def test_build_split_flags_name_a_given_split(tmp_path, capsys, form, flags, words):
+    if form == "corpus":
+        arg = _lines(tmp_path / "c.jsonl", [_JSONL_ROW.replace('"train"', '"val"')])
+    else:
+        arg = f"val={_lines(tmp_path / 'f.csv', [GOOD_DESC if form == 'descriptions' else GOOD_FIB])}"
+    code, err = _run(capsys, ["build", form, "-o", tmp_path / "out", arg, "--no-progress", *flags])
+    splits = "a" if "--split-by-movie" in flags else "val"
+    assert code == EXIT_USAGE and f"{words} names no split of the inputs (splits: {splits})" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 # ---- build corpus --activitynet: (case id, file text, words) ----
 def _anet(ts="[[0, 5]]", duration="10.0", video="v_a", sentence='"A man runs."'):
     return f'{{"{video}": {{"duration": {duration}, "timestamps": {ts}, "sentences": [{sentence}]}}}}'
@@ -263,7 +357,17 @@ ANET_CASES = [
     ("start_5000_digits", _anet(ts=f"[[{HUGE}, 5]]"), "integer of 5000 digits"),
     ("duration_words", _anet(duration='"abc"'), "duration is a JSON string"),
     ("duration_nan", _anet(duration="NaN"), "duration is NaN"),
-    ("segment_not_pair", _anet(ts="[[1]]"), "start is null"),
+    ("segment_not_pair", _anet(ts="[[1]]"), "segment 0: a timestamp must be a pair [start, end], not a list of 1"),
+    ("segment_triple", _anet(ts="[[0, 1, 2]]"), "must be a pair [start, end], not a list of 3"),
+    ("segment_flat_number", _anet(ts="[1]"), "must be a pair [start, end], not a JSON number"),
+    ("segment_object", _anet(ts='[{"start": 0, "end": 1}]'), "must be a pair [start, end], not a JSON object"),
+    ("duration_negative", _anet(duration="-5.0"), "duration -5.0 is not positive"),
+    ("duration_zero", _anet(duration="0"), "duration 0.0 is not positive"),
+    ("repeated_video", _anet() [:-1] + ', "v_a": {"duration": 3, "timestamps": [[0, 1]], "sentences": ["B."]}}',
+     "key 'v_a' repeated in one JSON object"),
+    ("repeated_duration", _anet(duration="10.0, \"duration\": 99"), "key 'duration' repeated"),
+    ("no_videos", "{}", "holds no records"),
+    ("utf16_bom", None, "UTF-16 text (byte-order mark); save it as UTF-8"),
     ("video_control", _anet(video="v\\u0007a"), "control character"),
     ("video_slash", _anet(video="../v"), "path separator"),
     ("sentence_nul", _anet(sentence='"A man\\u0000"'), "control character"),
@@ -278,7 +382,9 @@ ANET_CASES = [
 @pytest.mark.parametrize("text,words", [c[1:] for c in ANET_CASES], ids=[c[0] for c in ANET_CASES])
 def test_build_activitynet_bad_files(tmp_path, capsys, text, words):
     f = tmp_path / "anet.json"
-    if text is None:
+    if text is None and "UTF-16" in words:
+        f.write_bytes(_anet().encode("utf-16"))
+    elif text is None:
         f.write_bytes(_anet().encode().replace(b"man", b"m\xffn"))
     else:
         f.write_text(text, encoding="utf-8")
@@ -353,8 +459,43 @@ def _order_dir(tmp, folder, truth):
     return [p, "--order-of", tmp / "fib"]
 
 
+def _bad_answer(answer: str, fmt: str = "tsv"):
+    """A submission whose second question gets ``answer`` (the TSV line 3, after the header)."""
+    def make(tmp, folder, truth):
+        items = list(truth.items())
+        items[1] = (items[1][0], answer)
+        if fmt == "json":
+            p = tmp / "s.json"
+            p.write_text(json.dumps(dict(items)), encoding="utf-8")
+        else:
+            p = tmp / "s.tsv"
+            p.write_bytes(("question_id\tanswer\n" + "".join(f"{q}\t{a}\n" for q, a in items)).encode("utf-8"))
+        return [p]
+    return make
+
+
+def _looped(role):
+    def make(tmp, folder, truth):
+        loop = _loop(tmp / "l1", tmp / "l2")
+        if role == "submission":
+            return [loop]
+        return [_sub(tmp, truth), {"humans": "--humans", "key": "--key", "order": "--order-of"}[role], loop]
+    return make
+
+
 EVAL_CASES = [
     ("submission_directory", _sub_dir, "is a directory", EXIT_INVALID),
+    ("submission_symlink_loop", _looped("submission"), "l1: symbolic link loop", EXIT_INVALID),
+    ("humans_symlink_loop", _looped("humans"), "l1: symbolic link loop", EXIT_INVALID),
+    ("key_symlink_loop", _looped("key"), "l1: symbolic link loop", EXIT_INVALID),
+    ("order_of_symlink_loop", _looped("order"), "l1: symbolic link loop (--order-of)", EXIT_INVALID),
+    ("answer_nul", _bad_answer("a\x00b"), "line 3: 'a\\x00b'", EXIT_INVALID),
+    ("answer_escape", _bad_answer("\x1b[31mwalks"), "control_character: 1 x", EXIT_INVALID),
+    ("answer_delete", _bad_answer("wa\x7flks"), "control character '\\x7f'", EXIT_INVALID),
+    ("json_answer_nul", _bad_answer("a\x00b", "json"), "control_character: 1 x", EXIT_INVALID),
+    ("json_answer_c1", _bad_answer("a\x85b", "json"), "control character '\\x85'", EXIT_INVALID),
+    ("humans_repeated_key", _humans('"answer": "y"'), "h.jsonl:1: key 'answer' repeated in one JSON object",
+     EXIT_INVALID),
     ("submission_missing", lambda tmp, f, t: [tmp / "absent.tsv"], "no such submission file", EXIT_INVALID),
     ("json_5000_digit_answer", _json_sub('{"val-0000": ' + HUGE + "}"), "number an integer of 5000 digits",
      EXIT_INVALID),
@@ -399,6 +540,78 @@ def test_evaluate_bad_inputs(tmp_path, capsys, make, words, status):
     assert code == status and words in err, err
 
 
+@pytest.mark.parametrize("fmt", ["tsv", "json"])
+def test_evaluate_control_character_answer_is_invalid_when_tolerated(tmp_path, fmt):
+    from moviefib.evaluate.key import load_key
+    from moviefib.evaluate.submission import read_submission, validate
+
+    rows = question_rows()
+    folder = make_dataset(tmp_path, {"val": rows}, answer_counts={"walks": 9})
+    truth = {r["question_id"]: r["answer"] for r in rows}
+    qid = rows[1]["question_id"]
+    sub = _bad_answer(truth[qid] + "\x00", fmt)(tmp_path, folder, truth)[0]
+    key = load_key(folder, "val")
+    strict = validate(read_submission(sub), key)
+    tolerant = validate(read_submission(sub), key, allow_invalid=True)
+    assert strict.fatal_kinds == ("control_character",) and strict.counts["control_character"] == 1
+    assert tolerant.ok and tolerant.invalid_ids == {qid}  # scored as wrong, not as the right answer
+
+
+def _utf(encoding: str, bom: bytes = b""):
+    def make(truth, tmp):
+        p = tmp / "s.tsv"
+        body = "question_id\tanswer\n" + "".join(f"{q}\t{a}\n" for q, a in truth.items())
+        p.write_bytes(bom + body.encode(encoding))
+        return p
+    return make
+
+
+def _utf_json(encoding: str):
+    def make(truth, tmp):
+        p = tmp / "s.json"
+        p.write_bytes(json.dumps(truth).encode(encoding))
+        return p
+    return make
+
+
+def _utf_humans(encoding: str):
+    def make(truth, tmp):
+        qid = next(iter(truth))
+        p = tmp / "h.jsonl"
+        p.write_bytes((json.dumps({"question_id": qid, "answer": "x", "mode": "text", "annotator": "a",
+                                   "skipped": False}) + "\n").encode(encoding))
+        return [write_submission(tmp / "a.tsv", truth), "--humans", p]
+    return make
+
+
+ENCODING_CASES = [
+    ("tsv_utf16_bom", _utf("utf-16"), "s.tsv: UTF-16 text (byte-order mark); save it as UTF-8"),
+    ("tsv_utf16_be_bom", _utf("utf-16-be", b"\xfe\xff"), "s.tsv: UTF-16 text (byte-order mark)"),
+    ("tsv_utf32_bom", _utf("utf-32"), "s.tsv: UTF-32 text (byte-order mark)"),
+    ("tsv_utf16_no_bom", _utf("utf-16-le"), "s.tsv: NUL bytes all through it"),
+    ("json_utf16_bom", _utf_json("utf-16"), "s.json: UTF-16 text (byte-order mark)"),
+    ("json_utf32_no_bom", _utf_json("utf-32-le"), "s.json: NUL bytes all through it"),
+    ("humans_utf16_bom", _utf_humans("utf-16"), "h.jsonl: UTF-16 text (byte-order mark)"),
+    ("humans_utf16_no_bom", _utf_humans("utf-16-le"), "h.jsonl: NUL bytes all through it"),
+]
+
+
+@pytest.mark.parametrize("make,words", [c[1:] for c in ENCODING_CASES], ids=[c[0] for c in ENCODING_CASES])
+def test_evaluate_not_utf8_is_one_line(tmp_path, capsys, make, words):
+    rows = question_rows()
+    folder = make_dataset(tmp_path, {"val": rows}, answer_counts={"walks": 9})
+    made = make({r["question_id"]: r["answer"] for r in rows}, tmp_path)
+    code, err = _run(capsys, ["evaluate", folder, "--bootstrap", "0", *(made if isinstance(made, list) else [made]),
+                              "--no-progress"])
+    assert code == EXIT_INVALID and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_evaluate_dataset_symlink_loop(tmp_path, capsys):
+    loop = _loop(tmp_path / "ds", tmp_path / "ds2")
+    code, err = _run(capsys, ["evaluate", loop, tmp_path / "s.tsv"])
+    assert code == EXIT_INVALID and f"{loop}: symbolic link loop" in err, err
+
+
 def test_evaluate_dataset_that_is_a_file(tmp_path, capsys):
     (tmp_path / "ds").write_text("x")
     code, err = _run(capsys, ["evaluate", tmp_path / "ds", tmp_path / "s.tsv"])
@@ -436,6 +649,8 @@ LOAD_CASES = [
     ("no_data_folder", _ld_no_data, "not a MovieFIB dataset folder"),
     ("folder_is_a_file", _ld_file, "is a file, not a dataset folder"),
     ("missing_folder", lambda folder: (folder.parent / "absent", None), "no such dataset folder"),
+    ("folder_symlink_loop", lambda folder: (_loop(folder.parent / "l1", folder.parent / "l2"), None),
+     "l1: symbolic link loop"),
     ("unknown_split", lambda folder: (folder, "nope"), "no split 'nope'"),
     ("split_path", lambda folder: (folder, "../../x"), "bad split name"),
 ]
@@ -461,3 +676,33 @@ def test_read_answer_counts_refuses_non_integers(tmp_path, text, line):
     f.write_text(text, encoding="utf-8")
     with pytest.raises(DatasetError, match=f"counts.tsv:{line}:"):
         read_answer_counts(f)
+
+
+def test_read_answer_counts_invalid_utf8_names_the_file(tmp_path):
+    f = tmp_path / "counts.tsv"
+    f.write_bytes(b"walks\t1\nw\xffalks\t2\n")
+    with pytest.raises(DatasetError, match="counts.tsv: invalid UTF-8 at byte"):
+        read_answer_counts(f)
+
+
+# ---- a UTF-8 byte-order mark is accepted (and dropped) by every text reader ----
+def _bom_readers(tmp):
+    from moviefib.build import read_generic
+    from moviefib.evaluate.human import read_human_answers
+
+    bom = b"\xef\xbb\xbf"
+    counts = tmp / "counts.tsv"
+    counts.write_bytes(bom + b"walks\t3\n")
+    humans = tmp / "h.jsonl"
+    humans.write_bytes(bom + json.dumps({"question_id": "val-0", "answer": "x", "mode": "text",
+                                         "annotator": "a", "seconds": None, "skipped": False}).encode() + b"\n")
+    corpus = tmp / "c.jsonl"
+    corpus.write_bytes(bom + _JSONL_ROW.encode() + b"\n")
+    return {"answer_counts": lambda: list(read_answer_counts(counts)) == ["walks"],
+            "human_answers": lambda: [h.question_id for h in read_human_answers(humans)] == ["val-0"],
+            "corpus_jsonl": lambda: [r.movie for r in read_generic(corpus).records] == ["v1"]}
+
+
+@pytest.mark.parametrize("reader", ["answer_counts", "human_answers", "corpus_jsonl"])
+def test_utf8_bom_is_dropped(tmp_path, reader):
+    assert _bom_readers(tmp_path)[reader]()

@@ -177,6 +177,8 @@ def _check_segment(start, end, duration=None) -> tuple[float, float]:
     s, e = _number(start, "start"), _number(end, "end")
     if duration is not None:
         duration = _number(duration, "duration")
+        if duration <= 0:  # else every segment would read as ending past it
+            raise _BadRecord(f"the video's duration {duration} is not positive", "timestamp")
     if s < 0:
         raise _BadRecord(f"negative start {s}", "timestamp")
     if s >= e:
@@ -250,6 +252,8 @@ def _collect(items: Iterable[tuple[str, int | None, dict | _BadRecord]], path: s
             out.problems.append(RowProblem(path, line or 0, reason, exc.kind))
             continue
         out.records.append(rec)
+    if not out.records and not out.problems:  # else "no valid sentences" later, without the file's name
+        raise FormatError(path, None, "holds no records (the file is empty, or a header or {} only)")
     return out
 
 
@@ -276,6 +280,17 @@ def _tsv_fields(fields: dict[str, str]) -> dict | _BadRecord:
     return out
 
 
+def _check_header(path: Path, header: list[str], lineno: int) -> None:
+    """A TSV header names every field, and each once: a repeated column would silently keep its last."""
+    missing = [k for k in GENERIC_FIELDS if k not in header]
+    if missing:
+        raise FormatError(path, None, f"header lacks column(s) {', '.join(missing)} (line {lineno})")
+    repeated = sorted({k for k in header if header.count(k) > 1})
+    if repeated:
+        raise FormatError(path, None, f"header names column(s) {', '.join(map(repr, repeated))} more than "
+                                      f"once (line {lineno})")
+
+
 def read_generic(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> Loaded:
     """Read a corpus in the generic form (``.jsonl`` or ``.tsv`` with a header); see module docs."""
     path = Path(path)
@@ -295,10 +310,7 @@ def read_generic(path: str | os.PathLike, *, errors: ErrorMode = "strict") -> Lo
                     yield "", lineno, _jsonl_fields(line)
                 elif header is None:
                     header = line.split("\t")
-                    missing = [k for k in GENERIC_FIELDS if k not in header]
-                    if missing:
-                        raise FormatError(path, None, f"header lacks column(s) {', '.join(missing)} "
-                                                      f"(line {lineno})")
+                    _check_header(path, header, lineno)
                 else:
                     cols = line.split("\t")
                     if len(cols) != len(header):
@@ -335,9 +347,13 @@ def read_activitynet(path: str | os.PathLike, split: str = "train", *,
                 raise FormatError(path, None, f"video {video}: needs lists 'timestamps' and 'sentences' "
                                               "of the same length")
             for k, (seg, sent) in enumerate(zip(ts, sents)):
-                if not isinstance(seg, (list, tuple)) or len(seg) != 2:
-                    seg = (None, None)
-                yield (f"video {video} segment {k}", None,
+                where = f"video {video} segment {k}"
+                if not isinstance(seg, list) or len(seg) != 2:
+                    shown = f"a list of {len(seg)}" if isinstance(seg, list) else f"a JSON {json_type_name(seg)}"
+                    yield where, None, _BadRecord(f"a timestamp must be a pair [start, end], not {shown}",
+                                                  "timestamp")
+                    continue
+                yield (where, None,
                        {"video": video, "start": seg[0], "end": seg[1], "sentence": sent, "split": split,
                         "duration": entry.get("duration")})
 

@@ -37,8 +37,9 @@ def register(subparsers) -> None:
 
     i = sub.add_parser("import", help="import official FIB question files (8 columns), every row kept")
     i.add_argument("inputs", nargs="+", metavar="[SPLIT=]FILE", help="official FIB file")
-    i.add_argument("--answer-split", default="train",
-                   help="split whose answers make vocab/answer_counts.tsv (default: train)")
+    i.add_argument("--answer-split", default=None,
+                   help="split whose answers make vocab/answer_counts.tsv (default: train); it must be a "
+                        "split of the inputs")
     _common(i)
     i.set_defaults(func=_run_import)
 
@@ -83,7 +84,8 @@ def _building(p) -> None:
     v.add_argument("--top-k", type=int, default=1000, help="keep the K most frequent candidates (default 1000; "
                                                            "0 or less: no top-K cut)")
     v.add_argument("--min-count", type=int, default=1, help="keep candidates seen at least N times (default 1)")
-    v.add_argument("--vocab-split", default="train", help="split the candidates are counted in (default train)")
+    v.add_argument("--vocab-split", default=None, help="split the candidates (and vocab/answer_counts.tsv) are "
+                                                        "counted in (default train); it must be a split of the inputs")
     v.add_argument("--no-vocab-limit", action="store_true", help="no blank vocabulary: blank every word "
                                                                   "that passes the rule")
 
@@ -126,6 +128,24 @@ def _load_all(loads) -> tuple[list, list[str], list, list]:
         hint = " (--errors skip drops bad rows and lists them)" if exc.line is not None else ""
         raise CLIError(f"{exc}{hint}", EXIT_INVALID) from None
     return records, sources, problems, warnings
+
+
+def _nothing_valid(what: str, sources: list[str], problems: list) -> CLIError:
+    skipped = f"; {len(problems)} bad row(s) skipped" if problems else ""
+    return CLIError(f"no valid {what} in {', '.join(sources)}{skipped}", EXIT_INVALID)
+
+
+def _check_split_flags(args, splits: set[str]) -> None:
+    """Every split named by a flag is a split of the inputs: an unknown one would give an empty answer
+    count file or vocabulary, not an error. Checked before tagging, the slow part."""
+    named = [("--blind", s) for s in args.blind]
+    for flag in ("answer_split", "vocab_split"):
+        if getattr(args, flag, None) is not None:
+            named.append(("--" + flag.replace("_", "-"), getattr(args, flag)))
+    for flag, split in named:
+        if split not in splits:
+            raise CLIError(f"{flag} {split!r} names no split of the inputs (splits: {', '.join(sorted(splits))})",
+                           EXIT_USAGE)
 
 
 def _fractions(text: str) -> dict[str, float]:
@@ -186,7 +206,7 @@ def _vocab_spec(args):
     if args.min_count < 1:
         raise CLIError("--min-count must be >= 1", EXIT_USAGE)
     return VocabSpec(top_k=args.top_k if args.top_k > 0 else None, min_count=args.min_count,
-                     split=args.vocab_split, file=args.blank_vocab, unlimited=args.no_vocab_limit)
+                     split=args.vocab_split or "train", file=args.blank_vocab, unlimited=args.no_vocab_limit)
 
 
 def _summary(report) -> int:
@@ -202,9 +222,10 @@ def _build(args, records, sources, problems, warnings) -> int:
     from ..build import BuildError, BuildOptions, build_dataset, split_by_movie
 
     if not records:
-        raise CLIError("no valid sentences in the inputs", EXIT_INVALID)
+        raise _nothing_valid("sentences", sources, problems)
     if args.split_by_movie:
         records = split_by_movie(records, _fractions(args.split_by_movie))
+    _check_split_flags(args, {r.split for r in records})
     _report_problems(problems, warnings)
     options = BuildOptions(mode=args.mode, vocab=_vocab_spec(args), blind=tuple(args.blind),
                            model=args.model, n_process=args.processes, overwrite=args.overwrite)
@@ -249,12 +270,14 @@ def _run_import(args) -> int:
     rows, sources, problems, warnings = _load_all(
         (path, read_fib_import(path, split, errors=args.errors)) for split, path in map(_split_path, args.inputs))
     if not rows:
-        raise CLIError("no valid questions in the inputs", EXIT_INVALID)
+        raise _nothing_valid("questions", sources, problems)
+    _check_split_flags(args, {r.record.split for r in rows})
     _report_problems(problems, warnings)
     tagger = _tagger(args)
     bar, update = _progress(args, [r.record.sentence for r in rows])
     try:
-        report = import_dataset(rows, args.output, answer_split=args.answer_split, blind=tuple(args.blind),
+        report = import_dataset(rows, args.output, answer_split=args.answer_split or "train",
+                                blind=tuple(args.blind),
                                 overwrite=args.overwrite, tagger=tagger, progress=update, sources=sources,
                                 problems=problems, warnings=warnings, name=args.name)
     except BuildError as exc:

@@ -32,7 +32,8 @@ class MissingInput(EvaluationError):
 
 
 class InputError(EvaluationError):
-    """An input other than the submission (dataset table, key, FIB file, human answers) is malformed."""
+    """An input other than the submission (dataset table, key, FIB file, human answers) is malformed,
+    or a submission is not UTF-8 text at all (UTF-16/32): a line-by-line report would say nothing more."""
 
     exit_code = EXIT_INVALID
 

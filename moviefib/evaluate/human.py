@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..formats import JSONInputError, json_number, json_type_name, load_json
+from ..formats import (ENCODING_PROBE_BYTES, JSONInputError, json_number, json_type_name, load_json,
+                       missing_reason, not_utf8_problem)
 from .errors import InputError, MissingInput
 from .metrics import normalise
 
@@ -140,6 +141,14 @@ class HumanModeResult:
         }
 
 
+def _check_encoding(path: Path) -> None:
+    """One line for a file that is not UTF-8 at all, instead of a bad line per line."""
+    with open(path, "rb") as fh:
+        problem = not_utf8_problem(fh.read(ENCODING_PROBE_BYTES))
+    if problem:
+        raise InputError(f"{path}: {problem}")
+
+
 def read_human_answers(path: str | os.PathLike, key: "AnswerKey | None" = None) -> list[HumanAnswer]:
     """Read and check a human-answer JSONL file; with ``key``, every question id must be in the split.
 
@@ -149,7 +158,8 @@ def read_human_answers(path: str | os.PathLike, key: "AnswerKey | None" = None) 
     if path.is_dir():
         raise MissingInput(f"{path}: is a directory, not a human-answer file")
     if not path.is_file():
-        raise MissingInput(f"{path}: no such human-answer file")
+        raise MissingInput(f"{path}: {missing_reason(path, 'no such human-answer file')}")
+    _check_encoding(path)
     problems: list[str] = []
     n_problems = 0
     out: list[HumanAnswer] = []
@@ -163,6 +173,8 @@ def read_human_answers(path: str | os.PathLike, key: "AnswerKey | None" = None) 
 
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as every reader
+                raw = raw[3:]
             try:
                 text = raw.decode("utf-8").strip()
             except UnicodeDecodeError as exc:

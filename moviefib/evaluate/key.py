@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..dataset import DatasetError, keys_folder, read_answer_counts
-from ..formats import id_problem
+from ..formats import id_problem, missing_reason
 from ..schema import ANSWER_COUNTS_FILE, COLUMN_NAMES, DATA_DIR
 from .errors import InputError, MissingInput, UsageError
 
@@ -158,7 +158,7 @@ def load_key(dataset: str | os.PathLike, split: str, *, key_file: str | os.PathL
     if folder.exists() and not folder.is_dir():
         raise MissingInput(f"{folder}: is a file, not a dataset folder")
     if not folder.is_dir():
-        raise MissingInput(f"{folder}: no such dataset folder")
+        raise MissingInput(f"{folder}: {missing_reason(folder, 'no such dataset folder')}")
     problem = id_problem(split)
     if problem:
         raise UsageError(f"--split: bad split name: {problem}")
@@ -185,7 +185,7 @@ def load_key(dataset: str | os.PathLike, split: str, *, key_file: str | os.PathL
         if key_file.is_dir():
             raise MissingInput(f"{key_file}: is a directory, not a key file")
         if not key_file.is_file():
-            raise MissingInput(f"{key_file}: no such key file")
+            raise MissingInput(f"{key_file}: {missing_reason(key_file, 'no such key file')}")
         table = _merge_key(table, _read_parquet(key_file), key_file)
         sources.append(key_file)
         log.debug("answers of %s from key %s", split, key_file)

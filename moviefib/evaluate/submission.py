@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from ..fileio import atomic_write
-from ..formats import JSONInputError, json_type_name, load_json
+from ..formats import (ENCODING_PROBE_BYTES, JSONInputError, json_type_name, load_json, missing_reason,
+                       not_utf8_problem, text_problem)
 from .errors import InputError, MissingInput, UsageError
 
 if TYPE_CHECKING:
@@ -52,10 +53,11 @@ PROBLEM_KINDS: dict[str, str] = {
     "unknown_id": "question id is not a question of the split",
     "empty_answer": "empty answer",
     "multi_word": "several words where the true answer is one word",
+    "control_character": "answer holds a NUL or another control character",
     "missing": "question of the split without an answer",
 }
 TOLERABLE_WITH_ALLOW_MISSING = frozenset({"missing"})
-TOLERABLE_WITH_ALLOW_INVALID = frozenset({"empty_answer", "multi_word"})
+TOLERABLE_WITH_ALLOW_INVALID = frozenset({"empty_answer", "multi_word", "control_character"})
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class ValidationReport:
         counts: problems by kind (see :data:`PROBLEM_KINDS`).
         examples: the first problems of each kind, with lines.
         fatal_kinds: the kinds present that make the submission invalid under the options used.
-        invalid_ids: ids whose answer is empty or multi-word, tolerated by ``allow_invalid``.
+        invalid_ids: ids whose answer is empty, multi-word or holds a control character, tolerated by
+            ``allow_invalid``.
     """
 
     path: str
@@ -319,18 +322,24 @@ def _read_bytes(path: Path) -> bytes:
     if path.is_dir():
         raise MissingInput(f"{path}: is a directory, not a submission file")
     if not path.is_file():
-        raise MissingInput(f"{path}: no such submission file")
+        raise MissingInput(f"{path}: {missing_reason(path, 'no such submission file')}")
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
         raise MissingInput(f"{path}: cannot read: {exc.strerror}") from None
+    # One line for a file that is not UTF-8 at all, instead of a problem per line.
+    problem = not_utf8_problem(data[:ENCODING_PROBE_BYTES])
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    return data
 
 
 def read_submission(path: str | os.PathLike, *, format: str | None = None) -> Submission:
     """Read a TSV or JSON submission (format from the ``.json`` suffix or the first character).
 
     Problems of the file itself (encoding, header, columns, JSON syntax, duplicates) are collected,
-    never raised; :func:`validate` turns them into a verdict. Raises MissingInput if the file is absent.
+    never raised; :func:`validate` turns them into a verdict. Raises MissingInput if the file is absent and
+    InputError if it is not UTF-8 text at all (UTF-16/32 or NUL bytes all through it).
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -365,7 +374,7 @@ def read_ordered_submission(path: str | os.PathLike, fib_path: str | os.PathLike
     if fib_path.is_dir():
         raise MissingInput(f"{fib_path}: is a directory, not a FIB file (--order-of)")
     if not fib_path.is_file():
-        raise MissingInput(f"{fib_path}: no such FIB file (--order-of)")
+        raise MissingInput(f"{fib_path}: {missing_reason(fib_path, 'no such FIB file')} (--order-of)")
     try:
         rows = read_fib(fib_path).rows
     except FormatError as exc:
@@ -416,7 +425,7 @@ def validate(submission: Submission, key: "AnswerKey", *, allow_missing: bool = 
             problems.add("unknown_id", f"unknown question id {qid!r}", lines.get(qid), qid)
     # Empty and multi-word answers are found among the distinct answers (a few thousand), and only
     # then located among the questions.
-    suspect = {a for a in set(answers.values()) if not a or len(a.split()) > 1}
+    suspect = {a for a in set(answers.values()) if not a or len(a.split()) > 1 or text_problem(a)}
     if suspect:
         for qid, answer in answers.items():
             if answer not in suspect or qid in unknown:
@@ -424,6 +433,11 @@ def validate(submission: Submission, key: "AnswerKey", *, allow_missing: bool = 
             line = lines.get(qid)
             if not answer:
                 problems.add("empty_answer", f"empty answer for {qid!r}", line, qid)
+                invalid.add(qid)
+            elif text_problem(answer):
+                # No word of a sentence holds one: it would score as a plain wrong (or, after NUL
+                # stripping downstream, a right) answer.
+                problems.add("control_character", f"{answer!r} for {qid!r}: {text_problem(answer)}", line, qid)
                 invalid.add(qid)
             elif len(true_answers[index[qid]].split()) <= 1:
                 problems.add("multi_word", f"{answer!r} for {qid!r} has {len(answer.split())} words",
