@@ -221,8 +221,8 @@ JSONL_LINE_CASES = [
     ("missing_fields", '{"video": "v"}', "missing field"),
     ("repeated_key", '{"video": "v2", "video": "v9", "start": 0, "end": 2, "sentence": "A.", "split": "train"}',
      "key 'video' repeated in one JSON object"),
-    ("repeated_key_in_label", '{"video": "v2", "start": 0, "end": 2, "sentence": "A.", "split": "train", '
-                              '"kind": "a", "kind": "b"}', "key 'kind' repeated"),
+    ("repeated_key_in_label", ('{"video": "v2", "start": 0, "end": 2, "sentence": "A.", "split": "train", '
+                               '"kind": "a", "kind": "b"}'), "key 'kind' repeated"),
 ]
 
 

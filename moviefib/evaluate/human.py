@@ -23,8 +23,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..formats import (ENCODING_PROBE_BYTES, JSONInputError, json_number, json_type_name, load_json,
-                       missing_reason, not_utf8_problem)
+from ..formats import (
+    ENCODING_PROBE_BYTES,
+    JSONInputError,
+    json_number,
+    json_type_name,
+    load_json,
+    missing_reason,
+    not_utf8_problem,
+)
 from .errors import InputError, MissingInput
 from .metrics import normalise
 

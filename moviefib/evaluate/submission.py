@@ -28,8 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from ..fileio import atomic_write
-from ..formats import (ENCODING_PROBE_BYTES, JSONInputError, json_type_name, load_json, missing_reason,
-                       not_utf8_problem, text_problem)
+from ..formats import (
+    ENCODING_PROBE_BYTES,
+    JSONInputError,
+    json_type_name,
+    load_json,
+    missing_reason,
+    not_utf8_problem,
+    text_problem,
+)
 from .errors import InputError, MissingInput, UsageError
 
 if TYPE_CHECKING:
