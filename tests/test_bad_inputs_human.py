@@ -173,13 +173,17 @@ def _line(**changes) -> str:
 
 
 ANSWER_FILES = {
-    "not JSON": ("not json\n", r"answers.jsonl:1: Expecting value"),
+    "not JSON": ("not json\n", r"answers.jsonl:1: malformed JSON: Expecting value"),
     "a JSON array": ("[1, 2]\n", "answers.jsonl:1: not a JSON object"),
-    "NaN seconds": (_line().replace("1.5", "NaN") + "\n", "answers.jsonl:1: NaN is not a number"),
-    "Infinity seconds": (_line().replace("1.5", "Infinity") + "\n", "Infinity is not a number"),
-    "overflowing seconds": (_line().replace("1.5", "1e999") + "\n", "number 1e999 overflows"),
+    "NaN seconds": (_line().replace("1.5", "NaN") + "\n", "answers.jsonl:1: NaN is not a finite number"),
+    "Infinity seconds": (_line().replace("1.5", "Infinity") + "\n", "Infinity is not a finite number"),
+    "overflowing seconds": (_line().replace("1.5", "1e999") + "\n",
+                            r"1e999 \(out of range\) is not a finite number"),
     "10**400 seconds": (_line(seconds=10 ** 400) + "\n", "seconds must be a finite number"),
-    "5,000-digit seconds": (_line().replace("1.5", "7" * 5000) + "\n", "answers.jsonl:1: Exceeds the limit"),
+    "5,000-digit seconds": (_line().replace("1.5", "7" * 5000) + "\n",
+                            "answers.jsonl:1: an integer of 5000 digits is not a finite number"),
+    "repeated key": (_line().replace('"skipped"', '"mode": "text", "skipped"') + "\n",
+                     r"answers.jsonl:1: key 'mode' repeated in one JSON object"),
     "seconds as text": (_line(seconds="2.5") + "\n", "seconds must be a finite number"),
     "seconds true": (_line(seconds=True) + "\n", "seconds must be a finite number"),
     "negative seconds": (_line(seconds=-1) + "\n", "seconds must be a finite number"),

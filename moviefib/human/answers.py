@@ -14,7 +14,8 @@ is kept when it parses as a record: its newline is added. Only a tail that is no
 a crash, never acknowledged) is cut off before the next append, so that the file stays valid JSONL; the
 cut bytes are saved beside the file as ``<file>.torn-<timestamp>``, and a warning names that file.
 
-Lines are read strictly: NaN, Infinity, overflowing numbers and JSON nested too deeply are refused.
+Lines are read strictly: NaN, Infinity, overflowing numbers, repeated keys and JSON nested too deeply
+are refused.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ..formats import BadNumber, load_json
 
 log = logging.getLogger(__name__)
 
@@ -123,27 +126,29 @@ def clean_seconds(value: object) -> float:
     return round(number, 3)
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number")
-
-
-def _parse_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"number {text[:20]} overflows")
-    return number
+def _refuse_bad_numbers(value: object) -> None:
+    # A loop, not recursion: a value nested almost as deep as the parser allows must not overflow here.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BadNumber):
+            raise ValueError(f"{item} is not a finite number")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def strict_json(raw: bytes | str) -> object:
-    """Parse JSON, refusing NaN, Infinity, overflowing numbers and deep nesting with a ``ValueError``.
+    """Parse UTF-8 JSON as every untrusted reader does (:func:`moviefib.formats.load_json`), refusing
+    NaN, Infinity, overflowing numbers, repeated keys and deep nesting with a ``ValueError``.
 
     Python's ``json`` accepts ``NaN`` and turns ``1e999`` into infinity; an answer file (or a request)
     holding them is not valid JSON, so it is refused rather than coerced.
     """
-    try:
-        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_parse_float)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    value = load_json(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    _refuse_bad_numbers(value)
+    return value
 
 
 def _parse_record(obj: object) -> HumanAnswer:
