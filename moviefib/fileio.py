@@ -141,6 +141,16 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The file that stands where a folder above ``path`` must be (its nearest existing ancestor, when
+    that is not a folder), else None. ``mkdir`` would only say "File exists", not which path is in the way.
+    """
+    for candidate in Path(path).absolute().parents:
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
 class PathEscapeError(ValueError):
     """A path built from an id (a clip id, a file name from a request) would leave its root folder."""
 

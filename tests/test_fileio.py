@@ -61,3 +61,13 @@ def test_contained_path_refuses_escapes(tmp_path, rel):
 
 def test_contained_path_keeps_nested_names(tmp_path):
     assert contained_path(tmp_path, "movie/clip.avi") == tmp_path / "movie" / "clip.avi"
+
+
+def test_file_in_the_way_names_the_file_that_blocks_a_folder(tmp_path):
+    from moviefib.fileio import file_in_the_way
+
+    (tmp_path / "afile").write_text("x")
+    assert file_in_the_way(tmp_path / "afile" / "sub" / "out.h5") == tmp_path / "afile"
+    assert file_in_the_way(tmp_path / "afile" / "out.h5") == tmp_path / "afile"
+    assert file_in_the_way(tmp_path / "new" / "deeper" / "out.h5") is None
+    assert file_in_the_way(tmp_path / "afile") is None  # the path itself may be a file (to replace)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from .. import __version__
+from ..fileio import file_in_the_way
 from ..formats import BLANK, RowProblem
 from ..schema import (ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, CARD_FILE, COLUMN_NAMES, DATA_DIR, KEY_COLUMNS,
                       KEYS_SUFFIX, STATS_FILE, arrow_schema)
@@ -279,11 +280,10 @@ def _check_free(folder, overwrite: bool, *, blind: bool = False) -> None:
             raise BuildError(f"{path} exists and is not a folder (a file is never replaced by a dataset)")
     if folder.exists() and not overwrite:
         raise BuildError(f"{folder} exists (use overwrite to replace it)")
-    parent = folder.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise BuildError(f"cannot write {folder}: {parent} is not a folder")
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise BuildError(f"cannot write {folder}: {blocker} is a file, not a folder")
+    parent = next(p for p in folder.absolute().parents if p.exists())
     if not os.access(parent, os.W_OK | os.X_OK):
         raise BuildError(f"cannot write {folder}: no write permission in {parent}")
 

@@ -107,11 +107,11 @@ def _output_file(path: str, flag: str) -> None:
     """Refuse an output path that cannot be a file: an existing folder, or under a file."""
     if os.path.isdir(path):
         raise CLIError(f"{flag} {path}: is a directory; give a file name (e.g. {os.path.join(path, 'out.h5')})")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise CLIError(f"cannot write {path} ({flag}): {parent} is a file, not a folder")
+    from ..fileio import file_in_the_way
+
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise CLIError(f"cannot write {path} ({flag}): {blocker} is a file, not a folder")
 
 
 def _new_output_file(path: str, flag: str, *, overwrite: bool) -> None:

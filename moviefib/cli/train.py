@@ -160,11 +160,11 @@ def _check_submission_path(out: Path) -> None:
     if out.is_dir():
         raise CLIError(f"--out {out}: is a directory; give the submission file to write (e.g. {out / 'test.tsv'})",
                        EXIT_INVALID)
-    for parent in out.parents:  # the nearest existing one: mkdir would only say "File exists"
-        if parent.exists():
-            if not parent.is_dir():
-                raise CLIError(f"--out {out}: {parent} is a file, not a folder", EXIT_INVALID)
-            return
+    from ..fileio import file_in_the_way
+
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise CLIError(f"--out {out}: {blocker} is a file, not a folder", EXIT_INVALID)
 
 
 def _predict(args) -> int:

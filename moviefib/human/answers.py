@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..fileio import file_in_the_way
 from ..formats import BadNumber, load_json
 
 log = logging.getLogger(__name__)
@@ -262,14 +263,6 @@ def _save_torn_tail(path: Path, tail: bytes) -> Path:
     raise AnswerFileError(path, None, f"cannot save its torn last line: {path.name}.torn-{stamp}-* all exist")
 
 
-def _file_ancestor(folder: Path) -> Path | None:
-    """The nearest existing ancestor of ``folder`` (itself included) when it is not a folder, else None."""
-    for candidate in (folder, *folder.parents):
-        if candidate.exists():
-            return None if candidate.is_dir() else candidate
-    return None
-
-
 class AnswerLog:
     """An append-only human-answer file shared by threads and processes.
 
@@ -287,8 +280,8 @@ class AnswerLog:
         self._fd = -1  # the open file, inside a transaction only
         if self.path.exists() and not self.path.is_file():
             raise AnswerFileError(self.path, None, "not a regular file")
-        blocker = _file_ancestor(self.path.parent)
-        if blocker is not None:  # mkdir would only say "File exists", not which path is in the way
+        blocker = file_in_the_way(self.path)
+        if blocker is not None:
             raise AnswerFileError(self.path, None, f"{blocker} is a file, not a folder")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..fileio import file_in_the_way
 from ..integrity import DurationTolerance
 from .answers import AnswerFileError, InvalidInput, strict_json
 from .clips import ClipCache, ClipCacheError, ClipError, ClipRefused
@@ -271,6 +272,9 @@ class HumanServer:
 def _check_cache_dir(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise ClipError(f"{folder}: the clip cache (--cache-dir) is not a folder")
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise ClipError(f"cannot create the clip cache {folder} (--cache-dir): {blocker} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
