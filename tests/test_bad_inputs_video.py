@@ -219,6 +219,8 @@ CLI_CASES = [
     ("export-store-is-a-directory", ["features", "export-npy", "{d}/out_dir", "{d}/e"], 3, "is a directory", None),
     ("export-store-not-hdf5", ["features", "export-npy", "{d}/garbage.h5", "{d}/e"], 3, "not a readable HDF5", None),
     ("export-into-a-file", ["features", "export-npy", "{d}/s1.h5", "{d}/a_file"], 3, "is a file", None),
+    ("export-under-a-file", ["features", "export-npy", "{d}/s1.h5", "{d}/a_file/e"], 3,
+     "a_file is a file, not a folder", None),
     ("export-id-with-dotdot", ["features", "export-npy", "{d}/dotdot.h5", "{d}/e"], 3, "'..'", None),
     ("export-absolute-id", ["features", "export-npy", "{d}/absolute.h5", "{d}/e"], 3, "absolute path", None),
     # --key is part of each file name: '../x' was refused late as "Invalid name '<clip>_../x.npy'" (exit 3),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from moviefib.cli import EXIT_USAGE, main
+from moviefib.cli import EXIT_INVALID, EXIT_USAGE, main
 from moviefib.demo.run import BASELINES, DEMO_TRAINING, run_demo
 
 pytest.importorskip("av")
@@ -249,3 +249,11 @@ def test_cli_absent_or_bad_device_is_one_line_before_any_work(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device" in err[0]
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("command", ["corpus", "run"])
+def test_cli_out_under_a_file_is_one_line_naming_it(tmp_path, capsys, command):
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", command, "--out", str(tmp_path / "afile" / "d"), "--no-progress"]) == EXIT_INVALID
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'afile'} is a file, not a folder" in err[0]

@@ -72,6 +72,14 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
+def _check_out(out: str) -> None:
+    from ..fileio import file_in_the_way
+
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise CLIError(f"cannot write to {out} (--out): {blocker} is a file, not a folder")
+
+
 def _corpus(args) -> int:
     from ..demo.corpus import CorpusConfig, CorpusError, generate_corpus
 
@@ -86,6 +94,7 @@ def _corpus(args) -> int:
     from .extras import require_extra
 
     require_extra("moviefib demo corpus", "video", "av")
+    _check_out(args.out)
 
     bar = None
 
@@ -125,6 +134,7 @@ def _run(args) -> int:
     from .extras import require_extra
 
     require_extra("moviefib demo run", "all", "torch", "torchvision", "av", "h5py")
+    _check_out(args.out)
     from ..demo.run import DemoError, run_demo
     from ..devices import DeviceUnavailableError, resolve_device
     from ..train import OverrideError

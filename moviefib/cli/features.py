@@ -340,8 +340,13 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.key is not None:
         _check_key(args.key)
+    from ..fileio import file_in_the_way
+
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         raise CLIError(f"{args.out_dir}: is a file, not a folder to write .npy files into")
+    blocker = file_in_the_way(args.out_dir)
+    if blocker is not None:
+        raise CLIError(f"cannot write to {args.out_dir}: {blocker} is a file, not a folder")
     try:
         n = export_npy(args.store, args.out_dir, key=args.key)
     except ValueError as exc:  # StoreError, a clip id that would name a file outside DIR
