@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Sequence, overload
 
 from .formats import BLANK, id_problem, missing_reason
-from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX
+from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX, column_problems
 
 # Splits in the order a user expects them; any other split follows, sorted by name.
 _SPLIT_ORDER = ("train", "training", "val", "validation", "test", "blindtest")
@@ -255,6 +255,10 @@ class QuestionView(Sequence[QuestionItem]):
         missing = {"question_id", "clip_id", "question", "answer"} - cols
         if missing:
             raise DatasetError(f"question table lacks column(s) {', '.join(sorted(missing))}")
+        # A null question or an integer answer would otherwise fail (or mismatch) item by item, later.
+        problems = column_problems(table, ("question_id", "clip_id", "question", "answer"))
+        if problems:
+            raise DatasetError(f"question table: {'; '.join(problems)}")
         self._ids = table.column("question_id").to_pylist()
         self._clips = table.column("clip_id").to_pylist()
         self._questions = table.column("question").to_pylist()

@@ -11,8 +11,9 @@ a word, a truncated FILL_IN, a FILL_IN without any blank).
 
 Validation of a row: CLIP_ID is ``<4 digits>_<NAME>_<start>-<end>`` whose times equal the row's ALIGNED
 times within a millisecond of rounding (:func:`lsmdc_clip_problem`), and no id holds a path separator,
-``..`` or a control character (:func:`id_problem`); SENTENCE, FILL_IN and BLANK hold no NUL or control
-character other than tab (:func:`text_problem`).
+``..`` or a control character (:func:`id_problem`), nor any whitespace; times are written in ASCII digits;
+the EXTRACTED times cover the ALIGNED ones (to the millisecond); SENTENCE, FILL_IN and BLANK hold no NUL
+or control character other than tab (:func:`text_problem`), and BLANK is one word (no whitespace).
 
 Also here, for every reader of untrusted JSON and TSV: :func:`load_json` (NaN, Infinity, overflowing
 numbers and over-long integers become :class:`BadNumber` markers; deep nesting and a key repeated in one
@@ -47,10 +48,12 @@ ErrorMode = Literal["strict", "skip"]
 # one millisecond of rounding (measured: all 23,514 rows of the real val files agree exactly).
 ID_TIME_TOLERANCE = 0.0011
 
-_TIME_RE = re.compile(r"^(\d{1,3})\.(\d{2})\.(\d{2})\.(\d{1,3})$")
+# ASCII digits only: ``\d`` alone also matches Arabic-Indic and full-width digits, and ``int()``
+# would read them as the same time, so a mangled file would pass as a valid one.
+_TIME_RE = re.compile(r"^(\d{1,3})\.(\d{2})\.(\d{2})\.(\d{1,3})$", re.ASCII)
 # <4-digit movie id>_<MOVIE_NAME>_<start>-<end>; the movie name may itself contain underscores.
 _CLIP_RE = re.compile(
-    r"^(?P<movie>(?P<movie_id>\d{4})_(?P<name>.+))_(?P<start>[\d.]+)-(?P<end>[\d.]+)$"
+    r"^(?P<movie>(?P<movie_id>\d{4})_(?P<name>.+))_(?P<start>[\d.]+)-(?P<end>[\d.]+)$", re.ASCII
 )
 # Control characters in free text: all but tab (LSMDC fields cannot hold a tab anyway, generic
 # corpora normalise it to a space).
@@ -137,6 +140,8 @@ class ClipId:
         problem = id_problem(clip_id)
         if problem:
             raise ValueError(problem)
+        if any(c.isspace() for c in clip_id):  # no LSMDC id has any; a space means a broken column
+            raise ValueError(f"malformed clip id {clip_id!r} (it holds whitespace)")
         m = _CLIP_RE.match(clip_id)
         if not m:
             raise ValueError(
@@ -317,7 +322,7 @@ def json_type_name(value) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-_DECIMAL_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_DECIMAL_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$", re.ASCII)  # float() reads "\u0663" too
 
 
 def text_number(text: str, what: str) -> float:
@@ -506,6 +511,11 @@ def _parse_times(cols: Sequence[str]) -> tuple[float, float, float, float]:
         raise _RowError(f"START_ALIGNED {cols[0]} is after END_ALIGNED {cols[1]}", "start_after_end")
     if se > ee:
         raise _RowError(f"START_EXTRACTED {cols[2]} is after END_EXTRACTED {cols[3]}", "start_after_end")
+    # The cut clip is the aligned segment padded: a clip that misses part of it cannot show what the
+    # sentence describes (all 23,514 rows of the real val files are covered).
+    if se > sa + ID_TIME_TOLERANCE or ee < ea - ID_TIME_TOLERANCE:
+        raise _RowError(f"EXTRACTED {cols[2]}-{cols[3]} does not cover ALIGNED {cols[0]}-{cols[1]}",
+                        "extracted_range")
     return sa, ea, se, ee
 
 
@@ -577,6 +587,8 @@ def _read(path, ncols: int, errors: ErrorMode) -> ReadResult:
                                     "not more", "fill_in")
                 if not blank.strip():
                     raise _RowError("empty BLANK (answer)", "empty_answer")
+                if any(c.isspace() for c in blank):  # a one-word answer: no valid submission could match it
+                    raise _RowError(f"BLANK {blank!r} holds whitespace (an answer is one word)", "answer_whitespace")
                 _check_text(fill_in, "FILL_IN")
                 _check_text(blank, "BLANK")
                 row = FIBRow(*[getattr(row, f) for f in

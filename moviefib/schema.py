@@ -61,3 +61,30 @@ def arrow_schema(extra_labels: tuple[str, ...] = ()):
               for n, t, null, d in QUESTION_COLUMNS]
     fields += [pa.field(n, pa.string(), nullable=True) for n in extra_labels]
     return pa.schema(fields)
+
+
+def column_problems(table, names) -> list[str]:
+    """Why the declared columns ``names`` of a pyarrow ``table`` break the schema: a value type other
+    than the declared one (a dictionary-encoded or large string is still a string) or a null in a column
+    declared non-null. Columns absent from ``table`` are left to the caller, which knows if it needs them.
+
+    A Parquet file written by another tool can hold ``question_id`` as integers or a null ``question``;
+    readers check the columns they use here instead of failing deep inside (or scoring nothing).
+    """
+    import pyarrow.types as pat
+
+    kinds = {"string": lambda t: pat.is_string(t) or pat.is_large_string(t),
+             "float64": pat.is_floating, "int32": pat.is_integer}
+    declared = {n: (t, null) for n, t, null, _ in QUESTION_COLUMNS}
+    problems = []
+    for name in names:
+        if name not in table.column_names or name not in declared:
+            continue
+        want, nullable = declared[name]
+        typ = table.schema.field(name).type
+        value_type = typ.value_type if pat.is_dictionary(typ) else typ
+        if not kinds[want](value_type):
+            problems.append(f"column {name!r} holds {typ}, not {want}")
+        elif not nullable and table.column(name).null_count:
+            problems.append(f"column {name!r} has {table.column(name).null_count} null value(s)")
+    return problems

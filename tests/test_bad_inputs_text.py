@@ -61,6 +61,22 @@ DESC_CASES = [
     ("time_nan", [f"{CLIP}\tnan\t00.03.09.675\t00.03.07.170\t00.03.09.675\ts"], "START_ALIGNED"),
     ("five_columns", [f"{CLIP}\t{TIMES}"], "expected 6 tab-separated columns"),
     ("second_line_bad", [GOOD_DESC, f"{CLIP}x\t{TIMES}\ts"], ":2:"),
+    # Unicode digits: int() reads them as ASCII ones, so a mangled time passed as the same time.
+    ("time_arabic_indic_digit", [f"{CLIP}\t00.03.0\u0667.170\t00.03.09.675\t00.03.07.170\t00.03.09.675\ts"],
+     "malformed time stamp"),
+    ("time_fullwidth_digit", [f"{CLIP}\t00.03.07.170\t00.03.09.675\t00.03.07.170\t00.03.0\uff19.675\ts"],
+     "malformed time stamp"),
+    ("id_arabic_indic_movie_id", [f"\u0663009_BATTLE_LOS_ANGELES_00.03.07.170-00.03.09.675\t{TIMES}\ts"],
+     "malformed clip id"),
+    ("id_arabic_indic_time", [f"3009_BATTLE_LOS_ANGELES_00.03.0\u0667.170-00.03.09.675\t{TIMES}\ts"],
+     "malformed clip id"),
+    ("id_inner_space", [f"3009_BATTLE LOS_ANGELES_00.03.07.170-00.03.09.675\t{TIMES}\ts"], "holds whitespace"),
+    ("id_nbsp", [f"3009_BATTLE\u00a0LOS_ANGELES_00.03.07.170-00.03.09.675\t{TIMES}\ts"], "holds whitespace"),
+    # The cut clip must hold the described segment (every real row does).
+    ("extracted_starts_late", [f"{CLIP}\t00.03.07.170\t00.03.09.675\t00.03.08.000\t00.03.09.675\ts"],
+     "does not cover ALIGNED"),
+    ("extracted_ends_early", [f"{CLIP}\t00.03.07.170\t00.03.09.675\t00.03.07.170\t00.03.09.000\ts"],
+     "does not cover ALIGNED"),
 ]
 
 
@@ -153,6 +169,14 @@ IMPORT_CASES = [
     ("id_times_disagree", [f"3009_BATTLE_LOS_ANGELES_00.00.07.170-00.03.09.675\t{TIMES}\ts w\ts _____\tw"],
      "disagree"),
     ("seven_columns", [f"{CLIP}\t{TIMES}\tsomeone walks\tsomeone _____"], "expected 8"),
+    # An answer holding whitespace could never be matched: submissions are one word.
+    ("answer_two_words", [f"{CLIP}\t{TIMES}\tsomeone two words\tsomeone _____\ttwo words"], "holds whitespace"),
+    ("answer_leading_space", [f"{CLIP}\t{TIMES}\tsomeone  walks\tsomeone _____\t walks"], "holds whitespace"),
+    ("answer_nbsp", [f"{CLIP}\t{TIMES}\tsomeone wa\u00a0lks\tsomeone _____\twa\u00a0lks"], "holds whitespace"),
+    ("id_arabic_indic_digit", [f"3009_BATTLE_LOS_ANGELES_00.03.0\u0667.170-00.03.09.675\t{TIMES}\ts w\ts _____\tw"],
+     "malformed clip id"),
+    ("extracted_not_covering", [f"{CLIP}\t00.03.07.170\t00.03.09.675\t00.03.08.000\t00.03.09.675\ts w\ts _____\tw"],
+     "does not cover ALIGNED"),
     ("invalid_utf8", None, "invalid UTF-8"),
 ]
 
@@ -194,6 +218,16 @@ JSONL_CASES = [
     ("split_path", '"split": "../../x"', "split"),
     ("label_number", '"kind": 3', "label 'kind' must be a string"),
     ("label_nan", '"kind": NaN', "label 'kind'"),
+    # Label names become Parquet columns.
+    ("label_name_empty", '"": "x"', "label name '' is empty"),
+    ("label_name_spaces", '" kind": "x"', "has whitespace around it"),
+    ("label_name_control", '"a\\u0001b": "x"', "holds a control character"),
+    ("label_name_pandas_index", '"__index_level_0__": "x"', "starts with '__'"),
+    ("video_trailing_space", '"video": "v1 "', "has whitespace around it"),
+    ("split_leading_space", '"split": " train"', "has whitespace around it"),
+    ("segment_under_a_millisecond", '"end": 0.0004', "shorter than a millisecond"),
+    ("segment_of_a_nanosecond", '"end": 1e-9', "shorter than a millisecond"),
+    ("end_past_999_hours", '"end": 1e300', "largest time a clip id can write"),
 ]
 
 
@@ -249,6 +283,10 @@ TSV_CASES = [
     ("start_empty", "", "2", None, "is not a decimal number"),
     ("sentence_nul", "0", "2", ("sentence", "A\x00man"), "control character"),
     ("video_backslash", "0", "2", ("video", "a\\b"), "path separator"),
+    # float() reads Unicode digits; a plain decimal is ASCII.
+    ("start_arabic_indic_digit", "\u0660", "2", None, "is not a decimal number"),
+    ("end_fullwidth_digit", "0", "\uff12.5", None, "is not a decimal number"),
+    ("video_trailing_space", "0", "2", ("video", "v1 "), "has whitespace around it"),
 ]
 
 
@@ -706,3 +744,66 @@ def _bom_readers(tmp):
 @pytest.mark.parametrize("reader", ["answer_counts", "human_answers", "corpus_jsonl"])
 def test_utf8_bom_is_dropped(tmp_path, reader):
     assert _bom_readers(tmp_path)[reader]()
+
+
+def test_build_corpus_splits_differing_only_in_case(tmp_path, capsys):
+    # Train.parquet and train.parquet are one file on macOS and Windows: one split would replace the other.
+    f = _lines(tmp_path / "c.jsonl", [_jsonl_line('"split": "train"'),
+                                      _jsonl_line('"split": "Train"').replace('"v1"', '"v2"')])
+    code, err = _run(capsys, ["build", "corpus", "-o", tmp_path / "out", f, "--no-progress"])
+    assert code == EXIT_INVALID and "'train' and 'Train' differ only in case" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+# ---- question tables written by another tool: declared types and non-null columns ----
+def _retyped(column, values=None, cast=None):
+    """Rewrite the val table with ``column`` replaced (by ``values``) or cast (to ``cast``)."""
+    def change(folder):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = folder / "data" / "val.parquet"
+        table = pq.read_table(path)
+        col = table.column(column)
+        new = col.cast(cast) if cast is not None else pa.array(values(table.num_rows, col.to_pylist()))
+        pq.write_table(table.set_column(table.column_names.index(column), column, new), path)
+    return change
+
+
+TABLE_CASES = [
+    ("question_id_integers", _retyped("question_id", lambda n, v: list(range(n))),
+     "column 'question_id' holds int64, not string"),
+    ("answer_integers", _retyped("answer", lambda n, v: list(range(n))), "column 'answer' holds int64, not string"),
+    ("question_null", _retyped("question", lambda n, v: [None] + v[1:]), "column 'question' has 1 null value(s)"),
+    ("clip_id_null", _retyped("clip_id", lambda n, v: [None] + v[1:]), "column 'clip_id' has 1 null value(s)"),
+    ("question_binary", _retyped("question", cast="binary"), "column 'question' holds binary, not string"),
+]
+
+
+@pytest.mark.parametrize("change,words", [c[1:] for c in TABLE_CASES], ids=[c[0] for c in TABLE_CASES])
+def test_question_view_refuses_a_table_off_the_schema(tmp_path, change, words):
+    from moviefib.dataset import QuestionView
+
+    folder = make_dataset(tmp_path, {"val": question_rows()})
+    change(folder)
+    with pytest.raises(DatasetError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        QuestionView(read_table(folder, "val"), {"walks": 0})
+
+
+EVAL_TABLE_CASES = TABLE_CASES + [
+    ("sentence_id_null", _retyped("sentence_id", lambda n, v: [None] + v[1:]), "column 'sentence_id' has 1 null"),
+    ("movie_integers", _retyped("movie", lambda n, v: list(range(n))), "column 'movie' holds int64"),
+]
+
+
+@pytest.mark.parametrize("change,words", [c[1:] for c in EVAL_TABLE_CASES], ids=[c[0] for c in EVAL_TABLE_CASES])
+def test_evaluate_refuses_a_table_off_the_schema(tmp_path, capsys, change, words):
+    # Integer answers were a TypeError traceback, integer ids 'invalid submission', null sentence ids
+    # a silent one-sentence bootstrap.
+    rows = question_rows()
+    folder = make_dataset(tmp_path, {"val": rows})
+    sub = _sub(tmp_path, {r["question_id"]: r["answer"] for r in rows})
+    change(folder)
+    code, err = _run(capsys, ["evaluate", folder, sub, "--bootstrap", "0"])
+    assert code == EXIT_INVALID and "val.parquet: " in err and words in err, err
+    assert len(err.strip().splitlines()) == 1

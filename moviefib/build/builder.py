@@ -309,6 +309,17 @@ def _check_unique_rows(rows: Sequence[ImportedRow]) -> None:
                              f"(SPLIT=FILE) or concatenate the files")
 
 
+def _check_split_names(splits: Sequence[str]) -> None:
+    """Splits that differ only in case (``Train``, ``train``) would be one Parquet file on a
+    case-insensitive file system (macOS, Windows): one would silently replace the other."""
+    by_folded: dict[str, str] = {}
+    for name in splits:
+        other = by_folded.setdefault(name.casefold(), name)
+        if other != name:
+            raise BuildError(f"splits {other!r} and {name!r} differ only in case (one file on a case-insensitive "
+                             "file system); give them one spelling")
+
+
 def _replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
     if final.exists():
         if not overwrite:
@@ -334,6 +345,7 @@ def write_dataset(folder: str | os.PathLike, questions: Sequence[Question], *, s
     for q in questions:
         by_split.setdefault(q.record.split, []).append(q)
     splits = _split_order(list(split_stats) + list(by_split))
+    _check_split_names(splits)
     unknown = sorted(set(blind) - set(splits))
     if unknown:
         raise BuildError(f"blind split(s) {', '.join(unknown)} not among the splits ({', '.join(splits)})")

@@ -17,13 +17,19 @@ Sources:
 The rule for generic records (LSMDC rows follow :mod:`moviefib.formats`'s own rule):
 
 * ``video`` is a string that can be a file name (:func:`~moviefib.formats.id_problem`: no path
-  separator, no ``..``, no NUL or control character); ``split`` likewise (it names a Parquet file);
-* ``start`` and ``end`` are finite numbers with ``0 <= start < end``, and ``end`` is not past the
+  separator, no ``..``, no NUL or control character) without surrounding whitespace; ``split``
+  likewise (it names a Parquet file);
+* ``start`` and ``end`` are finite numbers with ``0 <= start < end``, at least a millisecond apart
+  (the precision of clip ids: closer segments would share one id) and below 1000 hours (the largest
+  time a clip id can write), and ``end`` is not past the
   video's ``duration`` (to the millisecond) when one is given. In JSON they must be JSON numbers (no
-  ``true``, no ``"2.5"``, no NaN/Infinity, nothing that overflows a float); in TSV plain decimals;
+  ``true``, no ``"2.5"``, no NaN/Infinity, nothing that overflows a float); in TSV plain decimals
+  written in ASCII digits;
 * ``sentence`` is a non-empty string without NUL or control characters other than tab, LF and CR
   (runs of whitespace, line breaks included, become one space: five sentences of the real ActivityNet
-  file start with a line break); extra label fields are strings without control characters.
+  file start with a line break); extra label fields are strings without control characters, and
+  their names (which become Parquet columns) are non-empty, without control characters or surrounding
+  whitespace, and do not start with ``__`` (pandas' and Arrow's own column names).
 
 A bad record is a bad row: ``errors="strict"`` raises a :class:`~moviefib.formats.FormatError` naming
 the file and the line (JSONL, TSV) or the video and segment (ActivityNet); ``errors="skip"`` drops it
@@ -146,6 +152,21 @@ def read_fib_import(path: str | os.PathLike, split: str | None = None, *,
     return Loaded(rows, list(res.problems), list(res.warnings))
 
 
+# Clip ids write hours in at most three digits (:func:`moviefib.formats.parse_timestamp`).
+MAX_SECONDS = 1000 * 3600
+
+
+def _label_name_problem(name: str) -> str | None:
+    """Why a label field's name cannot be a column of the question table, or None."""
+    if not name.strip() or name != name.strip():
+        return f"label name {name!r} is empty or has whitespace around it"
+    if text_problem(name):
+        return f"label name {name!r} holds a control character"
+    if name.startswith("__"):
+        return f"label name {name!r} starts with '__' (kept for pandas' and Arrow's own columns)"
+    return None
+
+
 def generic_clip_id(video: str, start: float, end: float) -> str:
     return f"{video}_{format_timestamp(start)}-{format_timestamp(end)}"
 
@@ -169,6 +190,8 @@ def _name_problem(value, what: str) -> str | None:
         return f"{what} must be a string, not a JSON {json_type_name(value)}"
     if not value.strip():
         return f"empty {what}"
+    if value != value.strip():  # "v1 " and "v1" would be two videos, and no file is named "v1 "
+        return f"{what} {value!r} has whitespace around it"
     problem = id_problem(value)
     return f"{what}: {problem}" if problem else None
 
@@ -183,6 +206,11 @@ def _check_segment(start, end, duration=None) -> tuple[float, float]:
         raise _BadRecord(f"negative start {s}", "timestamp")
     if s >= e:
         raise _BadRecord(f"start {s} is not before end {e}", "start_after_end")
+    if e >= MAX_SECONDS:
+        raise _BadRecord(f"end {e} is past 999.59.59.999, the largest time a clip id can write", "timestamp")
+    if round(e * 1000) <= round(s * 1000):  # as format_timestamp rounds them
+        raise _BadRecord(f"segment {s}-{e} is shorter than a millisecond, the precision of clip ids",
+                         "start_after_end")
     # Compared to the millisecond (the precision of clip ids): the ActivityNet file writes ends such as
     # 70.29 against a duration of 70.28999999999999.
     if duration is not None and round(e, 3) > round(float(duration), 3):
@@ -211,6 +239,9 @@ def generic_record(video: str, start, end, sentence: str, split: str, *, source:
     if problem:
         raise _BadRecord(problem, "split")
     for name, value in (labels or {}).items():
+        problem = _label_name_problem(name)
+        if problem:
+            raise _BadRecord(problem, "label")
         if not isinstance(value, str):
             raise _BadRecord(f"label {name!r} must be a string, not a JSON {json_type_name(value)}", "label")
         problem = text_problem(value)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..dataset import DatasetError, keys_folder, read_answer_counts
 from ..formats import id_problem, missing_reason
-from ..schema import ANSWER_COUNTS_FILE, COLUMN_NAMES, DATA_DIR
+from ..schema import ANSWER_COUNTS_FILE, COLUMN_NAMES, DATA_DIR, column_problems
 from .errors import InputError, MissingInput, UsageError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ class AnswerKey:
             raise InputError(f"{where}: missing column(s) {', '.join(missing)}")
         if table.column("question_id").null_count:
             raise InputError(f"{where}: null question_id")
+        # Integer ids would match no submission, integer answers break the scoring, a null sentence
+        # id would merge sentences in the bootstrap: named here (answer nulls are counted below).
+        problems = column_problems(table, [c for c in REQUIRED_COLUMNS if c != "answer_pos"])
+        if problems:
+            raise InputError(f"{where}: {'; '.join(problems)}")
         qids = table.column("question_id").to_pylist()
         index = dict(zip(qids, range(len(qids))))
         if len(index) != len(qids):
