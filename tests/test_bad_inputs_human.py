@@ -455,3 +455,11 @@ def test_the_server_still_records_a_good_answer_after_the_bad_ones(server):
     status, _, data = _request(server, "POST", "/api/answer", _answer(annotator="last"))
     assert status == 200, data
     assert [(r.annotator, r.question_id) for r in read_answers(server.answers)][-1] == ("last", "q00")
+
+
+@pytest.mark.parametrize("host,status", [("[::1]", 200), ("[::1]:8000", 200), ("localhost", 200),
+                                         ("[::1].evil.example", 403), ("[::1]x:80", 403), ("[::2]", 403)])
+def test_host_header_of_ipv6_loopback(server, host, status):
+    # Werkzeug drops a default port: "[::1]" cut at its last colon was "[:", refused as foreign.
+    got, _, data = _request(server, "GET", "/api/config", headers={"Host": host})
+    assert got == status, data[:200]

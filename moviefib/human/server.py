@@ -28,6 +28,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import socket
 import threading
 from dataclasses import asdict, dataclass
@@ -57,6 +58,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _host_name(host: str) -> str:
+    """The name part of a Host header: ``[::1]:8000`` -> ``[::1]``; ``[::1]`` stays whole (Werkzeug
+    drops a default port, and cutting at the last colon would leave ``[:``)."""
+    m = re.match(r"^(\[[^\]]*\])(:\d+)?$", host)
+    if m:
+        return m.group(1)
+    return host.rsplit(":", 1)[0]  # anything else after an IPv6 bracket stays foreign
 
 
 def default_cache_dir() -> Path:
@@ -99,7 +109,7 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
     @app.before_request
     def _guard():
         if options.token is None:
-            if options.loopback and request.host.rsplit(":", 1)[0] not in _LOCAL_HOSTS:
+            if options.loopback and _host_name(request.host) not in _LOCAL_HOSTS:
                 return "Forbidden: open this page as http://localhost:<port>/\n", 403
             return None
         given = (request.headers.get("X-MovieFIB-Token") or request.cookies.get(TOKEN_COOKIE)
