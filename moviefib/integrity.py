@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import stat
 from dataclasses import dataclass
 from typing import Literal
 
@@ -262,9 +263,13 @@ class SourceIdentity:
 
 
 def source_identity(path: str | os.PathLike) -> SourceIdentity:
-    """The identity of the file at ``path`` (OSError when it cannot be read)."""
-    with open(path, "rb") as fh:
+    """The identity of the file at ``path`` (OSError when it cannot be read or is not a regular file)."""
+    # O_NONBLOCK: a named pipe named like a video must not block the open until a writer comes.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):  # a pipe or a device (/dev/zero): the decoder says which
+            raise OSError(f"{path}: not a regular file")
         return SourceIdentity(st.st_size, st.st_mtime_ns, _digest(fh, st.st_size))
 
 
@@ -284,6 +289,8 @@ def current_identity(path: str | os.PathLike, recorded: SourceIdentity) -> Sourc
     try:
         st = os.stat(path)
     except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
         return None
     if st.st_size == recorded.size and st.st_mtime_ns == recorded.mtime_ns:
         return recorded

@@ -40,6 +40,7 @@ import errno
 import logging
 import math
 import os
+import stat
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,15 @@ def _still_image_problem(path: Path, demuxer: str, codec: str) -> str | None:
 # Decoders: each yields (time on the video's time line, RGB uint8 [H, W, 3]) in presentation order.
 
 
+def special_file_kind(mode: int) -> str | None:
+    """What a file that is neither a regular file nor a folder is (``a named pipe``...), else None."""
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return None
+
+
 def _check_file(path: Path) -> None:
     if path.is_symlink() and not path.exists():
         try:
@@ -271,6 +281,9 @@ def _check_file(path: Path) -> None:
         raise VideoError(f"{path}: no such file")
     if path.is_dir():
         raise VideoError(f"{path}: is a folder, not a video file")
+    kind = special_file_kind(path.stat().st_mode)
+    if kind is not None:  # opening a named pipe blocks until a writer comes; /dev/zero never ends
+        raise VideoError(f"{path}: {kind}, not a regular file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file")
 
@@ -527,6 +540,22 @@ def probe(path: str | os.PathLike, *, backend: str = "pyav") -> VideoInfo:
         dec.close()
 
 
+# A hole in the decoded frames: consecutive frames further apart than this many frame periods and
+# seconds. Zeroed or lost bytes in the middle of a file drop their frames without an error and the
+# decoder resumes after them; the whole files of ../shared/videos never leave more than one period
+# between frames, and a variable frame rate (whose header rate may be its time base) stays far under.
+GAP_PERIODS = 10
+GAP_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Frames missing in the middle of a clip: from ``start`` (seconds from the clip start) for ``length``."""
+
+    start: float
+    length: float
+
+
 class DecodedSpan:
     """What decoding one clip actually yielded, filled in as its frames go by (see :func:`sample`).
 
@@ -534,6 +563,7 @@ class DecodedSpan:
         info: the container's description of the stream (its header), once the file is open.
         frames: frames decoded.
         first, last: times of the first and last decoded frames (seconds from the clip start), or None.
+        gaps: holes between decoded frames (see :data:`GAP_SECONDS`), in order.
     """
 
     def __init__(self):
@@ -541,20 +571,42 @@ class DecodedSpan:
         self.frames = 0
         self.first: float | None = None
         self.last: float | None = None
+        self.gaps: list[Gap] = []
+
+    @property
+    def period(self) -> float:
+        fps = self.info.fps if self.info is not None else None
+        return 1.0 / fps if fps else 0.04
 
     def observe(self, t: float) -> None:
         if self.first is None:
             self.first = t
+        elif t - self.last > max(GAP_SECONDS, GAP_PERIODS * self.period):
+            self.gaps.append(Gap(self.last + self.period, t - self.last - self.period))
         self.last = t
         self.frames += 1
 
     @property
+    def missing(self) -> float:
+        """Seconds lost in the gaps."""
+        return sum(g.length for g in self.gaps)
+
+    @property
     def duration(self) -> float:
-        """Seconds from the first frame to the end of the last one (0 when nothing was decoded)."""
+        """Seconds from the first frame to the end of the last one, less the gaps (0 when nothing was
+        decoded): a file with its middle lost is as short as one cut by as much."""
         if self.first is None or self.last is None:
             return 0.0
-        fps = self.info.fps if self.info is not None else None
-        return self.last - self.first + (1.0 / fps if fps else 0.04)
+        return self.last - self.first + self.period - self.missing
+
+    def gap_text(self) -> str | None:
+        """The gaps in words (None when there is none), for a failure manifest or a warning."""
+        if not self.gaps:
+            return None
+        first = self.gaps[0]
+        more = f" and {len(self.gaps) - 1} more" if len(self.gaps) > 1 else ""
+        return (f"{self.missing:.2f} s of frames missing in the middle (a gap of {first.length:.2f} s at "
+                f"{first.start:.2f} s{more}): damaged or lost data")
 
 
 def header_duration(info: VideoInfo) -> float | None:

@@ -81,6 +81,8 @@ def world(tmp_path_factory):
     np.save(d / "npyts_corrupt" / "c_rgb.npy", np.zeros((3, 4), np.float32))
     (d / "npyts_corrupt" / "c_timestamps_ms.npy").write_bytes(b"\x93NUMPY garbage")
     (d / "weights_dir").mkdir()
+    os.mkfifo(d / "pipe")  # special files: opening a pipe blocks, and --overwrite on a device replaced it
+    (d / "null_link.h5").symlink_to(os.devnull)
     return d
 
 
@@ -280,6 +282,26 @@ CLI_CASES = [
                                   "--no-progress"], 2, "--set 'train.zzz=1': unknown key", None),
     ("import-timestamps-corrupt", ["features", "import-npy", "{d}/npyts_corrupt", "{d}/i.h5", "--key", "rgb"], 3,
      "c_timestamps_ms.npy: not a readable .npy file", None),
+    # special files: a pipe or a device as the clip list was 'no such file'; as the output, --overwrite
+    # renamed the store onto it (as root, onto /dev/null itself)
+    ("clips-named-pipe", [*EXTRACT, "--clips", "{d}/pipe", "--video-root", "{d}/videos", "-o", "{d}/o.h5"], 3,
+     "a named pipe (FIFO), not a regular file", None),
+    ("clips-device", [*EXTRACT, "--clips", os.devnull, "--video-root", "{d}/videos", "-o", "{d}/o.h5"], 3,
+     "a character device, not a regular file", None),
+    ("output-named-pipe-overwrite", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/pipe", "--overwrite"], 3,
+     "is a named pipe (FIFO), not a regular file", None),
+    ("output-device-overwrite", [*EXTRACT, "--folder", "{d}/videos", "-o", os.devnull, "--overwrite"], 3,
+     "is a character device", None),
+    ("output-link-to-device-overwrite", [*EXTRACT, "--folder", "{d}/videos", "-o", "{d}/null_link.h5",
+                                         "--overwrite"], 3, "is a character device", None),
+    ("merge-output-device", ["features", "merge", os.devnull, "{d}/s1.h5", "--overwrite"], 3,
+     "is a character device", None),
+    ("merge-input-device", ["features", "merge", "{d}/m.h5", "{d}/s1.h5", os.devnull], 3,
+     "/dev/null: a character device, not a feature store", None),
+    ("export-store-named-pipe", ["features", "export-npy", "{d}/pipe", "{d}/e"], 3,
+     "a named pipe (FIFO), not a feature store", None),
+    ("import-output-named-pipe", ["features", "import-npy", "{d}/npyok", "{d}/pipe", "--key", "rgb", "--overwrite"],
+     3, "is a named pipe", None),
 ]
 
 
@@ -378,6 +400,8 @@ def bad_videos(tmp_path_factory):
     (v / "broken_link.avi").symlink_to(d / "gone.avi")
     (v / "loop.avi").symlink_to(v / "loop.avi")
     (v / "folder.avi").mkdir()
+    os.mkfifo(v / "pipe.avi")  # opening it blocked extraction for good (the source hash opened it)
+    (v / "zero_device.avi").symlink_to("/dev/zero")  # was 'empty file'
     (v / "bad\x01name.avi").write_bytes(src_avi.read_bytes())
     clips = clips_from_folder(v)
     movie = write_synthetic_video(d / "movie.mkv", 100)  # 4 s
@@ -424,6 +448,8 @@ VIDEO_CASES = [
     ("broken_link", "broken symbolic link"),
     ("loop", "symbolic link loop"),
     ("folder", "is a folder"),
+    ("pipe", "a named pipe (FIFO), not a regular file"),
+    ("zero_device", "a character device, not a regular file"),
     ("bad\x01name", "control character"),
     ("segment_past_end", "its segment"),
     ("segment_after_end", "no video frames"),
@@ -457,3 +483,75 @@ def test_the_good_clip_of_the_bad_folder_is_extracted(bad_videos):
     assert "file cut short" in summary.warnings[0].reason
     with open_store(out) as st:
         assert sorted(st.clip_ids()) == ["good", "mkv_cut50"] and st.partial_ids() == []
+# Files damaged in the middle (bytes zeroed, not cut): the decoder skips the lost frames without an
+# error and resumes after them, so first-to-last frame looked whole and the clip passed silently.
+
+
+def _zero_middle(src: Path, dst: Path) -> None:
+    data = bytearray(src.read_bytes())
+    third = len(data) // 3
+    data[third: 2 * third] = bytes(third)
+    dst.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("suffix, codec", [(".avi", "mpeg4"), (".mkv", "ffv1")])
+def test_a_clip_damaged_in_the_middle_is_not_silently_whole(tmp_path, suffix, codec):
+    from moviefib.features.pipeline import ClipSource, judge_clip
+    from moviefib.integrity import DurationTolerance
+    from moviefib.video import DecodedSpan, iter_frames
+
+    src = write_synthetic_video(tmp_path / f"src{suffix}", 100, codec=codec)
+    bad = tmp_path / f"bad{suffix}"
+    _zero_middle(src, bad)
+    span = DecodedSpan()
+    for _ in iter_frames(bad, span=span):
+        pass
+    verdict = judge_clip(ClipSource("bad", str(bad), expected_duration=4.0), span, DurationTolerance())
+    assert verdict.status != "ok", verdict
+    assert "missing in the middle" in verdict.reason and verdict.decoded < 3.0
+    whole = DecodedSpan()
+    for _ in iter_frames(src, span=whole):
+        pass
+    assert whole.gaps == [] and judge_clip(ClipSource("src", str(src), expected_duration=4.0), whole,
+                                           DurationTolerance()).status == "ok"
+
+
+@pytest.mark.parametrize("name, target", [("movie_is_device", "/dev/zero"), ("movie_is_broken_link", "gone")])
+def test_a_whole_movie_that_is_not_a_file_is_named_as_such(tmp_path, name, target):
+    """--movies: a <movie>.mkv that is a link to a device or to nothing was passed over, and the clips
+    failed with 'no such file' about a <movie>.avi that was never there."""
+    from moviefib.features.pipeline import clips_from_lsmdc
+
+    (tmp_path / "0001_A_MOVIE.mkv").symlink_to(target)
+    (tmp_path / "d.csv").write_text("0001_A_MOVIE_00.00.01.000-00.00.03.000\t00.00.01.000\t00.00.03.000"
+                                    "\t00.00.01.000\t00.00.03.000\ta sentence\n")
+    [clip] = clips_from_lsmdc(tmp_path / "d.csv", tmp_path, movies=True)
+    assert clip.path.endswith("0001_A_MOVIE.mkv")
+
+
+def _export_under_a_file_size_limit(store: str, out: str) -> int:
+    import resource
+    import signal
+
+    from moviefib.cli import main as cli_main
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return cli_main(["features", "export-npy", store, out, "--key", "rgb"])
+
+
+def test_export_on_a_full_disk_leaves_no_torn_file_and_reruns(tmp_path):
+    """A failed .npy write left its temp file (.c_rgb.npy.tmp) in the export folder; the message names
+    no '(None)' file."""
+    import multiprocessing
+
+    from moviefib.features.store import write_store
+
+    write_store(tmp_path / "s.h5", [("c", np.ones((20, 1024)), np.arange(20.0))], {"extractor": "x"})
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        code = pool.apply(_export_under_a_file_size_limit, (str(tmp_path / "s.h5"), str(tmp_path / "e")))
+    assert code == 3
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == []
+    assert main(["features", "export-npy", str(tmp_path / "s.h5"), str(tmp_path / "e"), "--key", "rgb"]) == 0
+    assert np.load(tmp_path / "e" / "c_rgb.npy").shape == (20, 1024)

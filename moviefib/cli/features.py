@@ -107,6 +107,13 @@ def _output_file(path: str, flag: str) -> None:
     """Refuse an output path that cannot be a file: an existing folder, or under a file."""
     if os.path.isdir(path):
         raise CLIError(f"{flag} {path}: is a directory; give a file name (e.g. {os.path.join(path, 'out.h5')})")
+    from ..video import special_file_kind
+
+    # The store is written beside its name and renamed onto it: --overwrite on /dev/null (as root)
+    # would replace the device itself, and a named pipe is not a store.
+    kind = special_file_kind(os.stat(path).st_mode) if os.path.exists(path) else None
+    if kind is not None:
+        raise CLIError(f"{flag} {path}: is {kind}, not a regular file; choose another output")
     from ..fileio import file_in_the_way
 
     blocker = file_in_the_way(path)
@@ -263,7 +270,8 @@ def _extract(args: argparse.Namespace) -> int:
     except (LockHeldError, DecoderUnavailableError) as exc:
         raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
     except OSError as exc:  # the output cannot be written (no such folder, disk full...)
-        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc} ({exc.filename}); finished clips "
+        where = f" ({exc.filename})" if exc.filename else ""  # h5py's errors name no file
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}{where}; finished clips "
                        f"are kept: rerun once this is fixed") from None
     finally:
         if bar is not None:

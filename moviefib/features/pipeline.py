@@ -57,6 +57,7 @@ import json
 import logging
 import os
 import shutil
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ from ..fileio import PathEscapeError, atomic_output, atomic_write, contained_pat
 from ..integrity import (DurationTolerance, LengthVerdict, SourceIdentity, current_identity, judge_length,
                          source_identity)
 from ..video import (DecodedSpan, Sampling, Segment, VideoError, header_duration, require_backend, sample,
-                     sampling_to_dict)
+                     sampling_to_dict, special_file_kind)
 from .registry import library_versions
 from .store import ClipRecord, StoreError, open_store, write_store
 
@@ -204,8 +205,11 @@ def _clip_rows(source: Path) -> list[tuple[str, float, float]]:
         return rows
     from ..formats import FormatError, read_descriptions, read_fib
 
-    if not source.is_file():
+    if not source.exists():
         raise FileNotFoundError(f"{source}: no such file")
+    kind = special_file_kind(source.stat().st_mode)
+    if kind is not None:  # read twice (columns, then rows): a pipe would lose its first line
+        raise FileNotFoundError(f"{source}: {kind}, not a regular file; write the clip list to a file")
     with open(source, "rb") as fh:
         first = fh.readline().decode("utf-8", "replace")
     ncols = len(first.rstrip("\r\n").split("\t"))
@@ -240,8 +244,10 @@ def clips_from_lsmdc(source: str | os.PathLike, video_root: str | os.PathLike, *
             seen[clip_id] = ClipSource(clip_id, str(path), expected_duration=expected)
             continue
         if movie not in movie_files:
+            # Any entry under the name (a broken link, a pipe, a folder): the decoder says what is wrong
+            # with it, rather than "no such file" about a .avi that was never there.
             found = [p for p in (_under_root(source, root, f"{movie}{s}", clip_id) for s in VIDEO_SUFFIXES)
-                     if p.is_file()]
+                     if os.path.lexists(p)]
             movie_files[movie] = str(found[0] if found else root / f"{movie}.avi")
         seen[clip_id] = ClipSource(clip_id, movie_files[movie], Segment(float(start), float(end)),
                                    expected_duration=expected)
@@ -314,8 +320,15 @@ def judge_clip(clip: ClipSource, span: DecodedSpan, tolerance: DurationTolerance
     if clip.segment is not None:
         expected, source = (clip.segment.duration if expected is None else expected), "segment"
     header = header_duration(span.info) if span.info is not None else None
-    return judge_length(clip.path, span.duration, expected=expected, source=source, header=header,
-                        whole_file=clip.segment is None, tolerance=tolerance)
+    verdict = judge_length(clip.path, span.duration, expected=expected, source=source, header=header,
+                           whole_file=clip.segment is None, tolerance=tolerance)
+    gaps = span.gap_text()
+    if gaps is None:
+        return verdict
+    # Frames lost in the middle are at least a warning, however little of the clip they are.
+    status = "warn" if verdict.status == "ok" else verdict.status
+    reason = f"{clip.path}: {gaps}" if verdict.reason is None else f"{verdict.reason}; {gaps}"
+    return dataclasses.replace(verdict, status=status, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -1118,11 +1131,9 @@ def export_npy(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, key
             base = contained_path(out_dir, clip_id)
             base.parent.mkdir(parents=True, exist_ok=True)
             for suffix, arr in ((key, feats.astype(np.float32)), ("timestamps_ms", ts * 1000.0)):
-                path = base.with_name(f"{base.name}_{suffix}.npy")
-                tmp = path.with_name(f".{path.name}.tmp")
-                with open(tmp, "wb") as fh:
+                # A failed write (disk full) leaves neither a torn .npy nor its temp file behind.
+                with atomic_output(base.with_name(f"{base.name}_{suffix}.npy")) as tmp, open(tmp, "wb") as fh:
                     np.save(fh, arr)
-                os.replace(tmp, path)
             n += 1
     return n
 

@@ -270,7 +270,11 @@ class FeatureStore:
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a feature store")
         if not self.path.is_file():
-            raise StoreError(f"{self.path}: no such feature store")
+            from ..video import special_file_kind
+
+            kind = special_file_kind(self.path.stat().st_mode) if self.path.exists() else None
+            raise StoreError(f"{self.path}: {kind}, not a feature store" if kind else
+                             f"{self.path}: no such feature store")
         try:
             h5 = h5py.File(self.path, "r")
         except OSError as exc:
