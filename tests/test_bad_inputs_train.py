@@ -352,6 +352,50 @@ def _(ctx):
     return train_argv(ctx, features=fdir)
 
 
+def _damaged_store(ctx: Ctx, edit: Callable) -> Path:
+    """A copy of the toy features whose 3d store was edited in place (as by another tool or a bad disk):
+    the writer never makes these, so only the reader can catch them. Values are damaged in every clip,
+    so that predict's split meets them too."""
+    import h5py
+
+    fdir = ctx.copy_features()
+    with h5py.File(fdir / "toy_3d.h5", "r+") as h5:
+        edit(h5)
+    return fdir
+
+
+def _set_offsets(h5, change) -> None:
+    offsets = h5["offsets"][()]
+    change(offsets)
+    h5["offsets"][...] = offsets
+
+
+def _replace_features(h5, array) -> None:
+    del h5["features"]
+    h5["features"] = array
+
+
+# Training ran on NaN or infinite features (exit 0), and an empty clip or a zero-width store was a
+# torch traceback ("Length of all samples has to be greater than 0", "Cannot pack empty tensors").
+for _name, _edit, _says in [
+    ("store_feature_nan", lambda h5: h5["features"].__setitem__(Ellipsis, np.nan), "holds NaN or infinite values"),
+    ("store_feature_inf", lambda h5: h5["features"].__setitem__((slice(None), 0), np.inf), "holds NaN or infinite values"),
+    ("store_timestamp_nan", lambda h5: h5["timestamps"].__setitem__(Ellipsis, np.nan), "holds NaN or infinite values"),
+    ("store_clip_without_steps", lambda h5: _set_offsets(h5, lambda o: o.__setitem__(1, 0)), "has no steps"),
+    ("store_offsets_past_the_rows", lambda h5: _set_offsets(h5, lambda o: o.__setitem__(-1, 10**6)),
+     "not over the"),
+    ("store_zero_width", lambda h5: _replace_features(h5, np.zeros((h5["features"].shape[0], 0), np.float16)),
+     "features of shape"),
+    ("store_integer_features", lambda h5: _replace_features(h5, h5["features"][()].astype(np.int64)),
+     "not floating point"),
+    ("store_clip_listed_twice", lambda h5: h5["clip_ids"].__setitem__(1, h5["clip_ids"][0]), "is listed twice"),
+]:
+    CASES.append(Case(_name, lambda ctx, e=_edit: train_argv(ctx, features=_damaged_store(ctx, e)), EXIT_INVALID,
+                      _says))
+    CASES.append(Case(f"predict_{_name}", lambda ctx, e=_edit: predict_argv(ctx) + ["--features-dir", str(
+        _damaged_store(ctx, e))], EXIT_INVALID, _says))
+
+
 @case("features_dir_empty", EXIT_INVALID, "features.dir = '': expected a non-empty string")
 def _(ctx):
     return train_argv(ctx, features="")

@@ -57,6 +57,15 @@ def world(tmp_path_factory):
     write_store(d / "incomplete.h5", [("a", np.ones((1, 3)), np.zeros(1))], {"extractor": "x"})
     with h5py.File(d / "incomplete.h5", "r+") as h5:
         h5.attrs["complete"] = False
+    # Edited in place (another tool, a bad disk): merge gave a StopIteration traceback on the repeated id,
+    # export-npy wrote NaN files, both exit 0.
+    write_store(d / "twice.h5", [("a", np.ones((1, 3)), np.zeros(1)), ("b", np.ones((1, 3)), np.zeros(1))],
+                {"extractor": "x"})
+    with h5py.File(d / "twice.h5", "r+") as h5:
+        h5["clip_ids"][1] = "a"
+    write_store(d / "nan.h5", [("a", np.ones((2, 3)), np.arange(2.0))], {"extractor": "x"})
+    with h5py.File(d / "nan.h5", "r+") as h5:
+        h5["features"][1, 1] = np.nan
     with h5py.File(d / "foreign.h5", "w") as h5:
         h5["x"] = np.zeros(3)
     npy = d / "npy"
@@ -296,6 +305,10 @@ CLI_CASES = [
                                          "--overwrite"], 3, "is a character device", None),
     ("merge-output-device", ["features", "merge", os.devnull, "{d}/s1.h5", "--overwrite"], 3,
      "is a character device", None),
+    ("merge-clip-listed-twice", ["features", "merge", "{d}/m.h5", "{d}/twice.h5"], 3,
+     "twice.h5: damaged feature store: clip a is listed twice", None),
+    ("export-nan-features", ["features", "export-npy", "{d}/nan.h5", "{d}/e"], 3,
+     "nan.h5: damaged feature store: clip a holds NaN or infinite values", None),
     ("merge-input-device", ["features", "merge", "{d}/m.h5", "{d}/s1.h5", os.devnull], 3,
      "/dev/null: a character device, not a feature store", None),
     ("export-store-named-pipe", ["features", "export-npy", "{d}/pipe", "{d}/e"], 3,

@@ -290,9 +290,16 @@ class FeatureStore:
         if not bool(attrs.get("complete", False)):
             h5.close()
             raise StoreError(f"{self.path}: incomplete feature store (writing did not finish)")
-        self._ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in h5["clip_ids"][()]]
+        try:
+            self._ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in h5["clip_ids"][()]]
+            self._offsets = h5["offsets"][()]
+            problem = _layout_problem(h5, self._ids, self._offsets)
+        except (KeyError, OSError, TypeError, ValueError) as exc:  # a dataset missing or unreadable
+            problem = f"unreadable layout ({type(exc).__name__}: {exc})"
+        if problem is not None:
+            h5.close()
+            raise StoreError(f"{self.path}: damaged feature store: {problem}")
         self._index = {c: i for i, c in enumerate(self._ids)}
-        self._offsets = h5["offsets"][()]
         self._h5, self._pid, self._arrays = h5, os.getpid(), None
         return h5
 
@@ -331,8 +338,14 @@ class FeatureStore:
         a, b = int(self._offsets[i]), int(self._offsets[i + 1])
         feats, ts = self._rows()
         if isinstance(feats, np.ndarray):  # in memory: copies, as a read from the file gives
-            return ClipFeatures(features=feats[a:b].copy(), timestamps=ts[a:b].copy())
-        return ClipFeatures(features=feats[a:b], timestamps=ts[a:b])
+            got = ClipFeatures(features=feats[a:b].copy(), timestamps=ts[a:b].copy())
+        else:
+            got = ClipFeatures(features=feats[a:b], timestamps=ts[a:b])
+        # The writer refuses non-finite values; a store damaged or written elsewhere is checked on read,
+        # so that NaN never reaches a model (training ran on them, exit 0).
+        if not (np.isfinite(got.features).all() and np.isfinite(got.timestamps).all()):
+            raise StoreError(f"{self.path}: damaged feature store: clip {clip_id} holds NaN or infinite values")
+        return got
 
     def record(self, clip_id: str) -> ClipRecord | None:
         """How the clip was made (source file, partial); None in a version-1 store. KeyError if absent."""
@@ -381,6 +394,32 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, clips={len(self._ids)}, dim={self.dim})"
+
+
+def _layout_problem(h5, ids: list[str], offsets: np.ndarray) -> str | None:
+    """What is wrong with the datasets' shapes (sizes only, no feature is read), or None.
+
+    The writer makes them consistent; a store edited or written by another tool may not be, and then
+    clips read empty (a traceback in training), past the end (silently fewer steps) or twice."""
+    feats, ts, dim = h5["features"], h5["timestamps"], int(h5.attrs["dim"])
+    if feats.ndim != 2 or feats.shape[1] != dim or dim < 1:
+        return f"features of shape {feats.shape}, its dim attribute says {dim}"
+    if feats.dtype.kind != "f" or ts.dtype.kind != "f":
+        return f"features of type {feats.dtype} and timestamps of type {ts.dtype}, not floating point"
+    if ts.shape != (feats.shape[0],):
+        return f"{ts.shape[0] if ts.ndim == 1 else ts.shape} timestamps for {feats.shape[0]} feature rows"
+    if offsets.shape != (len(ids) + 1,):
+        return f"{offsets.size} offsets for {len(ids)} clips"
+    if offsets[0] != 0 or offsets[-1] != feats.shape[0]:
+        return f"offsets run from {offsets[0]} to {offsets[-1]}, not over the {feats.shape[0]} feature rows"
+    empty = np.flatnonzero(np.diff(offsets) <= 0)
+    if empty.size:
+        return f"clip {ids[int(empty[0])]} has no steps (offsets not increasing)"
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(c for c in ids if c in seen or seen.add(c))
+        return f"clip {dup} is listed twice"
+    return None
 
 
 def open_store(path: str | os.PathLike, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> FeatureStore:
