@@ -115,6 +115,7 @@ class _Rule:
         positive: the value must be above ``minimum`` (a learning rate of 0 is not one).
         choices: the only strings allowed.
         optional: absent (None) is allowed here; the step that needs it says so.
+        maximum: the largest value allowed (numbers), or None.
     """
 
     kind: str
@@ -122,6 +123,7 @@ class _Rule:
     positive: bool = False
     choices: tuple[str, ...] = ()
     optional: bool = False
+    maximum: float | None = None
 
     def allowed(self) -> str:
         """The allowed values, in words, for an error message."""
@@ -134,7 +136,8 @@ class _Rule:
         noun = "an integer" if self.kind == "int" else "a number"
         if self.minimum is None:
             return noun
-        return f"{noun} {'>' if self.positive else '>='} {self.minimum:g}"
+        most = f" and <= {self.maximum:g}" if self.maximum is not None else ""
+        return f"{noun} {'>' if self.positive else '>='} {self.minimum:g}{most}"
 
     def accepts(self, value) -> bool:
         if value is None:
@@ -147,11 +150,15 @@ class _Rule:
         wanted = int if self.kind == "int" else (int, float)
         if isinstance(value, bool) or not isinstance(value, wanted) or not math.isfinite(value):
             return False
+        if self.maximum is not None and value > self.maximum:
+            return False
         if self.minimum is None:
             return True
         return value > self.minimum if self.positive else value >= self.minimum
 
 
+# No optimiser learns at a higher rate, and 1e300 overflowed Adam's float32 state (a torch traceback).
+MAX_LR = 1000.0
 # torch.device also takes other names; these are the ones training supports.
 MISSING_POLICIES = ("error", "skip")
 
@@ -168,8 +175,8 @@ def _rules() -> dict[str, dict[str, _Rule]]:
                  "missing": _Rule("str", choices=MISSING_POLICIES), "num_workers": count},
         "features": {"dir": path, "2d": _Rule("str"), "3d": _Rule("str")},
         "train": {"out_dir": path, "device": _Rule("str"), "amp": _Rule("bool"), "seed": count,
-                  "batch_size": size, "eval_batch_size": size, "lr": _Rule("number", minimum=0, positive=True),
-                  "head_lr": _Rule("number", minimum=0, positive=True, optional=True),
+                  "batch_size": size, "eval_batch_size": size, "lr": _Rule("number", minimum=0, positive=True, maximum=MAX_LR),
+                  "head_lr": _Rule("number", minimum=0, positive=True, optional=True, maximum=MAX_LR),
                   "weight_decay": _Rule("number", minimum=0), "clip_grad": _Rule("number", minimum=0),
                   "epochs": size, "patience": size, "max_batches": count, "resume": path,
                   "progress": _Rule("bool"), "threads": count, "bn_calibration_batches": count},

@@ -122,6 +122,9 @@ for _name, _assignment, _says in [
     ("lr_negative", "train.lr=-1e-3", "train.lr = -0.001"),
     ("lr_nan", "train.lr=nan", "train.lr = nan"),
     ("lr_bool", "train.lr=true", "train.lr = True"),
+    # overflowed Adam's float32 state: a torch traceback after training had started
+    ("lr_huge", "train.lr=1e300", "train.lr = 1e+300: expected a number > 0 and <= 1000"),
+    ("head_lr_huge", "train.head_lr=1e9", "train.head_lr = 1000000000.0: expected a number > 0 and <= 1000"),
     ("batch_negative", "train.batch_size=-3", "train.batch_size = -3: expected an integer >= 1"),
     ("batch_float", "train.batch_size=2.5", "train.batch_size = 2.5: expected an integer"),
     ("batch_string", "train.batch_size=many", "train.batch_size = 'many'"),

@@ -568,3 +568,20 @@ def test_export_on_a_full_disk_leaves_no_torn_file_and_reruns(tmp_path):
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == []
     assert main(["features", "export-npy", str(tmp_path / "s.h5"), str(tmp_path / "e"), "--key", "rgb"]) == 0
     assert np.load(tmp_path / "e" / "c_rgb.npy").shape == (20, 1024)
+
+
+@pytest.mark.parametrize("command", ["merge", "import-npy"])
+def test_a_store_written_whole_waits_for_the_run_writing_its_output(world, tmp_path, command, capsys):
+    """merge/import-npy --overwrite onto the output of a running extraction exited 0, and that run
+    replaced their store when it finished: they take the extraction's output lock."""
+    from moviefib.fileio import exclusive_lock
+
+    out = tmp_path / "busy.h5"
+    argv = (["features", "merge", str(out), str(world / "s1.h5")] if command == "merge" else
+            ["features", "import-npy", str(world / "npyok"), str(out), "--key", "rgb"])
+    with exclusive_lock(f"{out}.lock", what="an extraction"):
+        assert main(argv) == 5
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is being written by another run" in err, err
+    assert not out.exists()
+    assert main(argv) == 0 and not Path(f"{out}.lock").exists()

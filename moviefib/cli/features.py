@@ -121,6 +121,15 @@ def _output_file(path: str, flag: str) -> None:
         raise CLIError(f"cannot write {path} ({flag}): {blocker} is a file, not a folder")
 
 
+def _output_lock(path: str):
+    """The lock extraction holds on its output: a store written whole (merge, import-npy) onto the
+    output of a running extraction was replaced by it when that run finished."""
+    from ..fileio import exclusive_lock
+
+    return exclusive_lock(f"{path}.lock", what=f"{path} is being written by another run (an extraction, "
+                                               f"a merge or an import); wait for it or choose another output")
+
+
 def _new_output_file(path: str, flag: str, *, overwrite: bool) -> None:
     """Refuse what :func:`_output_file` refuses, and an existing file unless ``overwrite``.
 
@@ -330,10 +339,14 @@ def _check(store_path: str, extractor, n: int, device: str) -> None:
 def _merge(args: argparse.Namespace) -> int:
     _require(("h5py",), "feature stores")
     from ..features.store import StoreError, merge_stores
+    from ..fileio import LockHeldError
 
     _new_output_file(args.output, "OUT.h5", overwrite=args.overwrite)
     try:
-        n = merge_stores(args.output, args.inputs)
+        with _output_lock(args.output):
+            n = merge_stores(args.output, args.inputs)
+    except LockHeldError as exc:
+        raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
     except (StoreError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:
@@ -379,9 +392,14 @@ def _import(args: argparse.Namespace) -> int:
     if args.step_seconds is not None and not args.step_seconds > 0:
         raise CLIError(f"--step-seconds {args.step_seconds}: must be a positive number of seconds", EXIT_USAGE)
     prov = {"extractor": args.extractor} if args.extractor else None
+    from ..fileio import LockHeldError
+
     try:
-        n = import_npy(args.in_dir, args.output, key=args.key, provenance=prov,
-                       step_seconds=args.step_seconds)
+        with _output_lock(args.output):
+            n = import_npy(args.in_dir, args.output, key=args.key, provenance=prov,
+                           step_seconds=args.step_seconds)
+    except LockHeldError as exc:
+        raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:
