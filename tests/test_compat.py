@@ -1,0 +1,61 @@
+"""Files written by an earlier release still load: its ``best.pt`` predicts what it predicted then, its
+``last.pt`` resumes, its feature store reads with its records. The files of ``tests/compat/<tag>/`` were
+made by ``tests/compat/make_fixtures.py`` with that release checked out (tiny random-init models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("h5py")
+
+from moviefib.cli import main as cli_main  # noqa: E402
+from moviefib.features.store import open_store  # noqa: E402
+
+from test_train import write_toy  # noqa: E402
+
+RECIPES = Path(__file__).resolve().parents[1] / "baselines"
+RELEASES = sorted((Path(__file__).parent / "compat").glob("main-*"))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return write_toy(tmp_path_factory.mktemp("compat_toy"))
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=lambda p: p.name)
+def test_best_pt_predicts_as_it_did(release, toy, tmp_path):
+    out = tmp_path / "pred.tsv"
+    assert cli_main(["predict", str(release / "best.pt"), str(toy / "dataset"), "--split", "test",
+                     "--features-dir", str(toy / "features"), "--out", str(out), "--no-progress"]) == 0
+    assert out.read_text() == (release / "predictions_test.tsv").read_text()
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=lambda p: p.name)
+def test_last_pt_resumes(release, toy, tmp_path):
+    config = json.loads((release / "metrics.json").read_text())["config"]
+    run = tmp_path / "run"
+    args = ["train", str(RECIPES / "text_2d3d.toml"), "--dataset", str(toy / "dataset"), "--features-dir", str(toy / "features"),
+            "--out", str(run), "--resume", str(release / "last.pt"), "--no-progress"]
+    for key in ("emb_dim", "hidden", "dropout"):
+        args += ["--set", f"model.{key}={json.dumps(config['model'][key])}"]
+    args += ["--set", "features.2d=toy_2d", "--set", "features.3d=toy_3d", "--set", "train.epochs=3",
+             "--set", "train.batch_size=16", "--set", "train.lr=0.01", "--set", "train.threads=1"]
+    assert cli_main(args) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3  # two epochs of the old run, one new
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=lambda p: p.name)
+def test_extracted_store_reads_with_its_records(release):
+    with open_store(release / "store_extracted.h5") as store:
+        assert sorted(store.clip_ids()) == ["clip0", "clip1", "clip2"]
+        for clip_id, frames in zip(["clip0", "clip1", "clip2"], (12, 16, 20)):
+            got = store.get(clip_id)
+            assert got.features.shape == (frames // 4, 5) and np.isfinite(got.features).all()
+            record = store.record(clip_id)
+            assert record is not None and record.source is not None and not record.partial
