@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -101,7 +101,7 @@ class WordVocab:
         return [idx.get(w, 1) for w in words]
 
     @classmethod
-    def build(cls, items: Iterable, *, min_count: int = 1, lowercase: bool = True) -> "WordVocab":
+    def build(cls, items: Iterable, *, min_count: int = 1, lowercase: bool = True) -> WordVocab:
         """The words seen at least ``min_count`` times in the questions (blank excluded), by frequency."""
         counts: Counter = Counter()
         for it in items:

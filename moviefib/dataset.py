@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, overload
+from typing import overload
 
 from .formats import BLANK, id_problem, missing_reason
 from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX, column_problems

@@ -14,8 +14,8 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode("utf-8"))
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         yield
     finally:
         # Removed while still held, so no other process can lock the old file after we let go.

@@ -30,9 +30,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Literal
 
 from .fileio import atomic_output
 
@@ -134,7 +135,7 @@ class ClipId:
     end: float
 
     @classmethod
-    def parse(cls, clip_id: str) -> "ClipId":
+    def parse(cls, clip_id: str) -> ClipId:
         """Parse an id; ValueError when it is not ``<4 digits>_<NAME>_<start>-<end>`` or could not be a
         file name (:func:`id_problem`: its movie folder and file are built from it)."""
         problem = id_problem(clip_id)

@@ -42,7 +42,7 @@ class DurationTolerance:
             raise ValueError(f"duration slack must be >= 0 seconds, not {self.slack}")
 
     @classmethod
-    def parse(cls, text: str) -> "DurationTolerance":
+    def parse(cls, text: str) -> DurationTolerance:
         """``SHORT`` or ``SHORT,WARN`` (ratios, as the ``--duration-tolerance`` flags take them); a lone
         SHORT keeps the default WARN (or SHORT itself when higher). ValueError when malformed."""
         values = [float(x) for x in text.split(",")]

@@ -28,9 +28,9 @@ import tempfile
 import time
 import tomllib
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .devices import device_problem, resolve_device
 from .fileio import atomic_output, atomic_write
@@ -175,7 +175,8 @@ def _rules() -> dict[str, dict[str, _Rule]]:
                  "missing": _Rule("str", choices=MISSING_POLICIES), "num_workers": count},
         "features": {"dir": path, "2d": _Rule("str"), "3d": _Rule("str")},
         "train": {"out_dir": path, "device": _Rule("str"), "amp": _Rule("bool"), "seed": count,
-                  "batch_size": size, "eval_batch_size": size, "lr": _Rule("number", minimum=0, positive=True, maximum=MAX_LR),
+                  "batch_size": size, "eval_batch_size": size,
+                  "lr": _Rule("number", minimum=0, positive=True, maximum=MAX_LR),
                   "head_lr": _Rule("number", minimum=0, positive=True, optional=True, maximum=MAX_LR),
                   "weight_decay": _Rule("number", minimum=0), "clip_grad": _Rule("number", minimum=0),
                   "epochs": size, "patience": size, "max_batches": count, "resume": path,
@@ -256,7 +257,7 @@ def apply_override(config: dict, assignment: str) -> tuple[str, str]:
 
 def _read_recipe(path: Path) -> dict:
     if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, not a recipe (give baselines/<name>.toml)")
+        raise ConfigError(f"{path}: is a directory, not a recipe (give a recipe's name or its .toml file)")
     try:
         # utf-8-sig: a byte-order mark (Windows editors add one) is dropped, not "Invalid statement".
         return tomllib.loads(path.read_text(encoding="utf-8-sig"))
@@ -271,12 +272,18 @@ def _read_recipe(path: Path) -> dict:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> dict:
-    """:data:`DEFAULTS`, updated by the recipe at ``path`` (TOML) and then by ``overrides``, checked by
-    :func:`validate_config` before anything runs."""
+    """:data:`DEFAULTS`, updated by the recipe ``path`` (a packaged recipe's name, see
+    :mod:`moviefib.recipes`, or a TOML file) and then by ``overrides``, checked by :func:`validate_config`
+    before anything runs."""
+    from .recipes import UnknownRecipeError, resolve_recipe
+
     config = copy.deepcopy(DEFAULTS)
     origin: dict[tuple[str, str], str] = {}
     if path is not None:
-        path = Path(path)
+        try:
+            path = resolve_recipe(path)
+        except UnknownRecipeError as exc:
+            raise ConfigError(str(exc)) from None
         for section, values in _read_recipe(path).items():
             if section not in config:
                 raise ConfigError(f"{path}: unknown section [{section}] (have: {', '.join(config)})")

@@ -42,9 +42,10 @@ import math
 import os
 import stat
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Union
+from typing import Literal
 
 import numpy as np
 
@@ -182,7 +183,7 @@ class Windows:
         return self.window if self.stride is None else self.stride
 
 
-Sampling = Union[EveryKth, Uniform, Windows]
+Sampling = EveryKth | Uniform | Windows
 
 
 def sampling_to_dict(sampling: Sampling) -> dict:

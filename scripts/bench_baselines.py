@@ -58,7 +58,7 @@ def bench_accuracy(args) -> dict:
     results = {"split": {"train_movies": "8 others", "val_movies": list(VAL_MOVIES),
                          "n_train": tables["train"].num_rows, "n_val": tables["val"].num_rows}}
     for name in args.models:
-        config = load_config(ROOT / "baselines" / f"{name}.toml",
+        config = load_config(ROOT / "moviefib" / "recipes" / f"{name}.toml",
                              [*args.set, f"train.out_dir={json.dumps(str(Path(args.out) / name))}"])
         t0 = time.perf_counter()
         res = train(config, tables=tables)
@@ -100,7 +100,7 @@ def bench_throughput(args) -> dict:
 
         tables = {"train": table(1), "val": table(2)}
         for name in ("text_only", "text_2d3d"):
-            config = load_config(ROOT / "baselines" / f"{name}.toml", [
+            config = load_config(ROOT / "moviefib" / "recipes" / f"{name}.toml", [
                 *args.set, f"features.dir={json.dumps(str(fdir))}", "train.epochs=1", "train.progress=false",
                 f"train.max_batches={args.batches}", f"train.out_dir={json.dumps(str(fdir / name))}"])
             res = train(config, tables=tables)

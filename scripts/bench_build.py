@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from moviefib.build import BuildOptions, build_dataset, read_activitynet
-from moviefib.build.tagging import Tagger
+from moviefib.questions import BuildOptions, build_dataset, read_activitynet
+from moviefib.questions.tagging import Tagger
 
 
 def main() -> int:

@@ -5,7 +5,7 @@
 
 Builds questions from ``LSMDC16_annos_val.csv`` and compares them with ``LSMDC16_annos_val_FIB.csv`` as
 multisets of (clip, sentence, blanked word); prints precision, recall and F1 per mode and the words and
-tags that account for the remaining differences. Logic: :mod:`moviefib.build.fidelity`.
+tags that account for the remaining differences. Logic: :mod:`moviefib.questions.fidelity`.
 """
 
 import argparse
@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from moviefib.build import from_descriptions, read_fib_import
-from moviefib.build.fidelity import canonical_rows, leave_movies_out
-from moviefib.build.tagging import Tagger
+from moviefib.questions import from_descriptions, read_fib_import
+from moviefib.questions.fidelity import canonical_rows, leave_movies_out
+from moviefib.questions.tagging import Tagger
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ def main() -> int:
     import pyarrow.parquet as pq
 
     import moviefib
-    from moviefib.build import import_dataset, read_fib_import
+    from moviefib.questions import import_dataset, read_fib_import
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")

@@ -370,7 +370,8 @@ def extraction_verdict(sample: Sample, sampling) -> tuple[str, str | None]:
     short), ``warned`` (kept with a counted warning) or ``kept``; with the reason."""
     from moviefib.features.pipeline import ClipSource, judge_clip
     from moviefib.integrity import DurationTolerance
-    from moviefib.video import DecodedSpan, VideoError, sample as sample_steps
+    from moviefib.video import DecodedSpan, VideoError
+    from moviefib.video import sample as sample_steps
 
     # An LSMDC row's clip expects its extracted end - start; a file of a folder has only its header.
     clip = ClipSource(sample.clip_id or Path(sample.path).stem, sample.path,

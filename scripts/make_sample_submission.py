@@ -69,8 +69,9 @@ def build_tiny(folder: Path) -> Path:
 
     sys.path.insert(0, str(ROOT / "tests"))
     import conftest
-    from moviefib.build import BuildOptions, VocabSpec, build_dataset, from_descriptions
+
     from moviefib.formats import movie_of
+    from moviefib.questions import BuildOptions, VocabSpec, build_dataset, from_descriptions
 
     desc = conftest.write_tiny_descriptions(folder / "tiny_annos.csv")
     loaded = from_descriptions(desc, split="train")

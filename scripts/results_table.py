@@ -56,7 +56,8 @@ def table(metrics: list[dict]) -> str:
         secs = [h["seconds"] for h in hist if h.get("seconds") and "train_loss" in h]
         s_epoch = f"{sum(secs) / len(secs):.0f}" if secs else "—"
         lines.append(
-            f"| {m['model']} | {Path(m['_path']).parent.name} | {100 * m['best_val_acc']:.2f} % | {m['best_epoch']} / {len(hist)} | "
+            f"| {m['model']} | {Path(m['_path']).parent.name} | {100 * m['best_val_acc']:.2f} % | "
+            f"{m['best_epoch']} / {len(hist)} | "
             f"{m['n_train']:,} / {m['n_val']:,} | {m['answer_vocab_size']} ({100 * m['val_oov_rate']:.1f} %) | "
             f"{s_epoch} | {_fmt_settings(m)} |")
     return "\n".join(lines)

@@ -43,7 +43,8 @@ def tiny_sentences(movie_index: int) -> list[str]:
 
 
 def write_tiny_descriptions(path: Path) -> Path:
-    from moviefib.formats import DescriptionRow, format_timestamp as ft, write_rows
+    from moviefib.formats import DescriptionRow, write_rows
+    from moviefib.formats import format_timestamp as ft
 
     rows = []
     index = 0
@@ -93,21 +94,22 @@ def tiny_descriptions(tmp_path_factory) -> Path:
 def tiny_dataset(tmp_path_factory, tiny_descriptions, spacy_tagger) -> Path:
     from dataclasses import replace
 
-    from moviefib.build import BuildOptions, VocabSpec, build_dataset, from_descriptions
     from moviefib.formats import movie_of
+    from moviefib.questions import BuildOptions, VocabSpec, build_dataset, from_descriptions
 
     loaded = from_descriptions(tiny_descriptions, split="train")
     split_of = {m: s for s, movies in TINY_MOVIES.items() for m in movies}
     records = [replace(r, split=split_of[movie_of(r.clip_id)]) for r in loaded.records]
     folder = tmp_path_factory.mktemp("tiny") / "tiny_fib"
     build_dataset(records, folder, BuildOptions(vocab=VocabSpec(top_k=None, split="train")),
-                  tagger=spacy_tagger, label_fn=question_type, sources=[str(tiny_descriptions)], name="tiny MovieFIB test set")
+                  tagger=spacy_tagger, label_fn=question_type, sources=[str(tiny_descriptions)],
+                  name="tiny MovieFIB test set")
     return folder
 
 
 @pytest.fixture(scope="session")
 def spacy_tagger():
     """One spaCy tagger (single process) for the whole session; loading the model takes a second."""
-    from moviefib.build.tagging import Tagger
+    from moviefib.questions.tagging import Tagger
 
     return Tagger()

@@ -266,7 +266,7 @@ def test_build_corpus_jsonl_bad_lines_strict_and_skip(tmp_path, capsys, line, wo
     f = _lines(tmp_path / "c.jsonl", [good, line])
     code, err = _run(capsys, ["build", "corpus", "-o", tmp_path / "out", f, "--no-progress"])
     assert code == EXIT_INVALID and words in err and f"{f}:2:" in err, err
-    from moviefib.build import read_generic
+    from moviefib.questions import read_generic
 
     got = read_generic(f, errors="skip")  # a bad line is a bad row: skip mode drops and reports it
     assert len(got.records) == 1 and got.problems[0].line == 2
@@ -725,8 +725,8 @@ def test_read_answer_counts_invalid_utf8_names_the_file(tmp_path):
 
 # ---- a UTF-8 byte-order mark is accepted (and dropped) by every text reader ----
 def _bom_readers(tmp):
-    from moviefib.build import read_generic
     from moviefib.evaluate.human import read_human_answers
+    from moviefib.questions import read_generic
 
     bom = b"\xef\xbb\xbf"
     counts = tmp / "counts.tsv"

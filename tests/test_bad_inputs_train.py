@@ -16,9 +16,9 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -26,15 +26,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
+from test_train import SPLITS, TINY_MODEL, TINY_TRAIN, TOY_FEATURES, _clip, _write_features, write_toy  # noqa: E402
+
 from moviefib.cli import main as cli_main  # noqa: E402
 from moviefib.exits import EXIT_INVALID, EXIT_STATUSES, EXIT_UNAVAILABLE, EXIT_USAGE  # noqa: E402
 from moviefib.features.store import write_store  # noqa: E402
 
-from test_train import (SPLITS, TINY_MODEL, TINY_TRAIN, TOY_FEATURES, _clip, _write_features,  # noqa: E402
-                        write_toy)
-
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "baselines" / "text_3d.toml"
+RECIPE = ROOT / "moviefib" / "recipes" / "text_3d.toml"
 
 
 @dataclass(frozen=True)
@@ -382,7 +381,8 @@ def _replace_features(h5, array) -> None:
 # torch traceback ("Length of all samples has to be greater than 0", "Cannot pack empty tensors").
 for _name, _edit, _says in [
     ("store_feature_nan", lambda h5: h5["features"].__setitem__(Ellipsis, np.nan), "holds NaN or infinite values"),
-    ("store_feature_inf", lambda h5: h5["features"].__setitem__((slice(None), 0), np.inf), "holds NaN or infinite values"),
+    ("store_feature_inf", lambda h5: h5["features"].__setitem__((slice(None), 0), np.inf),
+     "holds NaN or infinite values"),
     ("store_timestamp_nan", lambda h5: h5["timestamps"].__setitem__(Ellipsis, np.nan), "holds NaN or infinite values"),
     ("store_clip_without_steps", lambda h5: _set_offsets(h5, lambda o: o.__setitem__(1, 0)), "has no steps"),
     ("store_offsets_past_the_rows", lambda h5: _set_offsets(h5, lambda o: o.__setitem__(-1, 10**6)),
@@ -418,7 +418,8 @@ def _(ctx):
     return train_argv(ctx, out=ctx.tmp / "taken" / "run")
 
 
-@case("out_holds_a_run", EXIT_INVALID, "already holds a run (best.pt, last.pt, metrics.json); continue it with --resume")
+@case("out_holds_a_run", EXIT_INVALID,
+      "already holds a run (best.pt, last.pt, metrics.json); continue it with --resume")
 def _(ctx):
     return train_argv(ctx, out=ctx.run)
 

@@ -6,11 +6,23 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from moviefib.build import (BuildError, BuildOptions, SentenceRecord, VocabSpec, build_dataset,
-                            build_questions, generic_record, import_dataset, question_id, read_activitynet,
-                            read_fib_import, read_generic, split_by_movie)
 from moviefib.cli import main
 from moviefib.formats import BLANK, FormatError
+from moviefib.questions import (
+    BuildError,
+    BuildOptions,
+    SentenceRecord,
+    VocabSpec,
+    build_dataset,
+    build_questions,
+    generic_record,
+    import_dataset,
+    question_id,
+    read_activitynet,
+    read_fib_import,
+    read_generic,
+    split_by_movie,
+)
 
 CLIP = "0001_ALPHA_MOVIE_00.01.00.000-00.01.02.000"
 
@@ -282,8 +294,8 @@ def test_cli_corpus_and_import(tmp_path, capsys):
 
 
 def test_parallel_tagging_matches_single_process(spacy_tagger, tiny_descriptions):
-    from moviefib.build import from_descriptions
-    from moviefib.build.tagging import Tagger
+    from moviefib.questions import from_descriptions
+    from moviefib.questions.tagging import Tagger
 
     sentences = [r.sentence for r in from_descriptions(tiny_descriptions).records] * 3
     two = Tagger(n_process=2, chunk_size=25)
@@ -293,7 +305,7 @@ def test_parallel_tagging_matches_single_process(spacy_tagger, tiny_descriptions
 
 
 def test_missing_model(tmp_path, tiny_descriptions, capsys):
-    from moviefib.build.tagging import Tagger, TaggerUnavailable
+    from moviefib.questions.tagging import Tagger, TaggerUnavailable
 
     with pytest.raises(TaggerUnavailable, match="no_such_model"):
         Tagger("no_such_model")

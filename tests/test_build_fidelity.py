@@ -2,9 +2,9 @@
 
 import pytest
 
-from moviefib.build import SentenceRecord
-from moviefib.build.fidelity import canonical_rows, compare, leave_movies_out, truncated_sentences
-from moviefib.build.inputs import ImportedRow
+from moviefib.questions import SentenceRecord
+from moviefib.questions.fidelity import canonical_rows, compare, leave_movies_out, truncated_sentences
+from moviefib.questions.inputs import ImportedRow
 
 
 def test_compare_counts_multiplicity():
@@ -35,7 +35,7 @@ def test_cut_sentences_map_to_full_sentence():
 
 
 def test_real_val_fidelity(shared_dir, spacy_tagger):
-    from moviefib.build import from_descriptions, read_fib_import
+    from moviefib.questions import from_descriptions, read_fib_import
 
     folder = shared_dir / "data" / "moviefib_val"
     records = from_descriptions(folder / "LSMDC16_annos_val.csv").records

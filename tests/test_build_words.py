@@ -2,11 +2,21 @@
 
 import pytest
 
-from moviefib.build.vocab import read_vocab_file, select_vocab, write_counts
-from moviefib.build.words import (CLEAN_STOP_WORDS, COMPAT_STOP_WORDS, Word, align, candidates,
-                                  first_found_inside_word, is_placeholder, passes_rule, select_blanks,
-                                  vocab_key, word_spans)
 from moviefib.dataset import read_answer_counts
+from moviefib.questions.vocab import read_vocab_file, select_vocab, write_counts
+from moviefib.questions.words import (
+    CLEAN_STOP_WORDS,
+    COMPAT_STOP_WORDS,
+    Word,
+    align,
+    candidates,
+    first_found_inside_word,
+    is_placeholder,
+    passes_rule,
+    select_blanks,
+    vocab_key,
+    word_spans,
+)
 
 
 def test_word_spans_strip_surrounding_punctuation_only():

@@ -13,12 +13,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
+from test_train import write_toy  # noqa: E402
+
 from moviefib.cli import main as cli_main  # noqa: E402
 from moviefib.features.store import open_store  # noqa: E402
 
-from test_train import write_toy  # noqa: E402
-
-RECIPES = Path(__file__).resolve().parents[1] / "baselines"
+RECIPES = Path(__file__).resolve().parents[1] / "moviefib" / "recipes"
 RELEASES = sorted((Path(__file__).parent / "compat").glob("main-*"))
 
 
@@ -39,8 +39,9 @@ def test_best_pt_predicts_as_it_did(release, toy, tmp_path):
 def test_last_pt_resumes(release, toy, tmp_path):
     config = json.loads((release / "metrics.json").read_text())["config"]
     run = tmp_path / "run"
-    args = ["train", str(RECIPES / "text_2d3d.toml"), "--dataset", str(toy / "dataset"), "--features-dir", str(toy / "features"),
-            "--out", str(run), "--resume", str(release / "last.pt"), "--no-progress"]
+    args = ["train", "text_2d3d", "--dataset", str(toy / "dataset"),
+            "--features-dir", str(toy / "features"), "--out", str(run),
+            "--resume", str(release / "last.pt"), "--no-progress"]
     for key in ("emb_dim", "hidden", "dropout"):
         args += ["--set", f"model.{key}={json.dumps(config['model'][key])}"]
     args += ["--set", "features.2d=toy_2d", "--set", "features.3d=toy_3d", "--set", "train.epochs=3",

@@ -14,11 +14,28 @@ import pytest
 
 from moviefib.cli import main
 from moviefib.demo.corpus import (
-    ANNOTATION_FILE, MANIFEST_FILE, SPLITS, WORD_TYPES_FILE, CorpusConfig, CorpusError, generate_corpus,
-    plan_corpus, question_type_labels, read_word_types,
+    ANNOTATION_FILE,
+    MANIFEST_FILE,
+    SPLITS,
+    WORD_TYPES_FILE,
+    CorpusConfig,
+    CorpusError,
+    generate_corpus,
+    plan_corpus,
+    question_type_labels,
+    read_word_types,
 )
 from moviefib.demo.grammar import (
-    ACTIONS, BACKDROPS, COLOURS, DIRECTIONS, SHAPES, SIZES, SPEEDS, SceneWords, describe, draw_scene_words,
+    ACTIONS,
+    BACKDROPS,
+    COLOURS,
+    DIRECTIONS,
+    SHAPES,
+    SIZES,
+    SPEEDS,
+    SceneWords,
+    describe,
+    draw_scene_words,
 )
 from moviefib.demo.scenes import layout_scene, render, render_background
 from moviefib.formats import ClipId, read_descriptions

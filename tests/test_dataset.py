@@ -8,8 +8,17 @@ import pyarrow as pa
 import pytest
 
 import moviefib
-from moviefib.dataset import (DatasetError, QuestionItem, QuestionView, available_splits, read_answer_counts,
-                              read_blank_vocab, read_keys, read_table, split_question)
+from moviefib.dataset import (
+    DatasetError,
+    QuestionItem,
+    QuestionView,
+    available_splits,
+    read_answer_counts,
+    read_blank_vocab,
+    read_keys,
+    read_table,
+    split_question,
+)
 from moviefib.schema import COLUMN_NAMES
 
 

@@ -29,10 +29,10 @@ pytest.importorskip("h5py")
 if not torch.distributed.is_available():
     pytest.skip("this torch has no torch.distributed", allow_module_level=True)
 
+from test_train import COLOURS, _clip, _label, _write_split  # noqa: E402
+
 from moviefib.features.store import merge_stores, open_store, write_store  # noqa: E402
 from moviefib.train import load_config, train  # noqa: E402
-
-from test_train import COLOURS, _clip, _label, _write_split  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def _overrides(task: Path, out: Path, extra: list[str]) -> list[str]:
 
 def _both(task: Path, tmp: Path, recipe: str, extra: list[str]) -> tuple[dict, dict, dict, dict]:
     """(single-process last.pt, torchrun last.pt, their metrics) of one recipe and overrides."""
-    recipe_path = ROOT / "baselines" / f"{recipe}.toml"
+    recipe_path = ROOT / "moviefib" / "recipes" / f"{recipe}.toml"
     single = train(load_config(recipe_path, _overrides(task, tmp / "single", extra)))
     sets = [a for kv in _overrides(task, tmp / "ddp", extra) for a in ("--set", kv)]
     torchrun("-m", "moviefib", "train", str(recipe_path), *sets, cwd=tmp)

@@ -7,12 +7,23 @@ import pytest
 from test_evaluate_data import make_dataset, question_rows
 
 from moviefib.evaluate.bootstrap import (
-    accuracy_intervals, paired_comparison, resample_totals, sentence_aggregates,
+    accuracy_intervals,
+    paired_comparison,
+    resample_totals,
+    sentence_aggregates,
 )
 from moviefib.evaluate.errors import ResourceUnavailable
 from moviefib.evaluate.key import load_key
 from moviefib.evaluate.metrics import (
-    BAND_OOV, INVALID, MISSING, breakdown, groupings, normalise, score, sentence_codes, summarise,
+    BAND_OOV,
+    INVALID,
+    MISSING,
+    breakdown,
+    groupings,
+    normalise,
+    score,
+    sentence_codes,
+    summarise,
 )
 
 

@@ -9,7 +9,10 @@ from test_evaluate_data import make_dataset, question_rows
 
 from moviefib.evaluate.key import load_key
 from moviefib.evaluate.submission import (
-    read_ordered_submission, read_submission, validate, write_submission,
+    read_ordered_submission,
+    read_submission,
+    validate,
+    write_submission,
 )
 from moviefib.formats import FIBRow, write_rows
 
@@ -20,7 +23,7 @@ def key(tmp_path):
 
 
 def _tsv(tmp_path, lines, name="s.tsv", header=True):
-    text = ("question_id\tanswer\n" if header else "") + "".join(l + "\n" for l in lines)
+    text = ("question_id\tanswer\n" if header else "") + "".join(line + "\n" for line in lines)
     p = tmp_path / name
     p.write_text(text, encoding="utf-8")
     return p
@@ -128,7 +131,7 @@ def test_wrong_header_and_wrong_columns(tmp_path, key):
 
 def test_invalid_utf8_reports_the_line(tmp_path, key):
     p = tmp_path / "s.tsv"
-    lines = [l.encode() for l in _all(key)]
+    lines = [line.encode() for line in _all(key)]
     lines[2] = key.question_ids[2].encode() + b"\t\xff\xfe"
     p.write_bytes(b"question_id\tanswer\n" + b"\n".join(lines) + b"\n")
     rep = _check(key, p)

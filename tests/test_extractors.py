@@ -17,8 +17,7 @@ pytest.importorskip("torchvision")
 
 from moviefib.cli import EXIT_UNAVAILABLE, CLIError  # noqa: E402
 from moviefib.features import weights as W  # noqa: E402
-from moviefib.features.registry import (UnknownExtractorError, create_extractor,  # noqa: E402
-                                        list_extractors)
+from moviefib.features.registry import UnknownExtractorError, create_extractor, list_extractors  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BUNNY = SHARED / "videos" / "bigbuckbunny.mp4"

@@ -16,9 +16,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from moviefib.features import models_pytorchvideo as PTV
-from moviefib.features.registry import create_extractor, list_extractors
-from moviefib.features.weights import WeightsUnavailableError, sha256_file
+from moviefib.features import models_pytorchvideo as PTV  # noqa: E402
+from moviefib.features.registry import create_extractor, list_extractors  # noqa: E402
+from moviefib.features.weights import WeightsUnavailableError, sha256_file  # noqa: E402
 
 # pytorchvideo decorates layers with torch.jit.script, which torch deprecates; nothing to act on here.
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")

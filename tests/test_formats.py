@@ -8,8 +8,19 @@ from pathlib import Path
 import pytest
 
 from moviefib.formats import (
-    ClipId, DescriptionRow, FIBRow, FormatError, format_timestamp, id_problem, lsmdc_clip_problem, movie_of,
-    parse_timestamp, read_descriptions, read_fib, text_problem, write_rows,
+    ClipId,
+    DescriptionRow,
+    FIBRow,
+    FormatError,
+    format_timestamp,
+    id_problem,
+    lsmdc_clip_problem,
+    movie_of,
+    parse_timestamp,
+    read_descriptions,
+    read_fib,
+    text_problem,
+    write_rows,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -128,7 +139,8 @@ def test_empty_and_missing_files(tmp_path):
 
 
 def test_bom_and_crlf_accepted(tmp_path):
-    path = _write(tmp_path, b"\xef\xbb\xbf" + f"{CLIP}\t{TIMES}\tsomeone walks\r\n{CLIP}\t{TIMES}\tthen stops\r\n".encode())
+    text = f"{CLIP}\t{TIMES}\tsomeone walks\r\n{CLIP}\t{TIMES}\tthen stops\r\n"
+    path = _write(tmp_path, b"\xef\xbb\xbf" + text.encode())
     rows = read_descriptions(path).rows
     assert [r.clip_id for r in rows] == [CLIP, CLIP]
     assert [r.sentence for r in rows] == ["someone walks", "then stops"]

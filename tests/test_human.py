@@ -428,7 +428,9 @@ def _client(tmp_path, **options):
 
 def test_server_validates_input_and_refuses_protocol_breaks(tmp_path):
     client = _client(tmp_path)
-    post = lambda **body: client.post("/api/answer", json=dict(annotator="ann", seconds=1.0, **body))
+    def post(**body):
+        return client.post("/api/answer", json=dict(annotator="ann", seconds=1.0, **body))
+
     r = post(question_id="q0", answer="two words")
     assert r.status_code == 400 and "One word only" in r.json["error"]
     assert post(question_id="nope", answer="x").status_code == 400

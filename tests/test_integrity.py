@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from moviefib.integrity import (DurationTolerance, SourceIdentity, container_shortfall, current_identity,
-                                judge_duration, source_identity)
+from moviefib.integrity import (
+    DurationTolerance,
+    SourceIdentity,
+    container_shortfall,
+    current_identity,
+    judge_duration,
+    source_identity,
+)
 
 
 def test_judge_duration_thresholds():

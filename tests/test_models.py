@@ -107,7 +107,8 @@ def _bn_task(b, g):
 class _BNNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.embed, self.lstm, self.head = torch.nn.Embedding(20, 8), SeqLSTM(8, 16, batch_norm=True), torch.nn.Linear(16, 4)
+        self.embed, self.lstm = torch.nn.Embedding(20, 8), SeqLSTM(8, 16, batch_norm=True)
+        self.head = torch.nn.Linear(16, 4)
 
     def forward(self, batch):
         x, lengths = batch

@@ -19,8 +19,14 @@ pytest.importorskip("av")
 pytest.importorskip("h5py")
 
 from moviefib.features.pipeline import (  # noqa: E402
-    ClipSource, clips_from_folder, clips_from_lsmdc, extract, iter_batches, parse_shard,
-    shard_path)
+    ClipSource,
+    clips_from_folder,
+    clips_from_lsmdc,
+    extract,
+    iter_batches,
+    parse_shard,
+    shard_path,
+)
 from moviefib.features.store import StoreError, merge_stores, open_store  # noqa: E402
 from moviefib.fileio import LockHeldError, exclusive_lock  # noqa: E402
 from moviefib.video import EveryKth, Segment, Windows, write_synthetic_video  # noqa: E402
@@ -643,7 +649,8 @@ def test_torchcodec_without_ffmpeg_stops_at_once(tmp_path, tiny_module, clip_fol
 
     _, tinyext = tiny_module
     monkeypatch.setattr(video, "backend_problem",
-                        lambda name: "torchcodec cannot load FFmpeg's shared libraries" if name == "torchcodec" else None)
+                        lambda name: ("torchcodec cannot load FFmpeg's shared libraries"
+                                      if name == "torchcodec" else None))
     code = main(["extract", "--preset", "efficientnet_lite0", "--weights", "none", "--folder", str(clip_folder),
                  "-o", str(tmp_path / "x.h5"), "--decoder", "torchcodec", "--no-progress"])
     err = capsys.readouterr().err.strip()

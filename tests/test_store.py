@@ -9,8 +9,7 @@ import pytest
 
 pytest.importorskip("h5py")
 
-from moviefib.features.store import (  # noqa: E402
-    ClipFeatures, StoreError, merge_stores, open_store, write_store)
+from moviefib.features.store import ClipFeatures, StoreError, merge_stores, open_store, write_store  # noqa: E402
 
 
 def _items(n=5, dim=6, seed=0, prefix="c"):

@@ -91,10 +91,10 @@ def toy(tmp_path_factory) -> Path:
 
 
 def _config(toy: Path, name: str, out: Path, *extra: str) -> dict:
-    return load_config(ROOT / "baselines" / f"{name}.toml", [
+    return load_config(ROOT / "moviefib" / "recipes" / f"{name}.toml", [
         f"data.dataset={json.dumps(str(toy / 'dataset'))}", f"features.dir={json.dumps(str(toy / 'features'))}",
-        f"train.out_dir={json.dumps(str(out))}", *TOY_FEATURES, *(TINY_MODEL if name.startswith("text") else ()), *TINY_TRAIN,
-        *extra])
+        f"train.out_dir={json.dumps(str(out))}", *TOY_FEATURES, *(TINY_MODEL if name.startswith("text") else ()),
+        *TINY_TRAIN, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_answer_vocabulary_presets_and_oov_errors(toy, tmp_path):
 
 
 def test_config_overrides_and_errors(tmp_path):
-    cfg = load_config(ROOT / "baselines" / "text_2d3d.toml", ["train.lr=1e-3", "model.batch_norm=true",
+    cfg = load_config(ROOT / "moviefib" / "recipes" / "text_2d3d.toml", ["train.lr=1e-3", "model.batch_norm=true",
                                                               "features.2d=my_2d", "data.top_k=50"])
     assert cfg["train"]["lr"] == 1e-3 and cfg["model"]["batch_norm"] is True
     assert cfg["features"]["2d"] == "my_2d" and cfg["data"]["top_k"] == 50
@@ -187,7 +187,7 @@ def test_config_overrides_and_errors(tmp_path):
 
 
 def test_cli_train_then_predict(toy, tmp_path, capsys):
-    recipe = str(ROOT / "baselines" / "text_3d.toml")
+    recipe = str(ROOT / "moviefib" / "recipes" / "text_3d.toml")
     sets = [a for kv in TINY_MODEL + TINY_TRAIN + TOY_FEATURES + ["train.epochs=1"] for a in ("--set", kv)]
     code = cli_main(["train", recipe, "--dataset", str(toy / "dataset"), "--features-dir", str(toy / "features"),
                      "--out", str(tmp_path / "run"), "--score", *sets])

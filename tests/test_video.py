@@ -10,8 +10,19 @@ import pytest
 pytest.importorskip("av")
 
 from moviefib.video import (  # noqa: E402
-    EveryKth, Segment, Uniform, VideoError, Windows, available_backends, iter_frames, probe, sample,
-    sampling_from_dict, sampling_to_dict, write_synthetic_video)
+    EveryKth,
+    Segment,
+    Uniform,
+    VideoError,
+    Windows,
+    available_backends,
+    iter_frames,
+    probe,
+    sample,
+    sampling_from_dict,
+    sampling_to_dict,
+    write_synthetic_video,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FPS = 25

@@ -11,7 +11,16 @@ import pytest
 pytest.importorskip("av")
 
 from moviefib.video import (  # noqa: E402
-    EveryKth, Segment, Uniform, VideoError, Windows, iter_frames, probe, sample, write_synthetic_video)
+    EveryKth,
+    Segment,
+    Uniform,
+    VideoError,
+    Windows,
+    iter_frames,
+    probe,
+    sample,
+    write_synthetic_video,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FPS = 25

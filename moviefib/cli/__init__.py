@@ -15,8 +15,7 @@ import importlib
 import logging
 import sys
 
-from ..exits import (EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE,  # noqa: F401
-                     EXIT_USAGE)
+from ..exits import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE  # noqa: F401
 
 # Sub-command modules, in the order of the data flow.
 COMMAND_MODULES = ("build", "evaluate", "weights", "features", "train", "demo", "human")

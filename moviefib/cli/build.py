@@ -188,7 +188,7 @@ def _progress(args, sentences):
 
 
 def _tagger(args):
-    from ..build.tagging import Tagger, TaggerUnavailable
+    from ..questions.tagging import Tagger, TaggerUnavailable
 
     if args.processes < 1:
         raise CLIError("--processes must be >= 1", EXIT_USAGE)
@@ -199,7 +199,7 @@ def _tagger(args):
 
 
 def _vocab_spec(args):
-    from ..build import VocabSpec
+    from ..questions import VocabSpec
 
     if args.blank_vocab and args.no_vocab_limit:
         raise CLIError("--blank-vocab and --no-vocab-limit exclude each other", EXIT_USAGE)
@@ -219,7 +219,7 @@ def _summary(report) -> int:
 
 
 def _build(args, records, sources, problems, warnings) -> int:
-    from ..build import BuildError, BuildOptions, build_dataset, split_by_movie
+    from ..questions import BuildError, BuildOptions, build_dataset, split_by_movie
 
     if not records:
         raise _nothing_valid("sentences", sources, problems)
@@ -243,7 +243,7 @@ def _build(args, records, sources, problems, warnings) -> int:
 
 
 def _run_descriptions(args) -> int:
-    from ..build import from_descriptions
+    from ..questions import from_descriptions
 
     _check_output(args)
     loads = ((path, from_descriptions(path, split, errors=args.errors))
@@ -252,7 +252,7 @@ def _run_descriptions(args) -> int:
 
 
 def _run_corpus(args) -> int:
-    from ..build import read_activitynet, read_generic
+    from ..questions import read_activitynet, read_generic
 
     if not args.inputs and not args.activitynet:
         raise CLIError("give generic corpus files and/or --activitynet FILE", EXIT_USAGE)
@@ -264,7 +264,7 @@ def _run_corpus(args) -> int:
 
 
 def _run_import(args) -> int:
-    from ..build import BuildError, import_dataset, read_fib_import
+    from ..questions import BuildError, import_dataset, read_fib_import
 
     _check_output(args)
     rows, sources, problems, warnings = _load_all(

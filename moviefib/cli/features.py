@@ -180,10 +180,10 @@ def _inputs(args):
 def _extract(args: argparse.Namespace) -> int:
     _require(("torch", "av", "h5py"), "feature extraction")
     from ..features import pipeline, presets
-    from ..features.registry import UnknownExtractorError, create_extractor
-    from ..fileio import LockHeldError
     from ..features.hub import WeightsFileError
+    from ..features.registry import UnknownExtractorError, create_extractor
     from ..features.weights import WeightsUnavailableError
+    from ..fileio import LockHeldError
     from ..video import DecoderUnavailableError, backend_problem
 
     _check_counts(args)

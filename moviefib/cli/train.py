@@ -20,7 +20,8 @@ def register(sub) -> None:
                     "(TOML values: --set train.lr=1e-3 --set data.dataset='\"my_data\"' or a bare string). "
                     "The recipe is checked before anything runs. Under torchrun, train.batch_size is the "
                     "global batch, split over the processes.")
-    p.add_argument("recipe", help="recipe TOML, e.g. baselines/text_only.toml")
+    p.add_argument("recipe", help="a packaged recipe's name (moviefib recipes list), e.g. text_only, "
+                                  "or a recipe TOML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe key (repeatable)")
     p.add_argument("--dataset", help="dataset folder (same as --set data.dataset=...)")
@@ -64,8 +65,8 @@ def _invalid_input_errors() -> tuple[type[Exception], ...]:
 
 def _unavailable_errors() -> tuple[type[Exception], ...]:
     """Library exceptions that mean a resource is missing here (exit 5): a device, a model's extra."""
-    from ..models import ModelUnavailableError
     from ..devices import DeviceUnavailableError
+    from ..models import ModelUnavailableError
 
     return DeviceUnavailableError, ModelUnavailableError
 

@@ -7,7 +7,12 @@ Importing this package is light: PyAV, torch and the rest are imported only when
 from __future__ import annotations
 
 from .corpus import (
-    CorpusConfig, CorpusError, CorpusInfo, generate_corpus, plan_corpus, question_type_labels,
+    CorpusConfig,
+    CorpusError,
+    CorpusInfo,
+    generate_corpus,
+    plan_corpus,
+    question_type_labels,
     read_word_types,
 )
 from .run import BASELINES, DEMO_TRAINING, DemoError, DemoResult, StageTime, run_demo

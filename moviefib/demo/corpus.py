@@ -43,14 +43,14 @@ import colorsys
 import json
 import logging
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
-from ..fileio import atomic_write, atomic_output
+from ..fileio import atomic_output, atomic_write
 from ..formats import DescriptionRow, format_timestamp, write_rows
 from .grammar import WORD_TYPES, Sentence, describe, draw_scene_words
 from .scenes import SceneSpec, layout_scene, render
@@ -113,7 +113,7 @@ class CorpusConfig:
     max_seconds: float = 2.5
 
     @classmethod
-    def preset(cls, size: str = "default", **overrides) -> "CorpusConfig":
+    def preset(cls, size: str = "default", **overrides) -> CorpusConfig:
         """A named size (see SIZE_PRESETS) with some fields overridden (None values are ignored)."""
         if size not in SIZE_PRESETS:
             raise CorpusError(f"unknown corpus size {size!r} (choose from {', '.join(SIZE_PRESETS)})")
@@ -506,7 +506,7 @@ def read_word_types(path: str | os.PathLike) -> dict[tuple[str, str], WordTypes]
 
 
 def question_type_labels(path: str | os.PathLike) -> Callable[[object], dict[str, str]]:
-    """A ``label_fn`` for :func:`moviefib.build.build_dataset` that adds the ``question_type`` column.
+    """A ``label_fn`` for :func:`moviefib.questions.build_dataset` that adds the ``question_type`` column.
 
     ``path`` is ``word_types.jsonl`` or the corpus folder. The returned function takes a question with
     ``record.clip_id``, ``record.sentence`` and ``word_index`` and returns ``{"question_type": type}``;

@@ -19,8 +19,8 @@ give a visual word away. Each visual value has exactly one word, so a model that
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

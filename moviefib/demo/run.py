@@ -39,13 +39,17 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..fileio import atomic_write
 from .corpus import (
-    ANNOTATION_FILE, SPLITS, CorpusConfig, generate_corpus, question_type_labels,
+    ANNOTATION_FILE,
+    SPLITS,
+    CorpusConfig,
+    generate_corpus,
+    question_type_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -124,7 +128,7 @@ class DemoResult:
 
 
 def _build(corpus: Path, dataset: Path) -> str:
-    from ..build import BuildOptions, build_dataset, from_descriptions
+    from ..questions import BuildOptions, build_dataset, from_descriptions
 
     if (dataset / "stats.json").is_file():
         return "reused"

@@ -175,7 +175,7 @@ def _exact_masks(shape: str, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, 
     return body, mark
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mask_table(shape: str) -> np.ndarray:
     """A shape's masks sampled on a fine grid over [-_TABLE_REACH, _TABLE_REACH]^2: 0 out, 1 body, 2 mark.
 

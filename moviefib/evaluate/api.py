@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .. import __version__
 from ..fileio import sha256_file
@@ -14,8 +14,17 @@ from .bootstrap import Interval, PairedComparison, accuracy_intervals, paired_co
 from .errors import SubmissionInvalid, UsageError
 from .human import PUBLISHED_HUMAN, HumanModeResult, PublishedHuman, compare_humans, read_human_answers
 from .key import AnswerKey, load_key
-from .metrics import (NORMALISATION, GroupScore, Outcomes, Summary, breakdown, groupings, score,
-                      sentence_codes, summarise)
+from .metrics import (
+    NORMALISATION,
+    GroupScore,
+    Outcomes,
+    Summary,
+    breakdown,
+    groupings,
+    score,
+    sentence_codes,
+    summarise,
+)
 from .submission import ValidationReport, read_ordered_submission, read_submission, validate
 
 log = logging.getLogger(__name__)

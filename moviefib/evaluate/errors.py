@@ -43,7 +43,7 @@ class SubmissionInvalid(EvaluationError):
 
     exit_code = EXIT_INVALID
 
-    def __init__(self, reports: "list[ValidationReport]"):
+    def __init__(self, reports: list[ValidationReport]):
         self.reports = reports
         names = ", ".join(r.path for r in reports)
         total = sum(r.n_fatal for r in reports)

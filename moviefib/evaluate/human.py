@@ -156,7 +156,7 @@ def _check_encoding(path: Path) -> None:
         raise InputError(f"{path}: {problem}")
 
 
-def read_human_answers(path: str | os.PathLike, key: "AnswerKey | None" = None) -> list[HumanAnswer]:
+def read_human_answers(path: str | os.PathLike, key: AnswerKey | None = None) -> list[HumanAnswer]:
     """Read and check a human-answer JSONL file; with ``key``, every question id must be in the split.
 
     Raises MissingInput when the file is absent and InputError listing the first bad lines otherwise.
@@ -263,7 +263,7 @@ def _agreement(answers: list[HumanAnswer]) -> Agreement | None:
     return Agreement(n_q, n_pairs, agree) if n_q else None
 
 
-def compare_humans(key: "AnswerKey", answers: list[HumanAnswer], models: dict[str, tuple[np.ndarray,
+def compare_humans(key: AnswerKey, answers: list[HumanAnswer], models: dict[str, tuple[np.ndarray,
                    np.ndarray]], pos_group_of_row: list[str] | None = None) -> list[HumanModeResult]:
     """Measured human accuracy per mode beside each model's accuracy on the same questions.
 

@@ -50,7 +50,7 @@ class AnswerKey:
 
     @classmethod
     def from_table(cls, table, *, split: str = "val", sources: tuple[Path, ...] = (),
-                   answer_counts: dict[str, int] | None = None, where: str = "table") -> "AnswerKey":
+                   answer_counts: dict[str, int] | None = None, where: str = "table") -> AnswerKey:
         """Build a key from a question table whose answers are all present (checks ids and answers)."""
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         if missing:

@@ -16,9 +16,10 @@ import logging
 import operator
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -147,9 +148,9 @@ def _regroup(name: str, values: list, codes: np.ndarray, label_of, order: tuple[
     """Map distinct values to group labels; ``order`` fixes the label order, else labels are sorted."""
     labels_of_values = [label_of(v) for v in values]
     present = set(labels_of_values[c] for c in np.unique(codes))
-    labels = tuple(l for l in order if l in present) if order else tuple(sorted(present))
-    pos = {l: i for i, l in enumerate(labels)}
-    remap = np.array([pos.get(l, -1) for l in labels_of_values], dtype=np.int64)
+    labels = tuple(lab for lab in order if lab in present) if order else tuple(sorted(present))
+    pos = {lab: i for i, lab in enumerate(labels)}
+    remap = np.array([pos.get(lab, -1) for lab in labels_of_values], dtype=np.int64)
     return Grouping(name, labels, remap[codes])
 
 
@@ -177,7 +178,7 @@ def _pos_group(tag):
     return POS_OTHER
 
 
-def groupings(key: "AnswerKey", by: tuple[str, ...] = ()) -> list[Grouping]:
+def groupings(key: AnswerKey, by: tuple[str, ...] = ()) -> list[Grouping]:
     """The breakdowns of a key: POS group, Penn tag, frequency band (when counts exist), movie, ``by``."""
     table = key.table
     for col in by:
@@ -202,7 +203,7 @@ def groupings(key: "AnswerKey", by: tuple[str, ...] = ()) -> list[Grouping]:
     return out
 
 
-def sentence_codes(key: "AnswerKey") -> np.ndarray:
+def sentence_codes(key: AnswerKey) -> np.ndarray:
     """int64 code of each question's sentence (questions of one sentence share a code)."""
     return _encode(key.table.column("sentence_id"))[1]
 
@@ -244,7 +245,7 @@ class _Lemmatizer:
         return [t.lemma_.lower() for t in cls._nlp.get_pipe("lemmatizer")(doc)]
 
 
-def score(key: "AnswerKey", answers: Mapping[str, str], *, invalid_ids=frozenset(),
+def score(key: AnswerKey, answers: Mapping[str, str], *, invalid_ids=frozenset(),
           lemma: bool = False) -> Outcomes:
     """Score answers ``{question_id: answer}`` against the key; ids outside the key are ignored.
 

@@ -39,7 +39,7 @@ def _title(name: str) -> str:
     return BREAKDOWN_TITLES.get(name, name.replace("label:", "label "))
 
 
-def _rows(ev: "Evaluation") -> dict[str, list[list[str]]]:
+def _rows(ev: Evaluation) -> dict[str, list[list[str]]]:
     """Sections of (header row, data rows) shared by the terminal table and the Markdown report."""
     subs = ev.submissions
     sections: dict[str, list[list[str]]] = {}
@@ -84,12 +84,12 @@ def _rows(ev: "Evaluation") -> dict[str, list[list[str]]]:
     return sections
 
 
-def _header(ev: "Evaluation") -> str:
+def _header(ev: Evaluation) -> str:
     return (f"MovieFIB evaluation of split {ev.split!r} of {ev.dataset}: {ev.n_questions} questions, "
             f"{ev.n_sentences} sentences, {ev.n_movies} movies")
 
 
-def format_table(ev: "Evaluation") -> str:
+def format_table(ev: Evaluation) -> str:
     """The terminal report: aligned plain-text tables."""
     out = [_header(ev), ""]
     for rows in _rows(ev).values():
@@ -107,7 +107,7 @@ def format_table(ev: "Evaluation") -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def format_markdown(ev: "Evaluation") -> str:
+def format_markdown(ev: Evaluation) -> str:
     """The Markdown report: the same tables, fingerprints and settings."""
     out = [f"# {_header(ev)}", ""]
     out.append(f"Normalisation: {ev.settings['normalisation']}. Confidence intervals: percentile "
@@ -149,11 +149,11 @@ def _json_safe(obj):
     return obj
 
 
-def metrics_json(ev: "Evaluation") -> str:
+def metrics_json(ev: Evaluation) -> str:
     return json.dumps(_json_safe(ev.to_dict()), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def chart_png(ev: "Evaluation") -> bytes:
+def chart_png(ev: Evaluation) -> bytes:
     """A bar chart of exact accuracy by answer POS group: submissions, measured humans, published lines."""
     try:
         import matplotlib
@@ -187,7 +187,7 @@ def chart_png(ev: "Evaluation") -> bytes:
     return buf.getvalue()
 
 
-def write_outputs(ev: "Evaluation", out_dir: str | os.PathLike, *, chart: bool = True) -> list[Path]:
+def write_outputs(ev: Evaluation, out_dir: str | os.PathLike, *, chart: bool = True) -> list[Path]:
     """Write metrics.json, report.md and (unless ``chart`` is False) the PNG chart into ``out_dir``."""
     out_dir = Path(out_dir)
     written = [atomic_write(out_dir / METRICS_FILE, metrics_json(ev)),

@@ -23,9 +23,10 @@ import json
 import os
 import re
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from ..fileio import atomic_write
 from ..formats import (
@@ -368,7 +369,7 @@ def read_submission(path: str | os.PathLike, *, format: str | None = None) -> Su
 
 
 def read_ordered_submission(path: str | os.PathLike, fib_path: str | os.PathLike,
-                            key: "AnswerKey") -> Submission:
+                            key: AnswerKey) -> Submission:
     """Read a plain list of answers (one per line) in the row order of an official FIB file.
 
     Each FIB row is matched to the question of ``key`` with the same clip id and question text.
@@ -416,7 +417,7 @@ def read_ordered_submission(path: str | os.PathLike, fib_path: str | os.PathLike
     return Submission(str(path), "list", answers, lines, problems.counts, problems.examples)
 
 
-def validate(submission: Submission, key: "AnswerKey", *, allow_missing: bool = False,
+def validate(submission: Submission, key: AnswerKey, *, allow_missing: bool = False,
              allow_invalid: bool = False) -> ValidationReport:
     """Check a submission against the questions of a split (exact question-id checks)."""
     problems = _Collector()

@@ -51,25 +51,40 @@ Under ``torchrun`` the shard comes from ``RANK``/``WORLD_SIZE`` (see :func:`shar
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import itertools
 import json
 import logging
 import os
 import shutil
-import dataclasses
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..fileio import PathEscapeError, atomic_output, atomic_write, contained_path, exclusive_lock
-from ..integrity import (DurationTolerance, LengthVerdict, SourceIdentity, current_identity, judge_length,
-                         source_identity)
-from ..video import (DecodedSpan, Sampling, Segment, VideoError, header_duration, require_backend, sample,
-                     sampling_to_dict, special_file_kind)
+from ..integrity import (
+    DurationTolerance,
+    LengthVerdict,
+    SourceIdentity,
+    current_identity,
+    judge_length,
+    source_identity,
+)
+from ..video import (
+    DecodedSpan,
+    Sampling,
+    Segment,
+    VideoError,
+    header_duration,
+    require_backend,
+    sample,
+    sampling_to_dict,
+    special_file_kind,
+)
 from .registry import library_versions
 from .store import ClipRecord, StoreError, open_store, write_store
 

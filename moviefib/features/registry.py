@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ _FAMILY_MODULES = (
     "moviefib.features.models_pytorchvideo",
 )
 
-_REGISTRY: dict[str, Callable[..., "Extractor"]] = {}
+_REGISTRY: dict[str, Callable[..., Extractor]] = {}
 _loaded = False
 
 Weights = Literal["default"] | None | str | os.PathLike

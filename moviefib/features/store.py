@@ -28,9 +28,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -212,9 +212,9 @@ def write_store(path: str | os.PathLike, items: Iterable[tuple[str, np.ndarray, 
                 provenance: dict) -> int:
     """Write ``(clip_id, features [T, D], timestamps [T])`` items as a store at ``path``, atomically.
 
-    An item may carry a fourth element, its :class:`ClipRecord` (or None). Features are stored as float16; ``provenance`` (JSON-serialisable) gets ``dim`` added. Raises
-    ValueError on a duplicate clip id, an empty clip, inconsistent sizes or non-finite values (nothing
-    is written then). Returns the number of clips written.
+    An item may carry a fourth element, its :class:`ClipRecord` (or None). Features are stored as float16;
+    ``provenance`` (JSON-serialisable) gets ``dim`` added. Raises ValueError on a duplicate clip id, an empty clip,
+    inconsistent sizes or non-finite values (nothing is written then). Returns the number of clips written.
     """
 
     def fill(h5) -> int:
@@ -381,7 +381,7 @@ class FeatureStore:
             self._h5.close()
         self._h5, self._pid, self._arrays = None, None, None
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc) -> None:

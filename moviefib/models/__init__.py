@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable
+from collections.abc import Callable
 
 _REGISTRY: dict[str, Callable] = {}
 # What the trainer passes to every model: a recipe does not set these.
@@ -117,4 +117,4 @@ def create_model(name: str, **cfg):
 
 
 # Registration happens on import; minilm imports transformers only when built.
-from . import baselines, reference, minilm  # noqa: E402,F401
+from . import baselines, minilm, reference  # noqa: E402,F401

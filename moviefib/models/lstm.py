@@ -15,7 +15,7 @@ The forget-gate bias is initialised to 1 in both modes.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

@@ -11,7 +11,7 @@ the cost of a training step on CPU. Weights load offline from the ``gt-all-minil
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

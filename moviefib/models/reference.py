@@ -13,7 +13,7 @@ whose answer is outside the vocabulary (``answer_index == -1``) are not counted.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from . import register_model
 

@@ -96,7 +96,7 @@ def main() -> int:
         batches = max(2, int(batches * args.scale))
         start = time.time()
         try:
-            config = load_config(ROOT / "baselines" / f"{name}.toml", [
+            config = load_config(ROOT / "moviefib" / "recipes" / f"{name}.toml", [
                 f"features.dir={json.dumps(str(args.out / 'features'))}", f"train.device={json.dumps(args.device)}",
                 f"train.out_dir={json.dumps(str(args.out / 'runs' / key))}", "train.epochs=1",
                 f"train.batch_size={batch}", f"model.batch_norm={'true' if bn else 'false'}",
@@ -118,7 +118,7 @@ def main() -> int:
     # Data loading alone, at the large batch: the rate the model must not exceed for loading to matter.
     start = time.time()
     try:
-        config = load_config(ROOT / "baselines" / "text_2d3d.toml", [
+        config = load_config(ROOT / "moviefib" / "recipes" / "text_2d3d.toml", [
             f"features.dir={json.dumps(str(args.out / 'features'))}"])
         _, words, train_view, _ = prepare_splits(config, tables)
         stores = open_stream_stores(("2d", "3d"), config["features"], config["features"]["dir"])

@@ -6,15 +6,15 @@ Not to be confused with a model's answer (output) vocabulary, which the baseline
 training split and keeping the top K and/or those seen at least ``min_count`` times, or by reading the
 list from a file (one word per line, e.g. the answers of the official training questions).
 Words are compared in lower case in ``clean`` mode and as written in ``compat`` mode
-(:func:`moviefib.build.words.vocab_key`).
+(:func:`moviefib.questions.words.vocab_key`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from ..fileio import atomic_write
 from ..formats import FormatError, check_input_file

@@ -13,15 +13,15 @@ not built from, so both sides are counted on the real, full sentences.
 
 The blank vocabulary is taken *leave-movies-out*: the questions of each movie are built with the set of
 answers that the release uses in the *other* movies (in the form of the mode's
-:func:`~moviefib.build.words.vocab_key`: a sentence-initial answer counts as capitalised in ``compat``),
+:func:`~moviefib.questions.words.vocab_key`: a sentence-initial answer counts as capitalised in ``compat``),
 so the vocabulary never comes from the movie being scored.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from .builder import build_questions, imported_questions
 from .inputs import ImportedRow, SentenceRecord

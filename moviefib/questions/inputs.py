@@ -40,13 +40,29 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
-from ..formats import (DescriptionRow, ErrorMode, FormatError, JSONInputError, ReadResult, RowProblem,
-                       check_input_file, format_timestamp, id_problem, json_number, json_type_name, load_json, movie_of,
-                       read_descriptions, read_fib, text_number, text_problem)
+from ..formats import (
+    DescriptionRow,
+    ErrorMode,
+    FormatError,
+    JSONInputError,
+    ReadResult,
+    RowProblem,
+    check_input_file,
+    format_timestamp,
+    id_problem,
+    json_number,
+    json_type_name,
+    load_json,
+    movie_of,
+    read_descriptions,
+    read_fib,
+    text_number,
+    text_problem,
+)
 
 GENERIC_FIELDS = ("video", "start", "end", "sentence", "split")
 # LSMDC file names -> split names of a dataset folder.

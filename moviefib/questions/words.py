@@ -36,8 +36,9 @@ initial ``Outside`` or ``Turning`` (frequent at the start of sentences) but not 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 Mode = Literal["clean", "compat"]
 MODES: tuple[str, ...] = ("clean", "compat")

@@ -22,7 +22,7 @@ _MODE_TEXT = {
              "blanks are placed by word index (no blank inside another word, no truncated sentences).",
     "compat": "`compat`: the `clean` rule adjusted to come as close as possible to the released MovieFIB "
               "questions (particles such as over/around/down and the pronouns her/him are blanked; "
-              "then/before are not stopped); see `moviefib.build.words`.",
+              "then/before are not stopped); see `moviefib.questions.words`.",
 }
 
 
