@@ -105,22 +105,23 @@ def _check_parquet(path: Path) -> None:
         raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def _read_parquet(path: Path):
+def _read_parquet(path: Path, columns: Sequence[str] | None = None):
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path)
+        return pq.read_table(path, columns=None if columns is None else list(columns))
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def read_table(path: str | os.PathLike, split: str):
-    """One split's question table as a ``pyarrow.Table`` (no ``datasets`` involved).
+def read_table(path: str | os.PathLike, split: str, *, columns: Sequence[str] | None = None):
+    """One split's question table as a ``pyarrow.Table`` (no ``datasets`` involved); ``columns``: only
+    these (faster on a large split).
 
     Raises DatasetError for a missing folder or split and for a file that is not readable Parquet.
     """
     folder = _folder(path)
-    return _read_parquet(_split_file(folder, split))
+    return _read_parquet(_split_file(folder, split), columns)
 
 
 def keys_folder(path: str | os.PathLike) -> Path:
