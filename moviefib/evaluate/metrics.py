@@ -16,7 +16,7 @@ import logging
 import operator
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING
@@ -50,6 +50,19 @@ _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 def normalise(text: str) -> str:
     """The documented normalisation (see :data:`NORMALISATION`)."""
     return _EDGES.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+def index_accuracy(predicted: Sequence[int], gold: Sequence[int]) -> float:
+    """Exact-match accuracy of answer indices (as training's validation computes it, before any
+    submission exists): a gold index of -1 (an answer outside the answer vocabulary) never matches,
+    as its word could not be predicted; NaN for no questions."""
+    gold = np.asarray(gold, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    if predicted.shape != gold.shape:
+        raise ValueError(f"{predicted.size} predictions for {gold.size} questions")
+    if not gold.size:
+        return float("nan")
+    return float(((predicted == gold) & (gold >= 0)).mean())
 
 
 @dataclass(frozen=True, eq=False)
