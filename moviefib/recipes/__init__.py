@@ -36,6 +36,20 @@ def recipe_path(name: str) -> Path:
     return Path(str(entry))
 
 
+def recipe_text(name: str) -> str:
+    """The TOML text of the packaged recipe ``name`` (:class:`UnknownRecipeError` for another name)."""
+    return recipe_path(name).read_text(encoding="utf-8")
+
+
+def recipe_summary(name: str) -> str:
+    """The first line of the packaged recipe ``name``'s opening comment ("" when it has none): each
+    recipe opens with a comment saying what it trains, which ``moviefib recipes list`` shows."""
+    for line in recipe_text(name).splitlines():
+        if line.strip():
+            return line.strip()[1:].strip() if line.lstrip().startswith("#") else ""
+    return ""
+
+
 def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
     """A recipe's file from its name or its path: a path (one with a folder or a ``.toml`` suffix) is
     taken as it is and left for the reader to check; any other string is a packaged recipe's name."""
