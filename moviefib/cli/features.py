@@ -10,6 +10,11 @@ from . import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
 
 
 def register(subparsers) -> None:
+    _register_extract(subparsers)
+    _register_features(subparsers)
+
+
+def _register_extract(subparsers) -> None:
     ex = subparsers.add_parser(
         "extract", help="extract 2D/3D video features into a feature store (HDF5)",
         description="Decode clips, sample frames or windows, run an extractor, and write one feature "
@@ -45,7 +50,7 @@ def register(subparsers) -> None:
     ex.add_argument("--short-side", type=int, default=None,
                     help="scale frames in the decoder to this short side (default: the preset's; 0: off)")
     ex.add_argument("--shard", help="i/N: process shard i (0-based) of N; default from torchrun's "
-                                    "RANK/WORLD_SIZE")
+                                    "RANK/WORLD_SIZE (and --device cuda is then cuda:LOCAL_RANK)")
     ex.add_argument("--no-amp", action="store_true", help="no float16 autocast on GPU")
     ex.add_argument("--overwrite", action="store_true",
                     help="discard an existing store/staging made with other settings")
@@ -63,6 +68,8 @@ def register(subparsers) -> None:
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex.set_defaults(func=_extract)
 
+
+def _register_features(subparsers) -> None:
     feats = subparsers.add_parser("features", help="feature stores: merge shards, npy import/export, list")
     sub = feats.add_subparsers(dest="features_command", metavar="ACTION", required=True)
     merge = sub.add_parser("merge", help="merge stores (e.g. shards) made with the same settings")
@@ -179,12 +186,8 @@ def _inputs(args):
 
 def _extract(args: argparse.Namespace) -> int:
     _require(("torch", "av", "h5py"), "feature extraction")
-    from ..features import pipeline, presets
-    from ..features.hub import WeightsFileError
-    from ..features.registry import UnknownExtractorError, create_extractor
-    from ..features.weights import WeightsUnavailableError
-    from ..fileio import LockHeldError
-    from ..video import DecoderUnavailableError, backend_problem
+    from ..features import pipeline
+    from ..video import backend_problem
 
     _check_counts(args)
     # Before any clip or model: without FFmpeg torchcodec would fail every clip with a long traceback.
@@ -193,6 +196,23 @@ def _extract(args: argparse.Namespace) -> int:
         raise CLIError(f"--decoder {args.decoder}: {problem}", EXIT_UNAVAILABLE)
     tolerance = duration_tolerance(args.duration_tolerance)
     _output_file(args.output, "-o/--output")
+    preset, name, options, sampling, short_side = _what_to_extract(args)
+    settings = _settings(args, tolerance=tolerance, short_side=short_side)
+    clips = _inputs(args)
+    if args.limit:
+        clips = clips[: args.limit]
+    extractor = _extractor(name, options, args.weights, settings.device, preset)
+    summary = _run_extraction(args, clips, extractor, sampling or pipeline.default_sampling(extractor),
+                              settings, preset.name if preset else None)
+    _print_summary(summary)
+    if args.check and summary.output:
+        _print_check(summary.output, extractor, args.check, settings.device)
+    return EXIT_PARTIAL if summary.failures else EXIT_OK
+
+
+def _what_to_extract(args: argparse.Namespace):
+    """(preset or None, extractor name, its options, sampling or None, decoder short side) of the flags."""
+    from ..features import presets
 
     if args.preset:
         try:
@@ -210,31 +230,49 @@ def _extract(args: argparse.Namespace) -> int:
             raise CLIError(str(exc), EXIT_USAGE) from None
     if args.short_side is not None:
         short_side = args.short_side or None
-    shard = None
-    try:
-        shard = pipeline.parse_shard(args.shard) if args.shard else pipeline.shard_from_env()
-    except ValueError as exc:
-        raise CLIError(str(exc), EXIT_USAGE) from None
-    device = args.device
-    if device == "cuda" and shard is not None and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise CLIError(f"--device {device}: expected cpu, cuda or cuda:N", EXIT_USAGE)
+    return preset, name, options, sampling, short_side
+
+
+# The flag of each setting, to name it in an error.
+_SETTING_FLAGS = {"device": "--device", "batch_size": "--batch-size", "num_workers": "--workers",
+                  "backend": "--decoder", "short_side": "--short-side", "decode_threads": "--decode-threads",
+                  "shard": "--shard"}
+
+
+def _settings(args: argparse.Namespace, *, tolerance, short_side: int | None):
+    """The run's settings from the flags, with the library's defaults for the rest (device and shard
+    under torchrun, batch size and workers per device), and the device checked to be here."""
     from ..devices import DeviceUnavailableError, resolve_device
+    from ..features.pipeline import ExtractSettings, SettingsError, parse_shard
 
     try:
-        resolve_device(device)
+        shard = parse_shard(args.shard) if args.shard else None
+        settings = ExtractSettings(
+            device=args.device, batch_size=args.batch_size, num_workers=args.workers, backend=args.decoder,
+            short_side=short_side, decode_threads=args.decode_threads, shard=shard, amp=not args.no_amp,
+            overwrite=args.overwrite, tolerance=tolerance, allow_partial=args.allow_partial).resolved()
+    except SettingsError as exc:
+        raise CLIError(f"{_SETTING_FLAGS.get(exc.field, exc.field)} {exc.value}: {exc.problem}", EXIT_USAGE) from None
+    except ValueError as exc:  # a malformed --shard, torchrun's variables making no sense
+        raise CLIError(str(exc), EXIT_USAGE) from None
+    try:
+        resolve_device(settings.device)
     except DeviceUnavailableError as exc:
         raise CLIError(f"--device: {exc}", EXIT_UNAVAILABLE) from None
     except ValueError as exc:
-        raise CLIError(f"--device {device}: {exc}", EXIT_USAGE) from None
+        raise CLIError(f"--device {settings.device}: {exc}", EXIT_USAGE) from None
+    return settings
 
-    clips = _inputs(args)
-    if args.limit:
-        clips = clips[: args.limit]
-    weights = None if args.weights.lower() == "none" else args.weights
+
+def _extractor(name: str, options: dict, weights: str, device: str, preset):
+    """The extractor on ``device``, its failures in one line each."""
+    from ..features.hub import WeightsFileError
+    from ..features.registry import UnknownExtractorError, create_extractor
+    from ..features.weights import WeightsUnavailableError
+
     try:
-        extractor = create_extractor(name, weights=weights, device=device, **options)
+        extractor = create_extractor(name, weights=None if weights.lower() == "none" else weights,
+                                     device=device, **options)
     except UnknownExtractorError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
     except WeightsUnavailableError as exc:
@@ -244,36 +282,38 @@ def _extract(args: argparse.Namespace) -> int:
     if preset is not None and extractor.dim != preset.dim:
         raise CLIError(f"preset {preset.name}: extractor {name} gives {extractor.dim}-d features, "
                        f"the preset expects {preset.dim}")
-    if sampling is None:
-        from ..video import EveryKth, Windows
+    return extractor
 
-        sampling = EveryKth(1) if extractor.kind == "2d" else Windows(extractor.window, fps=extractor.fps)
-    on_gpu = device.startswith("cuda")
-    batch = args.batch_size or ((256 if on_gpu else 4) if extractor.kind == "2d" else (32 if on_gpu else 2))
-    cores = os.cpu_count() or 1
-    workers = args.workers if args.workers is not None else (cores if on_gpu else max(1, cores - 1))
 
-    bar = None
-    if not args.no_progress:
+class _Progress:
+    """The progress bar of ``extract``, made once the clips left to do are known (tqdm, on stderr)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def start(self, total: int, reused: int) -> None:
         from tqdm import tqdm
 
-        def on_start(total: int, reused: int) -> None:
-            nonlocal bar
-            bar = tqdm(total=total - reused, unit="clip", desc="extract", dynamic_ncols=True,
-                       file=sys.stderr)
+        self.bar = tqdm(total=total - reused, unit="clip", desc="extract", dynamic_ncols=True, file=sys.stderr)
 
-        def on_clip(clip_id: str, ok: bool) -> None:
-            if bar is not None:
-                bar.update(1)
-    else:
-        on_start = on_clip = None
+    def step(self, _clip_id: str, _ok: bool) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_extraction(args: argparse.Namespace, clips, extractor, sampling, settings, preset: str | None):
+    from ..features.pipeline import extract
+    from ..fileio import LockHeldError
+    from ..video import DecoderUnavailableError
+
+    progress = None if args.no_progress else _Progress()
     try:
-        summary = pipeline.extract(
-            clips, args.output, extractor, sampling, preset=preset.name if preset else None,
-            device=device, batch_size=batch, num_workers=workers, backend=args.decoder,
-            short_side=short_side, decode_threads=args.decode_threads, shard=shard,
-            amp=not args.no_amp, overwrite=args.overwrite, on_start=on_start, on_clip=on_clip,
-            tolerance=tolerance, allow_partial=args.allow_partial)
+        return extract(clips, args.output, extractor, sampling, settings=settings, preset=preset,
+                       on_start=progress.start if progress else None, on_clip=progress.step if progress else None)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     except (LockHeldError, DecoderUnavailableError) as exc:
@@ -283,8 +323,11 @@ def _extract(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}{where}; finished clips "
                        f"are kept: rerun once this is fixed") from None
     finally:
-        if bar is not None:
-            bar.close()
+        if progress is not None:
+            progress.close()
+
+
+def _print_summary(summary) -> None:
     redone = f" ({summary.redone} redone: their video file changed)" if summary.redone else ""
     print(f"{summary.output or '(no store written)'}: {summary.extracted} clips extracted{redone}, "
           f"{summary.reused} already done, {summary.failed} failed, of {summary.total} "
@@ -296,16 +339,12 @@ def _extract(args: argparse.Namespace) -> int:
         kept = f", and {summary.failures_kept} earlier ones not retried" if summary.failures_kept else ""
         print(f"failures ({summary.failed} of this run{kept}) listed in {summary.failures_path}",
               file=sys.stderr)
-    if args.check and summary.output:
-        _check(summary.output, extractor, args.check, device)
-    return EXIT_PARTIAL if summary.failures else EXIT_OK
 
 
 # (flag, attribute, least value): below it a count means nothing, and taken as it is it would be
 # silently wrong (--limit -1 slices off the last clip, --batch-size 0 falls back to the default).
-_COUNT_FLAGS = (("--limit", "limit", 1), ("--batch-size", "batch_size", 1), ("--workers", "workers", 0),
-                ("--decode-threads", "decode_threads", 0), ("--short-side", "short_side", 0),
-                ("--check", "check", 0))
+# --short-side is checked here because 0 is its word for "off"; the settings check the others.
+_COUNT_FLAGS = (("--limit", "limit", 1), ("--short-side", "short_side", 0), ("--check", "check", 0))
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -316,24 +355,16 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise CLIError(f"{flag} {value}: must be at least {least}", EXIT_USAGE)
 
 
-def _check(store_path: str, extractor, n: int, device: str) -> None:
+def _print_check(store_path: str, extractor, n: int, device: str) -> None:
     """Top-5 classes of the clip-averaged features of the first ``n`` clips."""
-    if extractor.classify is None or not extractor.labels:
-        print(f"--check: extractor {extractor.name} has no classifier for these features "
-              f"(random init or a layer without a head)")
+    from ..features.check import classifier_problem, top_classes
+
+    problem = classifier_problem(extractor)
+    if problem is not None:
+        print(f"--check: {problem}")
         return
-    import torch
-
-    from ..features.store import open_store
-
-    with open_store(store_path) as store, torch.inference_mode():
-        for clip_id in store.clip_ids()[:n]:
-            feats = torch.from_numpy(store.get(clip_id).features.astype("float32")).mean(0, keepdim=True)
-            probs = extractor.classify(feats.to(device)).softmax(-1)[0].cpu()
-            top = probs.topk(5)
-            labels = ", ".join(f"{extractor.labels[i]} {p:.2f}"
-                               for p, i in zip(top.values.tolist(), top.indices.tolist()))
-            print(f"{clip_id}: {labels}")
+    for clip in top_classes(store_path, extractor, n, device=device):
+        print(f"{clip.clip_id}: " + ", ".join(f"{label} {p:.2f}" for label, p in clip.top))
 
 
 def _merge(args: argparse.Namespace) -> int:
