@@ -43,7 +43,7 @@ import colorsys
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -388,25 +388,43 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
     info = dict(path=out, config=config, clips=_count(p.split for p in plans),
                 sentences=_count(p.split for p in plans for _ in p.sentences),
                 word_types=_count(t for p in plans for s in p.sentences for t in s.types))
-    outputs = [out / ANNOTATION_FILE.format(split=s) for s in SPLITS] + [out / WORD_TYPES_FILE]
-    clips = [p.video_path(out) for p in plans]
-    if old is not None and old.get("complete"):
-        # A stat per file, no decoding: cheap enough for every rerun of the demo.
-        changed = _changed_files(out, old, clips + outputs)
-        if changed == []:
-            log.info("reusing the complete corpus in %s", out)
-            if progress:
-                progress(len(plans), len(plans))
-            return CorpusInfo(**info, written=0, reused=True)
-        if changed:
-            log.warning("%s: %d file(s) changed or missing since the corpus was written (first: %s); "
-                        "regenerating them", out, len(changed), changed[0])
-            for path in changed:
-                if path.suffix == ".avi":  # the annotation files are rewritten below anyway
-                    path.unlink(missing_ok=True)
+    files = [p.video_path(out) for p in plans] + [out / ANNOTATION_FILE.format(split=s) for s in SPLITS] + \
+        [out / WORD_TYPES_FILE]
+    if old is not None and old.get("complete") and _reuse_or_repair(out, old, files):
+        if progress:
+            progress(len(plans), len(plans))
+        return CorpusInfo(**info, written=0, reused=True)
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, False), indent=2) + "\n")
+    written = _write_clips(out, plans, workers=workers, progress=progress)
+    _write_texts(out, plans)
+    sizes = _file_sizes(out, files)
+    atomic_write(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, True, sizes), indent=2) + "\n")
+    log.info("corpus written to %s: %s clips, %s sentences", out, info["clips"], info["sentences"])
+    return CorpusInfo(**info, written=written, reused=False)
+
+
+def _reuse_or_repair(out: Path, manifest: dict, files: list[Path]) -> bool:
+    """Whether the complete corpus in ``out`` can be reused as it is; when some of its ``files`` changed
+    since it was written, the changed clips are deleted (to be made again) and it cannot."""
+    # A stat per file, no decoding: cheap enough for every rerun of the demo.
+    changed = _changed_files(out, manifest, files)
+    if changed == []:
+        log.info("reusing the complete corpus in %s", out)
+        return True
+    if changed:
+        log.warning("%s: %d file(s) changed or missing since the corpus was written (first: %s); "
+                    "regenerating them", out, len(changed), changed[0])
+        for path in changed:
+            if path.suffix == ".avi":  # the annotation files are rewritten anyway
+                path.unlink(missing_ok=True)
+    return False
+
+
+def _write_clips(out: Path, plans: list[ClipPlan], *, workers: int,
+                 progress: Callable[[int, int], None] | None) -> int:
+    """Encode the clips not yet in ``out`` (``workers`` processes); returns how many were written."""
     for stale in out.glob("*/.*.avi.*.tmp"):
         stale.unlink()
     jobs = [(str(p.video_path(out)), p.scene) for p in plans if not p.video_path(out).exists()]
@@ -416,23 +434,28 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
     done = len(plans) - len(jobs)
     if progress:
         progress(done, len(plans))
+    for _ in _encoded(jobs, workers):
+        done += 1
+        if progress:
+            progress(done, len(plans))
+    return len(jobs)
+
+
+def _encoded(jobs: list[tuple[str, SceneSpec]], workers: int) -> Iterator[str]:
+    """Encode the clips of ``jobs`` (in this process, or in ``workers`` processes); yields each path
+    once it is written."""
     if workers == 1 or len(jobs) < 2:
-        for job in jobs:
-            _write_clip_job(job)
-            done += 1
-            if progress:
-                progress(done, len(plans))
-    else:
-        import multiprocessing
+        yield from map(_write_clip_job, jobs)
+        return
+    import multiprocessing
 
-        # spawn, not fork: the caller (the demo) may have torch and its thread pools loaded.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for _ in pool.map(_write_clip_job, jobs, chunksize=8):
-                done += 1
-                if progress:
-                    progress(done, len(plans))
+    # spawn, not fork: the caller (the demo) may have torch and its thread pools loaded.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_write_clip_job, jobs, chunksize=8)
 
+
+def _write_texts(out: Path, plans: list[ClipPlan]) -> None:
+    """The annotation file of each split and ``word_types.jsonl`` (rows in split, then plan order)."""
     for split in SPLITS:
         write_rows(out / ANNOTATION_FILE.format(split=split),
                    (row for p in plans if p.split == split for row in p.rows()))
@@ -446,10 +469,6 @@ def generate_corpus(out: str | os.PathLike, config: CorpusConfig | None = None, 
                                          "types": list(s.types), "roles": list(s.roles)},
                                         ensure_ascii=False))
     atomic_write(out / WORD_TYPES_FILE, "\n".join(lines) + "\n")
-    sizes = _file_sizes(out, clips + outputs)
-    atomic_write(out / MANIFEST_FILE, json.dumps(_manifest(config, plans, True, sizes), indent=2) + "\n")
-    log.info("corpus written to %s: %s clips, %s sentences", out, info["clips"], info["sentences"])
-    return CorpusInfo(**info, written=len(jobs), reused=False)
 
 
 @dataclass(frozen=True)

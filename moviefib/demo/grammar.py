@@ -159,117 +159,167 @@ class _Builder:
 
 def describe(scene: SceneWords, rng: np.random.Generator) -> Sentence:
     """One sentence about ``scene``; the template and text words come from ``rng`` only."""
-    def pick(options: Sequence[str]) -> str:
-        return options[int(rng.integers(len(options)))]
+    return _Describer(scene, rng).sentence()
 
-    b = _Builder()
-    pronoun = pick(tuple(_PRONOUNS))
 
-    def gesture(avoid: str = "") -> str:
-        g = pick(_GESTURES)
+class _Describer:
+    """The writing of one sentence: the scene, the random stream and the words so far.
+
+    The draws from ``rng`` happen in a fixed order (pronoun, sentence frame, then the frame's phrases
+    left to right): the corpus is a function of its seed, so that order is part of the output.
+    """
+
+    def __init__(self, scene: SceneWords, rng: np.random.Generator) -> None:
+        self.scene, self.rng, self.b = scene, rng, _Builder()
+        self.pronoun = self.pick(tuple(_PRONOUNS))
+
+    def pick(self, options: Sequence[str]) -> str:
+        return options[int(self.rng.integers(len(options)))]
+
+    def sentence(self) -> Sentence:
+        _FRAMES[int(self.rng.integers(len(_FRAMES)))](self)
+        return self.b.sentence()
+
+    # -- phrases
+
+    def gesture(self, avoid: str = "") -> str:
+        g = self.pick(_GESTURES)
         while g == avoid:
-            g = pick(_GESTURES)
-        b.text(g.replace("P ", f"{pronoun} ").replace(" R", f" {_PRONOUNS[pronoun]}"))
+            g = self.pick(_GESTURES)
+        self.b.text(g.replace("P ", f"{self.pronoun} ").replace(" R", f" {_PRONOUNS[self.pronoun]}"))
         return g
 
-    def noun_phrase(article: str) -> None:
-        b.text(article)
-        if rng.random() < 0.5:
-            b.attr(scene.size, "size")
-        b.attr(scene.colour, "colour")
-        b.attr(scene.shape, "shape")
+    def noun_phrase(self, article: str) -> None:
+        self.b.text(article)
+        if self.rng.random() < 0.5:
+            self.b.attr(self.scene.size, "size")
+        self.b.attr(self.scene.colour, "colour")
+        self.b.attr(self.scene.shape, "shape")
 
-    def motion(forms: int = 5) -> None:
+    def motion(self, forms: int = 5) -> None:
         # forms=4 leaves out the last form: after "as it", another "as it moves" would stutter.
-        toward = pick(_TOWARD)
-        form = int(rng.integers(forms))
-        if form == 0:
-            b.attr(scene.action, "action")
-            b.attr(scene.speed, "speed")
-            b.text(toward)
-            b.attr(scene.direction, "direction")
-        elif form == 1:
-            b.attr(scene.action, "action")
-            b.text(toward)
-            b.attr(scene.direction, "direction")
-            b.attr(scene.speed, "speed")
-        elif form == 2:
-            b.attr(scene.speed, "speed")
-            b.attr(scene.action, "action")
-            b.text(toward)
-            b.attr(scene.direction, "direction")
-        elif form == 3:
-            b.text("moves")
-            b.attr(scene.speed, "speed")
-            b.text(toward)
-            b.attr(scene.direction, "direction")
-            b.text("and")
-            b.attr(scene.action, "action")
+        toward = self.pick(_TOWARD)
+        _MOTION_FORMS[int(self.rng.integers(forms))](self.b, self.scene, toward)
+
+    def backdrop_suffix(self) -> None:
+        if self.rng.random() < 0.3:
+            self.b.text(self.pick(_BACKDROP_PREPS))
+            self.b.attr(self.scene.backdrop, "backdrop")
+
+    def extra_clause(self) -> None:
+        extra = self.scene.extra
+        if extra is not None and self.rng.random() < 0.6:
+            if self.rng.random() < 0.5:
+                self.b.punct(",")
+            self.b.text("while a")
+            self.b.attr(extra[0], "extra_colour")
+            self.b.attr(extra[1], "extra_shape")
+            self.b.text(self.pick(("rests in the corner", "sits still in the corner", "stays in the corner")))
+
+    # -- sentence frames (_FRAMES)
+
+    def intro_first(self) -> None:
+        """[intro,] NP motion [backdrop] [extra]"""
+        if self.rng.random() < 0.5:
+            self.b.text(self.pick(_INTROS))
+            self.b.punct(",")
+        self.noun_phrase(self.pick(("a", "the")))
+        self.motion()
+        self.backdrop_suffix()
+        self.extra_clause()
+
+    def someone_watches(self) -> None:
+        """SOMEONE watches as NP motion [backdrop]"""
+        self.b.text(self.pick(("SOMEONE watches as", "SOMEONE looks on as", "SOMEONE and SOMEONE watch as")))
+        self.noun_phrase("a")
+        self.motion()
+        self.backdrop_suffix()
+
+    def while_someone_gestures(self) -> None:
+        """NP motion [backdrop] while SOMEONE gestures"""
+        self.noun_phrase(self.pick(("a", "the")))
+        self.motion()
+        self.backdrop_suffix()
+        self.b.text("while SOMEONE")
+        self.gesture()
+
+    def someone_gestures_as(self) -> None:
+        """SOMEONE gestures [and gestures] as NP motion [backdrop]"""
+        if self.rng.random() < 0.2:
+            self.b.text("SOMEONE and SOMEONE")
+            self.b.text(self.pick(_PAIR_GESTURES))
         else:
-            b.attr(scene.action, "action")
-            b.text("as it moves")
-            b.attr(scene.speed, "speed")
-            b.text(toward)
-            b.attr(scene.direction, "direction")
+            self.b.text("SOMEONE")
+            first = self.gesture()
+            if self.rng.random() < 0.35:
+                self.b.text("and")
+                self.gesture(avoid=first)
+        self.b.text("as")
+        self.noun_phrase("a")
+        self.motion()
+        self.backdrop_suffix()
 
-    def backdrop_suffix() -> None:
-        if rng.random() < 0.3:
-            b.text(pick(_BACKDROP_PREPS))
-            b.attr(scene.backdrop, "backdrop")
+    def someone_follows(self) -> None:
+        """SOMEONE follows the NP with his eyes as it moves"""
+        self.b.text("SOMEONE follows")
+        self.noun_phrase("the")
+        self.b.text(f"with {self.pronoun} eyes as it")
+        self.motion(forms=4)
 
-    def extra_clause() -> None:
-        if scene.extra is not None and rng.random() < 0.6:
-            if rng.random() < 0.5:
-                b.punct(",")
-            b.text("while a")
-            b.attr(scene.extra[0], "extra_colour")
-            b.attr(scene.extra[1], "extra_shape")
-            b.text(pick(("rests in the corner", "sits still in the corner", "stays in the corner")))
+    def backdrop_first(self) -> None:
+        """In front of the house, NP motion [extra]"""
+        self.b.text(self.pick(_BACKDROP_PREPS))
+        self.b.attr(self.scene.backdrop, "backdrop")
+        self.b.punct(",")
+        self.noun_phrase("a")
+        self.motion()
+        self.extra_clause()
 
-    frame = int(rng.integers(6))
-    if frame == 0:  # [intro,] NP motion [backdrop] [extra]
-        if rng.random() < 0.5:
-            b.text(pick(_INTROS))
-            b.punct(",")
-        noun_phrase(pick(("a", "the")))
-        motion()
-        backdrop_suffix()
-        extra_clause()
-    elif frame == 1:  # SOMEONE watches as NP motion
-        b.text(pick(("SOMEONE watches as", "SOMEONE looks on as", "SOMEONE and SOMEONE watch as")))
-        noun_phrase("a")
-        motion()
-        backdrop_suffix()
-    elif frame == 2:  # NP motion while SOMEONE gestures
-        noun_phrase(pick(("a", "the")))
-        motion()
-        backdrop_suffix()
-        b.text("while SOMEONE")
-        gesture()
-    elif frame == 3:  # SOMEONE gestures [and gestures] as NP motion
-        if rng.random() < 0.2:
-            b.text("SOMEONE and SOMEONE")
-            b.text(pick(_PAIR_GESTURES))
-        else:
-            b.text("SOMEONE")
-            first = gesture()
-            if rng.random() < 0.35:
-                b.text("and")
-                gesture(avoid=first)
-        b.text("as")
-        noun_phrase("a")
-        motion()
-        backdrop_suffix()
-    elif frame == 4:  # SOMEONE follows the NP with his eyes as it moves
-        b.text("SOMEONE follows")
-        noun_phrase("the")
-        b.text(f"with {pronoun} eyes as it")
-        motion(forms=4)
-    else:  # backdrop first: In front of the house, NP motion
-        b.text(pick(_BACKDROP_PREPS))
-        b.attr(scene.backdrop, "backdrop")
-        b.punct(",")
-        noun_phrase("a")
-        motion()
-        extra_clause()
-    return b.sentence()
+
+# The six sentence frames, in the order of the draw that picks one (the order is part of the corpus).
+_FRAMES = (_Describer.intro_first, _Describer.someone_watches, _Describer.while_someone_gestures,
+           _Describer.someone_gestures_as, _Describer.someone_follows, _Describer.backdrop_first)
+
+
+def _action_speed_toward(b: _Builder, scene: SceneWords, toward: str) -> None:
+    b.attr(scene.action, "action")
+    b.attr(scene.speed, "speed")
+    b.text(toward)
+    b.attr(scene.direction, "direction")
+
+
+def _action_toward_speed(b: _Builder, scene: SceneWords, toward: str) -> None:
+    b.attr(scene.action, "action")
+    b.text(toward)
+    b.attr(scene.direction, "direction")
+    b.attr(scene.speed, "speed")
+
+
+def _speed_action_toward(b: _Builder, scene: SceneWords, toward: str) -> None:
+    b.attr(scene.speed, "speed")
+    b.attr(scene.action, "action")
+    b.text(toward)
+    b.attr(scene.direction, "direction")
+
+
+def _moves_toward_and_action(b: _Builder, scene: SceneWords, toward: str) -> None:
+    b.text("moves")
+    b.attr(scene.speed, "speed")
+    b.text(toward)
+    b.attr(scene.direction, "direction")
+    b.text("and")
+    b.attr(scene.action, "action")
+
+
+def _action_as_it_moves(b: _Builder, scene: SceneWords, toward: str) -> None:
+    b.attr(scene.action, "action")
+    b.text("as it moves")
+    b.attr(scene.speed, "speed")
+    b.text(toward)
+    b.attr(scene.direction, "direction")
+
+
+# The five orders of the motion words, in the order of their draw; the last one ("... as it moves ...")
+# must stay last: motion(forms=4) leaves it out.
+_MOTION_FORMS = (_action_speed_toward, _action_toward_speed, _speed_action_toward, _moves_toward_and_action,
+                 _action_as_it_moves)
