@@ -15,7 +15,8 @@ import pytest
 
 pytest.importorskip("flask", reason="the human page needs Flask (pip install 'moviefib[human]')")
 
-from test_human import write_clips, write_dataset  # noqa: E402
+# The video_root fixture (test_human's clips), shared rather than written twice.
+from test_human import video_root_fixture, write_dataset  # noqa: E402, F401
 
 from moviefib.cli import main as cli_main  # noqa: E402
 from moviefib.human.answers import read_answers  # noqa: E402
@@ -249,14 +250,6 @@ def test_answer_file_unwritable(dataset, tmp_path, capsys):
 
 
 # --- other settings of `human serve` and `human prepare` ---------------------------------------------------
-
-@pytest.fixture(scope="module")
-def video_root(tmp_path_factory) -> Path:
-    pytest.importorskip("av", reason="video mode needs PyAV")
-    root = tmp_path_factory.mktemp("bad-videos")
-    write_clips(root)
-    return root
-
 
 def _file(tmp: Path) -> Path:
     (tmp / "plain").write_text("x")

@@ -99,8 +99,10 @@ def dataset(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("human") / "tiny")
 
 
-@pytest.fixture(scope="module")
-def video_root(tmp_path_factory) -> Path:
+# Named apart from its fixture name so that test_bad_inputs_human can import it without shadowing.
+@pytest.fixture(scope="module", name="video_root")
+def video_root_fixture(tmp_path_factory) -> Path:
+    """The clips of the dataset's questions (:func:`write_clips`)."""
     pytest.importorskip("av", reason="video mode needs PyAV")
     root = tmp_path_factory.mktemp("videos")
     write_clips(root)

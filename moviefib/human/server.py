@@ -91,14 +91,23 @@ class ServerOptions:
 
 def create_app(session: AnnotationSession, clips: ClipCache | None, options: ServerOptions):
     """The Flask application over an annotation session (``clips`` is required in video mode)."""
-    from flask import Flask, abort, jsonify, request, send_file
-    from werkzeug.exceptions import HTTPException
+    from flask import Flask
 
     if session.mode == "video" and clips is None:
         raise ValueError("video mode needs a ClipCache")
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    _add_error_replies(app)
+    _add_access_checks(app, options)
+    _Routes(session, clips, options).add_to(app)
+    return app
+
+
+def _add_error_replies(app) -> None:
+    """Errors as JSON ``{"error": ...}`` the page can show."""
+    from flask import jsonify
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(HTTPException)
     def _http_error(exc):  # 404, 405, 413...: JSON the page can show, not Werkzeug's HTML
@@ -106,19 +115,38 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
                    else f"{exc.name}: {exc.description}")
         return jsonify(error=message), exc.code
 
+    @app.errorhandler(AnswerFileError)
+    def _bad_answer_file(exc):  # someone edited the file under a running server
+        log.error("%s", exc)
+        return jsonify(error=f"The answer file is broken: {exc}"), 500
+
+
+def _access_refusal(options: ServerOptions, request) -> str | None:
+    """Why ``request`` may not reach the application (the body of a 403), or None.
+
+    Without a token, a server bound to loopback accepts only a local ``Host`` (DNS rebinding); with
+    one, the request must carry it (header, cookie or ``?token=``).
+    """
+    if options.token is None:
+        if options.loopback and _host_name(request.host) not in _LOCAL_HOSTS:
+            return "Forbidden: open this page as http://localhost:<port>/\n"
+        return None
+    given = (request.headers.get("X-MovieFIB-Token") or request.cookies.get(TOKEN_COOKIE)
+             or request.args.get("token") or "")
+    if not hmac.compare_digest(given.encode(), options.token.encode()):
+        return ("Forbidden: this server needs a token; open the URL that `moviefib human serve` "
+                "printed (it ends with ?token=...).\n")
+    return None
+
+
+def _add_access_checks(app, options: ServerOptions) -> None:
+    """Refuse foreign requests before any route runs; turn a ``?token=`` into a cookie."""
+    from flask import request
+
     @app.before_request
     def _guard():
-        if options.token is None:
-            if options.loopback and _host_name(request.host) not in _LOCAL_HOSTS:
-                return "Forbidden: open this page as http://localhost:<port>/\n", 403
-            return None
-        given = (request.headers.get("X-MovieFIB-Token") or request.cookies.get(TOKEN_COOKIE)
-                 or request.args.get("token") or "")
-        if not hmac.compare_digest(given.encode(), options.token.encode()):
-            message = ("Forbidden: this server needs a token; open the URL that `moviefib human serve` "
-                       "printed (it ends with ?token=...).\n")
-            return message, 403
-        return None
+        refusal = _access_refusal(options, request)
+        return None if refusal is None else (refusal, 403)
 
     @app.after_request
     def _remember_token(resp):
@@ -127,74 +155,91 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
-    @app.errorhandler(AnswerFileError)
-    def _bad_answer_file(exc):  # someone edited the file under a running server
-        log.error("%s", exc)
-        return jsonify(error=f"The answer file is broken: {exc}"), 500
 
-    @app.get("/")
-    def index():
+def _json_body(request) -> dict | None:
+    """The request's JSON object, or None; a body over the cap raises 413 here."""
+    # A JSON content type is also what keeps other sites out: they cannot send one without a
+    # CORS preflight, which this server never grants.
+    if not request.is_json:
+        return None
+    try:
+        data = strict_json(request.get_data(cache=False))
+    except (UnicodeDecodeError, ValueError):  # not JSON, NaN, nested too deeply, 5,000 digits
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class _Routes:
+    """The page's endpoints over one session and, in video mode, its clip cache."""
+
+    session: AnnotationSession
+    clips: ClipCache | None
+    options: ServerOptions
+
+    def add_to(self, app) -> None:
+        # Each endpoint is named after its method (index, config, next_question, answer, clip).
+        app.get("/")(self.index)
+        app.get("/api/config")(self.config)
+        app.get("/api/next")(self.next_question)
+        app.post("/api/answer")(self.answer)
+        app.get("/clip/<question_id>")(self.clip)
+
+    def index(self):
+        from flask import send_file
+
         return send_file(STATIC_DIR / "index.html", mimetype="text/html", max_age=0)
 
-    @app.get("/api/config")
-    def config():
-        return jsonify(mode=session.mode, questions=len(session.questions), title=options.title)
+    def config(self):
+        from flask import jsonify
 
-    def next_servable(annotator: str):
+        return jsonify(mode=self.session.mode, questions=len(self.session.questions), title=self.options.title)
+
+    def next_servable(self, annotator: str):
         """The next question whose clip (in video mode) is ready, the progress, and what was left out."""
         notices = []
         while True:
-            q, progress = session.next_question(annotator)
-            if q is None or clips is None:
+            q, progress = self.session.next_question(annotator)
+            if q is None or self.clips is None:
                 return q, progress, notices
             try:
-                clips.get(q.clip_id, clip_seconds=q.clip_seconds)
+                self.clips.get(q.clip_id, clip_seconds=q.clip_seconds)
                 return q, progress, notices
             except ClipRefused as exc:  # never serve part of a clip: leave its questions out
                 log.error("%s; its questions are left out", exc)
-                session.clip_unavailable(q.clip_id)
+                self.session.clip_unavailable(q.clip_id)
                 notices.append(f"A question was left out, its clip is not available: {exc}")
 
-    @app.get("/api/next")
-    def next_question():
+    def next_question(self):
+        from flask import jsonify, request
+
         annotator = request.args.get("annotator", "")
         try:
-            q, progress, notices = next_servable(annotator)
+            q, progress, notices = self.next_servable(annotator)
         except InvalidInput as exc:
             return jsonify(error=str(exc)), 400
         except ClipCacheError as exc:
             log.error("%s", exc)
             return jsonify(error=f"The clip cannot be prepared ({exc}); tell the organiser."), 503
         body = {"progress": asdict(progress), "done": q is None, "question": None, "notices": notices}
-        if q is not None and clips is not None:
-            after = session.following(annotator, q)
+        if q is not None and self.clips is not None:
+            after = self.session.following(annotator, q)
             if after is not None:
-                clips.prefetch(after.clip_id, clip_seconds=after.clip_seconds)
+                self.clips.prefetch(after.clip_id, clip_seconds=after.clip_seconds)
         if q is not None:
             body["question"] = {"question_id": q.question_id, "before": q.before, "after": q.after,
-                                "clip_url": f"/clip/{q.question_id}" if session.mode == "video" else None}
+                                "clip_url": f"/clip/{q.question_id}" if self.session.mode == "video" else None}
         return jsonify(body)
 
-    def json_body() -> dict | None:
-        """The request's JSON object, or None; a body over the cap raises 413 here."""
-        # A JSON content type is also what keeps other sites out: they cannot send one without a
-        # CORS preflight, which this server never grants.
-        if not request.is_json:
-            return None
-        try:
-            data = strict_json(request.get_data(cache=False))
-        except (UnicodeDecodeError, ValueError):  # not JSON, NaN, nested too deeply, 5,000 digits
-            return None
-        return data if isinstance(data, dict) else None
+    def answer(self):
+        from flask import jsonify, request
 
-    @app.post("/api/answer")
-    def answer():
-        data = json_body()
+        data = _json_body(request)
         if data is None:
             return jsonify(error="The request must be a JSON object."), 400
         try:
-            record = session.submit(data.get("annotator"), data.get("question_id"), data.get("answer"),
-                                    data.get("seconds"), data.get("skipped", False))
+            record = self.session.submit(data.get("annotator"), data.get("question_id"), data.get("answer"),
+                                         data.get("seconds"), data.get("skipped", False))
         except Conflict as exc:
             return jsonify(error=str(exc)), 409
         except InvalidInput as exc:
@@ -204,13 +249,14 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
             return jsonify(error=f"The answer was NOT saved ({exc}); tell the organiser."), 500
         return jsonify(record=asdict(record))
 
-    @app.get("/clip/<question_id>")
-    def clip(question_id: str):
-        q = session.question(question_id) if session.mode == "video" else None
+    def clip(self, question_id: str):
+        from flask import abort, jsonify, send_file
+
+        q = self.session.question(question_id) if self.session.mode == "video" else None
         if q is None:
             abort(404)
         try:
-            path = clips.get(q.clip_id, clip_seconds=q.clip_seconds)
+            path = self.clips.get(q.clip_id, clip_seconds=q.clip_seconds)
         except ClipRefused as exc:
             return jsonify(error=f"The clip of this question is not available: {exc}"), 404
         except ClipCacheError as exc:
@@ -219,8 +265,6 @@ def create_app(session: AnnotationSession, clips: ClipCache | None, options: Ser
         resp = send_file(path, mimetype="video/webm", conditional=True, max_age=3600)
         resp.headers["Cache-Control"] = "private, max-age=3600"
         return resp
-
-    return app
 
 
 def _listen(host: str, port: int) -> socket.socket:
