@@ -17,28 +17,31 @@ pytest.importorskip("torchvision")
 
 from moviefib.cli import EXIT_UNAVAILABLE, CLIError  # noqa: E402
 from moviefib.features import weights as W  # noqa: E402
-from moviefib.features.registry import UnknownExtractorError, create_extractor, list_extractors  # noqa: E402
+from moviefib.features.registry import (  # noqa: E402
+    UnknownExtractorError,
+    create_extractor,
+    extractor_meta,
+    list_extractors,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BUNNY = SHARED / "videos" / "bigbuckbunny.mp4"
 
-# Smallest inputs each architecture accepts, and options that shrink it, for random-init passes.
+# Smallest inputs each architecture accepts, and options that shrink it (but keep the feature size),
+# for random-init passes; what each should give is its registry record (extractor_meta).
 TINY = {
     "googlenet": ((2, 3, 64, 64), {}),
     "resnet50": ((2, 3, 64, 64), {}),
     "resnet152": ((1, 3, 32, 32), {}),
     "efficientnet_lite0": ((2, 3, 64, 64), {}),
-    "clip": ((2, 3, 32, 32), {"config": {"image_size": 32, "patch_size": 16, "hidden_size": 32,
-                                         "intermediate_size": 64, "num_hidden_layers": 2,
-                                         "num_attention_heads": 2, "projection_dim": 16}}),
+    "clip": ((2, 3, 224, 224), {"config": {"patch_size": 32, "hidden_size": 32, "intermediate_size": 64,
+                                           "num_hidden_layers": 2, "num_attention_heads": 2}}),
     "c3d": ((1, 3, 16, 112, 112), {}),
     "i3d": ((2, 3, 8, 64, 64), {"window": 8}),
     "r2plus1d_18": ((2, 3, 4, 32, 32), {"window": 4}),
     "r3d_18": ((2, 3, 4, 32, 32), {"window": 4}),
     "s3d": ((1, 3, 14, 64, 64), {"window": 14}),
 }
-EXPECTED = {"googlenet": 1024, "resnet50": 2048, "resnet152": 2048, "efficientnet_lite0": 1280, "clip": 16,
-            "c3d": 4096, "i3d": 1024, "r2plus1d_18": 512, "r3d_18": 512, "s3d": 1024}
 
 
 @functools.cache
@@ -51,7 +54,7 @@ def _random(name):
 
 
 def test_registry_lists_every_family():
-    assert set(EXPECTED) <= set(list_extractors())
+    assert set(TINY) <= set(list_extractors())
 
 
 # Their forward tests live in test_extractors_pytorchvideo.py (skipped when the extra is absent).
@@ -84,17 +87,24 @@ def test_bad_weights_file_is_one_clear_error(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_random_init_forward(name):
-    shape, _ = TINY[name]
-    ex = _random(name)
-    assert ex.name == name and ex.dim == EXPECTED[name]
+    shape, options = TINY[name]
+    ex, meta = _random(name), extractor_meta(name)
+    assert (ex.name, ex.kind, ex.dim, ex.fps) == (name, meta.kind, meta.dim, meta.fps)
     assert ex.kind == ("3d" if len(shape) == 5 else "2d")
+    assert ex.window == options.get("window", meta.window)
+    assert ex.provenance["layer"] == meta.layer
+    assert ex.preprocess.resize == meta.resize and ex.preprocess.crop_size == _pair(meta.input_size)
     assert ex.provenance["sha256"] == "random-init" and ex.provenance["extractor"] == name
     assert ex.classify is None and ex.labels is None
     assert not ex.model.training
     with torch.no_grad():
         out = ex.model(torch.randn(*shape))
-    assert tuple(out.shape) == (shape[0], ex.dim)
+    assert tuple(out.shape) == (shape[0], meta.dim)  # the record's size is what the network gives
     assert torch.isfinite(out).all()
+
+
+def _pair(size):
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
 from moviefib.features import models_pytorchvideo as PTV  # noqa: E402
-from moviefib.features.registry import create_extractor, list_extractors  # noqa: E402
+from moviefib.features.registry import create_extractor, extractor_meta, list_extractors  # noqa: E402
 from moviefib.features.weights import WeightsUnavailableError, sha256_file  # noqa: E402
 
 # pytorchvideo decorates layers with torch.jit.script, which torch deprecates; nothing to act on here.
@@ -28,12 +28,12 @@ needs_pytorchvideo = pytest.mark.skipif(
     reason="pytorchvideo not installed (pip install 'moviefib[pytorchvideo]')")
 
 NAMES = ("x3d_xs", "x3d_s", "x3d_m", "slowfast_r50")
-# (input shape, feature size, default window, fps) per extractor; tiny inputs, any window works.
+# A tiny input per extractor (any window works); what each gives is its registry record.
 TINY = {
-    "x3d_xs": ((2, 3, 4, 32, 32), 2048, 4, 2.5),
-    "x3d_s": ((1, 3, 5, 32, 48), 2048, 13, 5.0),
-    "x3d_m": ((1, 3, 3, 32, 32), 2048, 16, 6.0),
-    "slowfast_r50": ((1, 3, 8, 32, 32), 2304, 32, 15.0),
+    "x3d_xs": (2, 3, 4, 32, 32),
+    "x3d_s": (1, 3, 5, 32, 48),
+    "x3d_m": (1, 3, 3, 32, 32),
+    "slowfast_r50": (1, 3, 8, 32, 32),
 }
 
 
@@ -66,15 +66,16 @@ def test_missing_pytorchvideo_is_one_line(monkeypatch):
 @needs_pytorchvideo
 @pytest.mark.parametrize("name", NAMES)
 def test_random_init_forward(name):
-    shape, dim, window, fps = TINY[name]
+    shape, meta = TINY[name], extractor_meta(name)
     ex = _random(name)
-    assert (ex.name, ex.kind, ex.dim, ex.window, ex.fps) == (name, "3d", dim, window, fps)
+    assert (ex.name, ex.kind, ex.dim, ex.window, ex.fps) == (name, "3d", meta.dim, meta.window, meta.fps)
+    assert ex.preprocess.resize == meta.resize and ex.preprocess.crop_size == (meta.input_size,) * 2
     assert ex.provenance["sha256"] == ex.provenance["weights"] == "random-init"
     assert "pytorchvideo" in ex.provenance["versions"]
     assert ex.classify is None and ex.labels is None and not ex.model.training
     with torch.no_grad():
         out = ex.model(torch.randn(*shape))
-    assert tuple(out.shape) == (shape[0], dim) and torch.isfinite(out).all()
+    assert tuple(out.shape) == (shape[0], meta.dim) and torch.isfinite(out).all()
 
 
 @needs_pytorchvideo
@@ -109,7 +110,7 @@ def test_x3d_features_are_what_its_classifier_reads():
     x = torch.randn(1, 3, 4, 64, 64)
     with torch.no_grad():
         feats = wrapper(x)
-        assert feats.shape == (1, 2048) and (feats >= 0).all()  # after the projected pool's ReLU
+        assert feats.shape == (1, PTV.X3D_XS_META.dim) and (feats >= 0).all()  # after the projected pool's ReLU
         probs = wrapper.head()(feats).softmax(-1)
         assert torch.allclose(probs, net(x), atol=1e-5)  # the hub model ends in a softmax
 
@@ -125,7 +126,7 @@ def test_slowfast_features_are_what_its_classifier_reads():
     with torch.no_grad():
         feats = wrapper(x)
         slow = x[:, :, [0, 7]]  # T / alpha = 2 frames spread over the window
-        assert feats.shape == (1, 2304)
+        assert feats.shape == (1, PTV.SLOWFAST_R50_META.dim)
         assert torch.allclose(wrapper.head()(feats), net([slow, x]), atol=1e-4)
         with pytest.raises(ValueError, match="multiple of 4"):
             wrapper(torch.randn(1, 3, 6, 64, 64))

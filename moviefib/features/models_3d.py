@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hub import WeightsFileError, load_state_dict_file, torchvision_model
-from .registry import Extractor, library_versions, register_extractor
+from .registry import Extractor, ExtractorMeta, build_extractor, register_extractor
 from .transforms import FramePreprocess
 
 _KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -127,10 +127,17 @@ def load_c3d(path: Path, layer: str = "fc6") -> C3D:
     return model
 
 
-@register_extractor("c3d")
+C3D_META = ExtractorMeta(
+    kind="3d", dim=4096, layer="fc6 (after ReLU)", weights="file:c3d.pickle", resize=(128, 171),
+    input_size=112, window=C3D_WINDOW,
+    description="C3D Sports-1M fc6 on 16-frame windows: the paper's 3D feature (weights: pass c3d.pickle)")
+
+
+@register_extractor("c3d", meta=C3D_META)
 def create_c3d(*, weights="default", layer: str = "fc6", mean: tuple[float, float, float] = C3D_MEAN,
                channel_order: str = C3D_CHANNEL_ORDER) -> Extractor:
-    """C3D fc6 (default, the paper's 3D feature) or fc7, 4096-d, per 16-frame window.
+    """C3D fc6 (default, the paper's 3D feature, :data:`C3D_META`) or fc7 (same size), per 16-frame
+    window.
 
     The Sports-1M weights are not on any index: pass the path of ``c3d.pickle`` (the widely used PyTorch
     port, a state dict) as ``weights``. "default" fails with a one-line explanation.
@@ -151,15 +158,12 @@ def create_c3d(*, weights="default", layer: str = "fc6", mean: tuple[float, floa
         model = load_c3d(Path(weights), layer)
         weights_id, digest = str(weights), sha256_file(Path(weights))
     model.eval()
-    preprocess = FramePreprocess(layout="3d", resize=(128, 171), crop=112, mean=tuple(mean),
-                                 std=(1.0, 1.0, 1.0), scale=1.0, interpolation="bilinear",
-                                 channel_order=channel_order)
-    provenance = {"extractor": "c3d", "layer": f"{layer} (after ReLU)", "weights": weights_id,
-                  "sha256": digest, "dim": 4096, "window": C3D_WINDOW, **preprocess.describe(),
-                  "versions": library_versions()}
-    return Extractor(name="c3d", kind="3d", model=model, preprocess=preprocess, dim=4096,
-                     window=C3D_WINDOW, classify=model.head() if weights is not None else None,
-                     provenance=provenance)
+    preprocess = FramePreprocess(layout="3d", resize=C3D_META.resize, crop=C3D_META.input_size,
+                                 mean=tuple(mean), std=(1.0, 1.0, 1.0), scale=1.0,
+                                 interpolation="bilinear", channel_order=channel_order)
+    return build_extractor("c3d", C3D_META, model=model, preprocess=preprocess, weights_id=weights_id,
+                           digest=digest, layer=f"{layer} (after ReLU)",
+                           classify=model.head() if weights is not None else None)
 
 
 # ---------------------------------------------------------------- torchvision video models
@@ -180,48 +184,67 @@ class _TorchvisionVideo(nn.Module):
         return _logits_pool(self.net.features(x))
 
 
-def _torchvision_3d(name: str, builder, default_weights, weights, dim: int, window: int) -> Extractor:
+def _torchvision_3d(name: str, meta: ExtractorMeta, builder, weights, window: int) -> Extractor:
+    from torchvision.models import get_weight
+
+    default_weights = get_weight(meta.weights_id)
     net, weights_id, digest = torchvision_model(name, builder, default_weights, weights)
     if name == "s3d":
-        kind, head, layer = "s3d", _conv_head_as_linear(net.classifier[1]), "features (2x7x7 avg pool, mean over time)"
+        kind, head = "s3d", _conv_head_as_linear(net.classifier[1])
     else:
-        kind, head, layer = "resnet", net.fc.eval(), "avgpool"
+        kind, head = "resnet", net.fc.eval()
     model = _TorchvisionVideo(net, kind).eval()
-    meta = default_weights.transforms()
-    preprocess = FramePreprocess(layout="3d", resize=tuple(int(v) for v in meta.resize_size),
-                                 crop=tuple(int(v) for v in meta.crop_size), mean=tuple(meta.mean),
-                                 std=tuple(meta.std), interpolation="bilinear")
+    transforms = default_weights.transforms()
+    preprocess = FramePreprocess(layout="3d", resize=tuple(int(v) for v in transforms.resize_size),
+                                 crop=tuple(int(v) for v in transforms.crop_size),
+                                 mean=tuple(transforms.mean), std=tuple(transforms.std),
+                                 interpolation="bilinear")
     pretrained = weights is not None
-    provenance = {"extractor": name, "layer": layer, "weights": weights_id, "sha256": digest, "dim": dim,
-                  "window": window, "fps": _TV_FPS, **preprocess.describe(), "versions": library_versions()}
-    return Extractor(name=name, kind="3d", model=model, preprocess=preprocess, dim=dim, window=window,
-                     fps=_TV_FPS, classify=head if pretrained else None,
-                     labels=_kinetics_labels() if pretrained else None, provenance=provenance)
+    return build_extractor(name, meta, model=model, preprocess=preprocess, weights_id=weights_id,
+                           digest=digest, window=window, classify=head if pretrained else None,
+                           labels=_kinetics_labels() if pretrained else None)
 
 
-@register_extractor("r2plus1d_18")
-def create_r2plus1d_18(*, weights="default", window: int = 16) -> Extractor:
-    """R(2+1)D-18, Kinetics-400 (torchvision), 512-d per 16-frame window at 15 fps."""
-    from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
-
-    return _torchvision_3d("r2plus1d_18", r2plus1d_18, R2Plus1D_18_Weights.KINETICS400_V1, weights, 512,
-                           window)
+R2PLUS1D_18_META = ExtractorMeta(
+    kind="3d", dim=512, layer="avgpool", weights="torchvision:R2Plus1D_18_Weights.KINETICS400_V1",
+    resize=(128, 171), input_size=112, window=16, fps=_TV_FPS,
+    description="R(2+1)D-18, Kinetics-400 (torchvision)")
 
 
-@register_extractor("r3d_18")
-def create_r3d_18(*, weights="default", window: int = 16) -> Extractor:
-    """R3D-18, Kinetics-400 (torchvision), 512-d per 16-frame window at 15 fps."""
-    from torchvision.models.video import R3D_18_Weights, r3d_18
+@register_extractor("r2plus1d_18", meta=R2PLUS1D_18_META)
+def create_r2plus1d_18(*, weights="default", window: int = R2PLUS1D_18_META.window) -> Extractor:
+    """R(2+1)D-18, Kinetics-400 (torchvision, :data:`R2PLUS1D_18_META`), per window of ``window`` frames."""
+    from torchvision.models.video import r2plus1d_18
 
-    return _torchvision_3d("r3d_18", r3d_18, R3D_18_Weights.KINETICS400_V1, weights, 512, window)
+    return _torchvision_3d("r2plus1d_18", R2PLUS1D_18_META, r2plus1d_18, weights, window)
 
 
-@register_extractor("s3d")
-def create_s3d(*, weights="default", window: int = 32) -> Extractor:
-    """S3D, Kinetics-400 (torchvision), 1024-d per window (default 32 frames at 15 fps: about the
-    2 s of the shortest LSMDC clips; the model needs at least 14 frames)."""
-    from torchvision.models.video import S3D_Weights, s3d
+R3D_18_META = ExtractorMeta(
+    kind="3d", dim=512, layer="avgpool", weights="torchvision:R3D_18_Weights.KINETICS400_V1",
+    resize=(128, 171), input_size=112, window=16, fps=_TV_FPS, description="R3D-18, Kinetics-400 (torchvision)")
+
+
+@register_extractor("r3d_18", meta=R3D_18_META)
+def create_r3d_18(*, weights="default", window: int = R3D_18_META.window) -> Extractor:
+    """R3D-18, Kinetics-400 (torchvision, :data:`R3D_18_META`), per window of ``window`` frames."""
+    from torchvision.models.video import r3d_18
+
+    return _torchvision_3d("r3d_18", R3D_18_META, r3d_18, weights, window)
+
+
+# 32 frames at 15 fps: about the 2 s of the shortest LSMDC clips.
+S3D_META = ExtractorMeta(
+    kind="3d", dim=1024, layer="features (2x7x7 avg pool, mean over time)",
+    weights="torchvision:S3D_Weights.KINETICS400_V1", resize=(256, 256), input_size=224, window=32,
+    fps=_TV_FPS, description="S3D, Kinetics-400 (torchvision); windows of at least 14 frames")
+
+
+@register_extractor("s3d", meta=S3D_META)
+def create_s3d(*, weights="default", window: int = S3D_META.window) -> Extractor:
+    """S3D, Kinetics-400 (torchvision, :data:`S3D_META`), per window of ``window`` frames (the model needs
+    at least 14)."""
+    from torchvision.models.video import s3d
 
     if window < 14:
         raise ValueError(f"s3d needs windows of at least 14 frames, not {window}")
-    return _torchvision_3d("s3d", s3d, S3D_Weights.KINETICS400_V1, weights, 1024, window)
+    return _torchvision_3d("s3d", S3D_META, s3d, weights, window)

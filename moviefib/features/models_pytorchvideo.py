@@ -25,7 +25,6 @@ import http.client
 import logging
 import urllib.request
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,7 +34,7 @@ from torch import nn
 
 from ..fileio import atomic_output
 from .hub import load_state_dict_file
-from .registry import Extractor, library_versions, register_extractor
+from .registry import Extractor, ExtractorMeta, build_extractor, library_versions, register_extractor
 from .transforms import FramePreprocess
 from .weights import WeightsUnavailableError, sha256_file
 
@@ -50,35 +49,27 @@ _STD = (0.225, 0.225, 0.225)
 _SOURCE_FPS = 30.0  # pytorchvideo's recipes take every sampling_rate-th frame of 30 fps video
 
 
-@dataclass(frozen=True)
-class _Recipe:
-    """pytorchvideo's test-time settings for one hub model.
-
-    Fields: builder (name in ``pytorchvideo.models.hub``), frames (window), sampling_rate (of a 30 fps
-    video), side (short side after resizing), crop (centre crop), dim (feature size), layer (what the
-    feature is, for provenance)."""
-
-    builder: str
-    frames: int
-    sampling_rate: int
-    side: int
-    crop: int
-    dim: int
-    layer: str
-
-    @property
-    def fps(self) -> float:
-        return _SOURCE_FPS / self.sampling_rate
+def _hub_meta(builder: str, *, frames: int, sampling_rate: int, side: int, dim: int, layer: str,
+              description: str) -> ExtractorMeta:
+    """The record of a hub model from pytorchvideo's test-time recipe: ``frames`` per window taken
+    every ``sampling_rate``-th frame of a 30 fps video, short side resized to ``side`` and a centre
+    crop of ``side`` (the hub's crop equals its short side)."""
+    return ExtractorMeta(kind="3d", dim=dim, layer=layer, weights=f"pytorchvideo:{builder}", resize=side,
+                         input_size=side, window=frames, fps=_SOURCE_FPS / sampling_rate,
+                         description=description)
 
 
 _X3D_LAYER = "head projected pool (2048-d after ReLU), averaged over positions"
-_RECIPES = {
-    "x3d_xs": _Recipe("x3d_xs", 4, 12, 182, 182, 2048, _X3D_LAYER),
-    "x3d_s": _Recipe("x3d_s", 13, 6, 182, 182, 2048, _X3D_LAYER),
-    "x3d_m": _Recipe("x3d_m", 16, 5, 256, 256, 2048, _X3D_LAYER),
-    "slowfast_r50": _Recipe("slowfast_r50", 32, 2, 256, 256, 2304,
-                            "pooled slow (2048) + fast (256) pathways, averaged over positions"),
-}
+X3D_XS_META = _hub_meta("x3d_xs", frames=4, sampling_rate=12, side=182, dim=2048, layer=_X3D_LAYER,
+                        description="X3D-XS, Kinetics-400 (pytorchvideo)")
+X3D_S_META = _hub_meta("x3d_s", frames=13, sampling_rate=6, side=182, dim=2048, layer=_X3D_LAYER,
+                       description="X3D-S, Kinetics-400 (pytorchvideo)")
+X3D_M_META = _hub_meta("x3d_m", frames=16, sampling_rate=5, side=256, dim=2048, layer=_X3D_LAYER,
+                       description="X3D-M, Kinetics-400 (pytorchvideo)")
+SLOWFAST_R50_META = _hub_meta(
+    "slowfast_r50", frames=32, sampling_rate=2, side=256, dim=2304,
+    layer="pooled slow (2048) + fast (256) pathways, averaged over positions",
+    description="SlowFast R50 8x8, Kinetics-400 (pytorchvideo); the slow pathway sees 1 frame in 4")
 SLOWFAST_ALPHA = 4  # fast/slow frame-rate ratio of SlowFast 8x8
 
 
@@ -210,24 +201,28 @@ class SlowFastFeatures(nn.Module):
         return self.net.blocks[-1].proj
 
 
-def _create(name: str, weights, window: int | None) -> Extractor:
-    recipe = _RECIPES[name]
-    hub = _import_hub()
-    import pytorchvideo
-
-    window = recipe.frames if window is None else int(window)
+def _check_window(name: str, window: int) -> None:
     if name == "slowfast_r50":
         if window < SLOWFAST_ALPHA or window % SLOWFAST_ALPHA:
             raise ValueError(f"slowfast_r50 needs a window that is a multiple of {SLOWFAST_ALPHA} frames, "
                              f"not {window}")
     elif window < 1:
         raise ValueError(f"{name} needs a window of at least 1 frame, not {window}")
-    net = getattr(hub, recipe.builder)(pretrained=False)
+
+
+def _create(name: str, meta: ExtractorMeta, weights, window: int | None) -> Extractor:
+    hub = _import_hub()
+    import pytorchvideo
+
+    window = meta.window if window is None else int(window)
+    _check_window(name, window)
+    builder = meta.weights_id
+    net = getattr(hub, builder)(pretrained=False)
     if weights is None:
         weights_id = digest = "random-init"
     else:
         if weights == "default":
-            url = _checkpoint_url(hub, recipe.builder)
+            url = _checkpoint_url(hub, builder)
             path, weights_id = _download(name, url), f"pytorchvideo:{url}"
         else:
             path = weights_id = Path(weights)
@@ -235,49 +230,45 @@ def _create(name: str, weights, window: int | None) -> Extractor:
         weights_id, digest = str(weights_id), sha256_file(path)
     wrapper = X3DFeatures(net) if name.startswith("x3d") else SlowFastFeatures(net)
     wrapper.eval()
-    preprocess = FramePreprocess(layout="3d", resize=recipe.side, crop=recipe.crop, mean=_MEAN, std=_STD,
+    preprocess = FramePreprocess(layout="3d", resize=meta.resize, crop=meta.input_size, mean=_MEAN, std=_STD,
                                  interpolation="bilinear")
-    pretrained = weights is not None
-    provenance = {"extractor": name, "layer": recipe.layer, "weights": weights_id, "sha256": digest,
-                  "dim": recipe.dim, "window": window, "fps": recipe.fps,
-                  "sampling": f"1 frame in {recipe.sampling_rate} of a 30 fps video",
-                  **preprocess.describe(),
-                  "versions": {**library_versions(), "pytorchvideo": pytorchvideo.__version__}}
+    more = {"sampling": f"1 frame in {round(_SOURCE_FPS / meta.fps)} of a 30 fps video"}
     if name == "slowfast_r50":
-        provenance["slow_pathway"] = (f"{window // SLOWFAST_ALPHA} of the {window} frames "
-                                      f"(alpha {SLOWFAST_ALPHA})")
+        more["slow_pathway"] = f"{window // SLOWFAST_ALPHA} of the {window} frames (alpha {SLOWFAST_ALPHA})"
     labels = None
-    if pretrained:
+    if weights is not None:
         from .models_3d import _kinetics_labels
 
         # pytorchvideo's Kinetics-400 class ids (kinetics_classnames.json) are the alphabetical order
         # torchvision uses too.
         labels = _kinetics_labels()
-    return Extractor(name=name, kind="3d", model=wrapper, preprocess=preprocess, dim=recipe.dim,
-                     window=window, fps=recipe.fps, classify=wrapper.head().eval() if pretrained else None,
-                     labels=labels, provenance=provenance)
+    return build_extractor(name, meta, model=wrapper, preprocess=preprocess, weights_id=weights_id,
+                           digest=digest, window=window,
+                           classify=wrapper.head().eval() if weights is not None else None, labels=labels,
+                           versions={**library_versions(), "pytorchvideo": pytorchvideo.__version__},
+                           **more)
 
 
-@register_extractor("x3d_xs")
+@register_extractor("x3d_xs", meta=X3D_XS_META)
 def create_x3d_xs(*, weights="default", window: int | None = None) -> Extractor:
-    """X3D-XS, Kinetics-400 (pytorchvideo), 2048-d per 4-frame window at 2.5 fps, 182 px."""
-    return _create("x3d_xs", weights, window)
+    """X3D-XS (:data:`X3D_XS_META`): 4-frame windows at 2.5 fps, 182 px."""
+    return _create("x3d_xs", X3D_XS_META, weights, window)
 
 
-@register_extractor("x3d_s")
+@register_extractor("x3d_s", meta=X3D_S_META)
 def create_x3d_s(*, weights="default", window: int | None = None) -> Extractor:
-    """X3D-S, Kinetics-400 (pytorchvideo), 2048-d per 13-frame window at 5 fps, 182 px."""
-    return _create("x3d_s", weights, window)
+    """X3D-S (:data:`X3D_S_META`): 13-frame windows at 5 fps, 182 px."""
+    return _create("x3d_s", X3D_S_META, weights, window)
 
 
-@register_extractor("x3d_m")
+@register_extractor("x3d_m", meta=X3D_M_META)
 def create_x3d_m(*, weights="default", window: int | None = None) -> Extractor:
-    """X3D-M, Kinetics-400 (pytorchvideo), 2048-d per 16-frame window at 6 fps, 256 px."""
-    return _create("x3d_m", weights, window)
+    """X3D-M (:data:`X3D_M_META`): 16-frame windows at 6 fps, 256 px."""
+    return _create("x3d_m", X3D_M_META, weights, window)
 
 
-@register_extractor("slowfast_r50")
+@register_extractor("slowfast_r50", meta=SLOWFAST_R50_META)
 def create_slowfast_r50(*, weights="default", window: int | None = None) -> Extractor:
-    """SlowFast R50 8x8, Kinetics-400 (pytorchvideo), 2304-d per 32-frame window at 15 fps (the slow
-    pathway sees 8 of them), 256 px."""
-    return _create("slowfast_r50", weights, window)
+    """SlowFast R50 8x8 (:data:`SLOWFAST_R50_META`): 32-frame windows at 15 fps (the slow pathway sees
+    8 of them), 256 px."""
+    return _create("slowfast_r50", SLOWFAST_R50_META, weights, window)

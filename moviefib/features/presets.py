@@ -8,7 +8,7 @@ Baseline recipes name these presets; a store's provenance records the preset nam
 * ``windows:W[,fps=F][,stride=S][,last=pad|shift|drop]`` — windows of W frames
   (:class:`moviefib.video.Windows`).
 
-This module does not import torch.
+This module does not import torch (a preset's feature size, read from its extractor's record, does).
 """
 
 from __future__ import annotations
@@ -18,45 +18,67 @@ from dataclasses import dataclass, field
 from ..video import EveryKth, Sampling, Uniform, Windows
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
-    """A named recipe for a feature store.
+    """A named recipe for a feature store: an extractor and how frames are sampled for it.
+
+    What the features are (size, kind, the decoder's short side) is the extractor's record
+    (:func:`moviefib.features.registry.extractor_meta`), read by the properties below; reading them
+    imports the model families, hence torch.
 
     Attributes:
         name: preset name (``paper_2d``...).
         extractor: registry name of the extractor.
         sampling: how steps are taken from a clip.
-        dim: the feature size the preset produces (checked against the extractor).
         options: extractor options (e.g. ``{"layer": "fc6"}`` for C3D), passed to ``create_extractor``.
-        decode_short_side: frames are scaled by the decoder (FFmpeg's scaler, bicubic) to this short side
-            before preprocessing, which is much cheaper than resizing full frames in torch; chosen equal
-            to the extractor's own resize so its preprocessing then only crops. None: full frames.
         description: one line for ``--help`` and the data card.
     """
 
     name: str
     extractor: str
     sampling: Sampling
-    dim: int
     options: dict = field(default_factory=dict)
-    decode_short_side: int | None = None
     description: str = ""
+
+    @property
+    def meta(self):
+        """The extractor's :class:`~moviefib.features.registry.ExtractorMeta`."""
+        from .registry import extractor_meta
+
+        return extractor_meta(self.extractor)
+
+    @property
+    def dim(self) -> int:
+        """The feature size the preset produces."""
+        return self.meta.dim
+
+    @property
+    def kind(self) -> str:
+        """``2d`` or ``3d``, the extractor's."""
+        return self.meta.kind
+
+    @property
+    def decode_short_side(self) -> int:
+        """Frames are scaled by the decoder (FFmpeg's scaler, bicubic) to this short side before
+        preprocessing, the extractor's own resize, so that its preprocessing then only crops: much
+        cheaper than resizing full frames in torch."""
+        return self.meta.decode_short_side
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("paper_2d", "googlenet", EveryKth(3), 1024, decode_short_side=256,
-           description="the paper's 2D features: GoogLeNet pool5 (1024-d) on every 3rd frame"),
-    Preset("paper_3d", "c3d", Windows(16, stride=16, last="pad"), 4096, options={"layer": "fc6"},
-           decode_short_side=128,
-           description="the paper's 3D features: C3D fc6 (4096-d) on non-overlapping 16-frame chunks"),
-    Preset("efficientnet_lite0", "efficientnet_lite0", EveryKth(3), 1280, decode_short_side=256,
-           description="EfficientNet-Lite0 ImageNet pooled features (1280-d) on every 3rd frame; "
+    Preset(name="paper_2d", extractor="googlenet", sampling=EveryKth(3),
+           description="the paper's 2D features: GoogLeNet pool5 on every 3rd frame"),
+    Preset(name="paper_3d", extractor="c3d", sampling=Windows(16, stride=16, last="pad"),
+           options={"layer": "fc6"},
+           description="the paper's 3D features: C3D fc6 on non-overlapping 16-frame chunks"),
+    Preset(name="efficientnet_lite0", extractor="efficientnet_lite0", sampling=EveryKth(3),
+           description="EfficientNet-Lite0 ImageNet pooled features on every 3rd frame; weights available "
+                       "offline"),
+    Preset(name="i3d", extractor="i3d", sampling=Windows(16, fps=25, stride=16, last="pad"),
+           description="I3D Kinetics-400 Mixed_5c pooled on non-overlapping 16-frame windows at 25 fps; "
                        "weights available offline"),
-    Preset("i3d", "i3d", Windows(16, fps=25, stride=16, last="pad"), 1024, decode_short_side=256,
-           description="I3D Kinetics-400 Mixed_5c pooled (1024-d) on non-overlapping 16-frame windows "
-                       "at 25 fps; weights available offline"),
-    Preset("r2plus1d_18", "r2plus1d_18", Windows(16, stride=16, last="pad"), 512, decode_short_side=128,
-           description="R(2+1)D-18 Kinetics-400 (512-d) on non-overlapping 16-frame chunks"),
+    Preset(name="r2plus1d_18", extractor="r2plus1d_18", sampling=Windows(16, stride=16, last="pad"),
+           description="R(2+1)D-18 Kinetics-400 on non-overlapping 16-frame chunks"),
 )}
 
 
@@ -66,10 +88,6 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown feature preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
-
-
-def list_presets() -> list[str]:
-    return list(PRESETS)
 
 
 def parse_sampling(text: str) -> Sampling:

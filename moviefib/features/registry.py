@@ -1,8 +1,12 @@
 """The extractor registry: a name gives a model with its preprocessing, feature size and provenance.
 
 Model families live in their own modules (``models_2d``, ``models_3d``, ``models_i3d``...) and register
-factories with :func:`register_extractor`. They are imported on the first call of
-:func:`list_extractors` or :func:`create_extractor`, so importing this module does not import torch.
+factories with :func:`register_extractor`, each with its :class:`ExtractorMeta`: what the extractor
+makes (kind, feature size, layer, window, frame rate, input size, weights), declared once, as timm's
+pretrained configs are. The factory builds from that record, the presets read their feature size and
+decode size from it, and :func:`extractor_meta` answers without building a model. The families are
+imported on the first call of :func:`list_extractors`, :func:`extractor_meta` or
+:func:`create_extractor` (they import torch), so importing this module does not import torch.
 
 A factory is called as ``factory(weights=..., **options)`` with ``weights`` one of ``"default"``, ``None``
 (random init) or a :class:`pathlib.Path`, and returns an :class:`Extractor` on the CPU in eval mode;
@@ -17,7 +21,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ..video import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,7 @@ _FAMILY_MODULES = (
     "moviefib.features.models_pytorchvideo",
 )
 
-_REGISTRY: dict[str, Callable[..., Extractor]] = {}
+_REGISTRY: dict[str, _Registered] = {}
 _loaded = False
 
 Weights = Literal["default"] | None | str | os.PathLike
@@ -41,6 +48,83 @@ class UnknownExtractorError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+# Where an extractor's default weights come from (the part of ExtractorMeta.weights before the colon).
+WEIGHTS_SOURCES = ("torchvision", "package-index", "pytorchvideo", "transformers", "file")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractorMeta:
+    """What an extractor makes, declared once at its registration and read without building it.
+
+    Values are those of the factory's default options; an option may change some of them (C3D's
+    ``layer``, a 3D model's ``window``, CLIP's ``model_name``), and the built :class:`Extractor` then
+    says what it is.
+
+    Fields:
+        kind: ``"2d"`` (one feature per frame) or ``"3d"`` (one feature per window of frames).
+        dim: feature size.
+        layer: what the feature is (recorded as the provenance's ``layer``).
+        weights: where ``weights="default"`` comes from, ``<source>:<id>`` with source one of
+            :data:`WEIGHTS_SOURCES`: ``torchvision:<weights enum name>``, ``package-index:<name in
+            moviefib.features.weights.SOURCES>``, ``pytorchvideo:<hub builder>``,
+            ``transformers:<model name>``, or ``file:<the file to pass>`` when nothing can be downloaded.
+        resize: the preprocessing's resize, a short side (aspect kept) or ``(h, w)``.
+        input_size: the centre crop the model sees, a side or ``(h, w)``.
+        window: frames per window (1 for 2D).
+        fps: frame rate the model was trained at, or None (windows of native frames).
+        description: one line for listings.
+    """
+
+    kind: Literal["2d", "3d"]
+    dim: int
+    layer: str
+    weights: str
+    resize: int | tuple[int, int]
+    input_size: int | tuple[int, int]
+    window: int = 1
+    fps: float | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("2d", "3d"):
+            raise ValueError(f"extractor kind must be '2d' or '3d', not {self.kind!r}")
+        if self.dim < 1 or self.window < 1:
+            raise ValueError(f"extractor dim and window must be >= 1, not {self.dim} and {self.window}")
+        if self.kind == "2d" and (self.window != 1 or self.fps is not None):
+            raise ValueError("a 2D extractor has window 1 and no frame rate")
+        if self.weights_source not in WEIGHTS_SOURCES or not self.weights_id:
+            raise ValueError(f"extractor weights {self.weights!r}: expected <source>:<id> with source one "
+                             f"of {', '.join(WEIGHTS_SOURCES)}")
+
+    @property
+    def weights_source(self) -> str:
+        return self.weights.partition(":")[0]
+
+    @property
+    def weights_id(self) -> str:
+        return self.weights.partition(":")[2]
+
+    @property
+    def decode_short_side(self) -> int:
+        """The short side to have the decoder scale frames to: the preprocessing's own, so that it
+        then only crops (much cheaper than resizing full frames in torch)."""
+        return self.resize if isinstance(self.resize, int) else min(self.resize)
+
+    @property
+    def default_sampling(self) -> Sampling:
+        """How steps are taken when nothing else says: every frame (2D), or back-to-back windows of
+        :attr:`window` frames at the model's own frame rate (3D)."""
+        from ..video import EveryKth, Windows
+
+        return EveryKth(1) if self.kind == "2d" else Windows(self.window, fps=self.fps)
+
+
+@dataclass(frozen=True)
+class _Registered:
+    factory: Callable[..., Extractor]
+    meta: ExtractorMeta
 
 
 @dataclass(frozen=True)
@@ -104,13 +188,17 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def register_extractor(name: str):
-    """Decorator registering ``factory(weights=..., **options) -> Extractor`` under ``name``."""
+def register_extractor(name: str, *, meta: ExtractorMeta):
+    """Decorator registering ``factory(weights=..., **options) -> Extractor`` under ``name``, with the
+    record of what it makes."""
+    if not isinstance(meta, ExtractorMeta):
+        raise TypeError(f"extractor {name!r}: meta must be an ExtractorMeta, not {type(meta).__name__}")
 
     def decorate(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"extractor {name!r} is already registered by {_REGISTRY[name].__module__}")
-        _REGISTRY[name] = factory
+        known = _REGISTRY.get(name)
+        if known is not None and known.factory is not factory:
+            raise ValueError(f"extractor {name!r} is already registered by {known.factory.__module__}")
+        _REGISTRY[name] = _Registered(factory, meta)
         return factory
 
     return decorate
@@ -129,6 +217,47 @@ def list_extractors() -> list[str]:
     """All registered extractor names, sorted."""
     _load_families()
     return sorted(_REGISTRY)
+
+
+def _registered(name: str) -> _Registered:
+    _load_families()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownExtractorError(
+            f"unknown extractor {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def extractor_meta(name: str) -> ExtractorMeta:
+    """The record of extractor ``name`` (nothing is built); UnknownExtractorError listing the valid
+    names otherwise. Imports the model families, hence torch."""
+    return _registered(name).meta
+
+
+def build_extractor(name: str, meta: ExtractorMeta, *, model: Any, preprocess: Any, weights_id: str,
+                    digest: str, window: int | None = None, dim: int | None = None,
+                    layer: str | None = None, classify: Any = None, labels: list[str] | None = None,
+                    versions: dict | None = None, **more_provenance) -> Extractor:
+    """The :class:`Extractor` a factory returns, its kind, size, window, frame rate and provenance
+    taken from ``meta``; ``window``, ``dim`` and ``layer`` are given when an option changed them.
+
+    The provenance holds extractor, layer, weights, sha256, dim, (3D) window and fps when there is one,
+    ``more_provenance``, the preprocessing's description and the library versions (``versions``:
+    these plus the family's own library).
+    """
+    window = meta.window if window is None else window
+    dim = meta.dim if dim is None else dim
+    provenance = {"extractor": name, "layer": meta.layer if layer is None else layer,
+                  "weights": weights_id, "sha256": digest, "dim": dim}
+    if meta.kind == "3d":
+        provenance["window"] = window
+    if meta.fps is not None:
+        provenance["fps"] = meta.fps
+    provenance.update(more_provenance)
+    provenance.update(preprocess.describe())
+    provenance["versions"] = library_versions() if versions is None else versions
+    return Extractor(name=name, kind=meta.kind, model=model, preprocess=preprocess, dim=dim,
+                     window=window, fps=meta.fps, classify=classify, labels=labels, provenance=provenance)
 
 
 def _normalise_weights(weights: Weights) -> str | None | Path:
@@ -174,12 +303,7 @@ def create_extractor(name: str, *, weights: Weights = "default", device: str = "
     :class:`moviefib.features.weights.WeightsUnavailableError` when default weights cannot be had
     (offline), ``FileNotFoundError`` for a missing weights path, ``ValueError`` for bad options.
     """
-    _load_families()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise UnknownExtractorError(
-            f"unknown extractor {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
+    factory = _registered(name).factory
     resolved = _normalise_weights(weights)
     if resolved is None:
         extractor = _random_init(name, factory, options)

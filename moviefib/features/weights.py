@@ -68,6 +68,11 @@ class WeightsSource:
     def filename(self) -> str:
         return self.member.rsplit("/", 1)[-1]
 
+    @property
+    def label(self) -> str:
+        """``<requirement>:<file name>``, what a store's provenance records as these weights."""
+        return f"{self.requirement}:{self.filename}"
+
 
 SOURCES: dict[str, WeightsSource] = {
     s.name: s
