@@ -58,12 +58,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench(args) -> dict:
-    import torch
-
+def _what(args):
+    """(extractor name, extractor, sampling, decoder short side) of the flags, as ``moviefib extract``."""
     from moviefib.features import pipeline, presets
     from moviefib.features.registry import create_extractor
-    from moviefib.video import EveryKth, Windows, sample
 
     if args.preset:
         p = presets.get_preset(args.preset)
@@ -76,12 +74,89 @@ def bench(args) -> dict:
         short_side = args.short_side or None
     weights = None if args.weights == "none" else args.weights
     ext = create_extractor(name, weights=weights, device=args.device, **options)
-    if sampling is None:
-        sampling = EveryKth(1) if ext.kind == "2d" else Windows(ext.window, fps=ext.fps)
+    return name, ext, sampling or pipeline.default_sampling(ext), short_side
+
+
+def _forward(model, device: str, use_amp: bool):
+    import torch
+
+    dev = torch.device(device)
+
+    def forward(x):
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+            return model(x)
+
+    return forward
+
+
+def _decode_only(clips, ext, sampling, settings) -> tuple[float, int, tuple]:
+    """(a): clips/s of decode + preprocess in the pipeline's workers, the steps and a step's shape."""
+    from moviefib.features import pipeline
+
+    t = time.perf_counter()
+    steps, shape = 0, None
+    for b in pipeline.iter_batches(clips, ext, sampling, batch_size=settings.batch_size,
+                                   num_workers=settings.num_workers, short_side=settings.short_side,
+                                   uint8=settings.normalise_on_device):
+        if b["x"] is not None:
+            steps += len(b["x"])
+            shape = tuple(b["x"].shape[1:])
+    return len(clips) / (time.perf_counter() - t), steps, shape
+
+
+def _model_only(ext, settings, steps: int, shape: tuple, n: int) -> float:
+    """(b): clips/s of the model alone on the same number of steps, random inputs on the device."""
+    import torch
+
+    batch, model = settings.batch_size, ext.model
+    x = torch.randn((batch, *shape), device=settings.device)
+    if settings.on_cuda and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+    forward = _forward(model, settings.device, settings.on_cuda and settings.amp)
+    forward(x)  # warm-up (cudnn autotune, lazy init)
+    _sync(settings.device)
+    t = time.perf_counter()
+    done = 0
+    while done < steps:
+        k = min(batch, steps - done)
+        forward(x[:k]).float().cpu()
+        done += k
+    _sync(settings.device)
+    return n / (time.perf_counter() - t)
+
+
+def _naive(clips, ext, sampling, settings) -> float:
+    """(d): clips/s of decoding a clip in the main process, then one forward per step."""
+    import torch
+
+    from moviefib.video import sample
+
+    forward = _forward(ext.model, settings.device, settings.on_cuda and settings.amp)
+    t = time.perf_counter()
+    for c in clips:
+        xs = [ext.preprocess(torch.from_numpy(f)) for _, f in sample(c.path, sampling, short_side=settings.short_side)]
+        for xi in xs:
+            xi = xi if ext.kind == "3d" else xi[0]
+            forward(xi[None].to(settings.device)).float().cpu()
+    _sync(settings.device)
+    return len(clips) / (time.perf_counter() - t)
+
+
+def bench(args) -> dict:
+    import torch
+
+    from moviefib.features import pipeline
+
+    name, ext, sampling, short_side = _what(args)
     on_gpu = args.device.startswith("cuda")
-    batch = args.batch_size or ((256 if on_gpu else 4) if ext.kind == "2d" else (32 if on_gpu else 2))
-    workers = args.workers if args.workers is not None else (
-        (os.cpu_count() or 1) if on_gpu else max(1, (os.cpu_count() or 1) - 1))
+    # What extract does by default: on CUDA, uint8 from the workers, normalisation on the device and
+    # capped main-process threads; --normalise-in-workers restores the former arrangement.
+    legacy = on_gpu and args.normalise_in_workers
+    settings = pipeline.ExtractSettings(
+        device=args.device, batch_size=args.batch_size, num_workers=args.workers, short_side=short_side,
+        amp=not args.no_amp, normalise_on_device=False if legacy else None,
+        main_threads=torch.get_num_threads() if legacy else None).resolved(ext)
     tmp = Path(tempfile.mkdtemp(prefix="moviefib-bench-"))
     if args.folder:
         clips = pipeline.clips_from_folder(args.folder)[: args.clips]
@@ -89,71 +164,20 @@ def bench(args) -> dict:
         clips = make_clips(Path(args.clips_dir) if args.clips_dir else tmp / "clips", args.clips,
                            args.seconds, tuple(args.size), args.codec)
     n = len(clips)
-    # What extract does by default: on CUDA, uint8 from the workers, normalisation on the device and
-    # capped main-process threads; --normalise-in-workers restores the former arrangement.
-    legacy = on_gpu and args.normalise_in_workers
-    on_device = on_gpu and pipeline.splits_preprocess(ext.preprocess) and not legacy
-    main_threads = torch.get_num_threads() if legacy else pipeline.default_main_threads(args.device)
-    res = {"extractor": name, "preset": args.preset, "device": args.device, "batch_size": batch,
-           "workers": workers, "clips": n, "sampling": str(sampling), "short_side": short_side,
+    res = {"extractor": name, "preset": args.preset, "device": args.device, "batch_size": settings.batch_size,
+           "workers": settings.num_workers, "clips": n, "sampling": str(sampling), "short_side": short_side,
            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-           "worker_output": "uint8" if on_device else "float32",
-           "pipeline_main_threads": main_threads or torch.get_num_threads()}
+           "worker_output": "uint8" if settings.normalise_on_device else "float32",
+           "pipeline_main_threads": settings.main_threads or torch.get_num_threads()}
     if on_gpu:
         res["gpu"] = torch.cuda.get_device_name(0)
-    dev = torch.device(args.device)
-    use_amp = on_gpu and not args.no_amp
-    model = ext.model
-
-    def forward(x):
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-            return model(x)
-
-    # (a) decode + preprocess only, in the pipeline's workers
-    t = time.perf_counter()
-    steps, shape = 0, None
-    for b in pipeline.iter_batches(clips, ext, sampling, batch_size=batch, num_workers=workers,
-                                   short_side=short_side, uint8=on_device):
-        if b["x"] is not None:
-            steps += len(b["x"])
-            shape = tuple(b["x"].shape[1:])
-    res["decode_clips_s"] = n / (time.perf_counter() - t)
-    res["steps"] = steps
-    res["step_shape"] = shape
-
-    # (b) model only: the same number of steps, random inputs on the device
-    x = torch.randn((batch, *shape), device=dev)
-    if on_gpu and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-        model = model.to(memory_format=torch.channels_last)
-    forward(x)  # warm-up (cudnn autotune, lazy init)
-    _sync(args.device)
-    t = time.perf_counter()
-    done = 0
-    while done < steps:
-        k = min(batch, steps - done)
-        forward(x[:k]).float().cpu()
-        done += k
-    _sync(args.device)
-    res["model_clips_s"] = n / (time.perf_counter() - t)
-
+    res["decode_clips_s"], res["steps"], res["step_shape"] = _decode_only(clips, ext, sampling, settings)
+    res["model_clips_s"] = _model_only(ext, settings, res["steps"], res["step_shape"], n)
     # (c) the pipeline
-    summary = pipeline.extract(clips, tmp / "out.h5", ext, sampling, device=args.device, batch_size=batch,
-                               num_workers=workers, short_side=short_side, amp=not args.no_amp,
-                               normalise_on_device=on_device, main_threads=main_threads)
+    summary = pipeline.extract(clips, tmp / "out.h5", ext, sampling, settings=settings)
     res["pipeline_clips_s"] = n / summary.seconds
     res["pipeline_failed"] = summary.failed
-
-    # (d) naive: decode a clip in the main process, then one forward per step
-    t = time.perf_counter()
-    naive_clips = clips[: max(1, min(n, args.naive_clips or n))]
-    for c in naive_clips:
-        xs = [ext.preprocess(torch.from_numpy(f)) for _, f in sample(c.path, sampling, short_side=short_side)]
-        for xi in xs:
-            xi = xi if ext.kind == "3d" else xi[0]
-            forward(xi[None].to(dev)).float().cpu()
-    _sync(args.device)
-    res["naive_clips_s"] = len(naive_clips) / (time.perf_counter() - t)
+    res["naive_clips_s"] = _naive(clips[: max(1, min(n, args.naive_clips or n))], ext, sampling, settings)
     shutil.rmtree(tmp, ignore_errors=True)  # the clips (unless --clips-dir) and the store
 
     a, m = res["decode_clips_s"], res["model_clips_s"]
@@ -264,7 +288,9 @@ def main() -> int:
             print(f"  memory, {m['video']} s video: peak RSS main {m['peak_rss_main_mb']:.0f} MB, "
                   f"worker {m['peak_rss_worker_mb']:.0f} MB")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        from moviefib.fileio import atomic_write
+
+        atomic_write(args.json, json.dumps(results, indent=1))
     return 0
 
 

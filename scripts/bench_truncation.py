@@ -576,8 +576,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.files:
         print_files(results)
     if args.out_json:
-        args.out_json.write_text(json.dumps({"summary": rows, "sweep": sweep, "extraction": extraction,
-                                             "files": [asdict(m) for m in results]}, indent=1) + "\n")
+        from moviefib.fileio import atomic_write
+
+        atomic_write(args.out_json, json.dumps({"summary": rows, "sweep": sweep, "extraction": extraction,
+                                                "files": [asdict(m) for m in results]}, indent=1) + "\n")
     return 0
 
 
