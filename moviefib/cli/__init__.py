@@ -18,7 +18,7 @@ import sys
 from ..exits import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE  # noqa: F401
 
 # Sub-command modules, in the order of the data flow.
-COMMAND_MODULES = ("build", "evaluate", "weights", "features", "recipes", "train", "demo", "human")
+COMMAND_MODULES = ("build", "evaluate", "weights", "features", "recipes", "train", "demo", "human", "vlm")
 
 
 class CLIError(Exception):
