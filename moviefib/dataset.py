@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import overload
 
 from .formats import BLANK, id_problem, missing_reason
-from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX, column_problems
-
-# Splits in the order a user expects them; any other split follows, sorted by name.
-_SPLIT_ORDER = ("train", "training", "val", "validation", "test", "blindtest")
+from .schema import ANSWER_COUNTS_FILE, BLANK_VOCAB_FILE, DATA_DIR, KEYS_SUFFIX, column_problems, sorted_splits
 
 
 class DatasetError(ValueError):
@@ -41,11 +38,10 @@ def _folder(path: str | os.PathLike) -> Path:
 
 
 def available_splits(path: str | os.PathLike) -> list[str]:
-    """The splits of a dataset folder (one ``data/<split>.parquet`` each), in the usual order."""
+    """The splits of a dataset folder (one ``data/<split>.parquet`` each), in the usual order
+    (:func:`moviefib.schema.sorted_splits`, the builder's)."""
     folder = _folder(path)
-    names = [p.stem for p in (folder / DATA_DIR).glob("*.parquet")]
-    rank = {s: i for i, s in enumerate(_SPLIT_ORDER)}
-    return sorted(names, key=lambda s: (rank.get(s, len(rank)), s))
+    return sorted_splits(p.stem for p in (folder / DATA_DIR).glob("*.parquet"))
 
 
 def _split_file(folder: Path, split: str) -> Path:

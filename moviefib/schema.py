@@ -18,6 +18,8 @@ This module is stdlib only; ``arrow_schema`` imports pyarrow when called.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 DATA_DIR = "data"
 VOCAB_DIR = "vocab"
 BLANK_VOCAB_FILE = "vocab/blank_vocab.txt"
@@ -25,6 +27,16 @@ ANSWER_COUNTS_FILE = "vocab/answer_counts.tsv"
 STATS_FILE = "stats.json"
 CARD_FILE = "README.md"
 KEYS_SUFFIX = ".keys"
+
+# Splits in the order a user expects them (the builder's stats and card, the readers' listings); any
+# other split follows, sorted by name.
+SPLIT_ORDER = ("train", "training", "val", "validation", "test", "blindtest")
+
+
+def sorted_splits(names: Iterable[str]) -> list[str]:
+    """The distinct split ``names`` in :data:`SPLIT_ORDER`, the others after it by name."""
+    rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    return sorted(set(names), key=lambda s: (rank.get(s, len(rank)), s))
 
 # (name, arrow type, nullable, meaning)
 QUESTION_COLUMNS: tuple[tuple[str, str, bool, str], ...] = (

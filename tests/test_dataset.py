@@ -126,3 +126,23 @@ def test_question_view_over_shuffled_dataset_and_blind(tiny_dataset, tmp_path):
     blind = test.set_column(COLUMN_NAMES.index("answer"), "answer", pa.nulls(test.num_rows, pa.string()))
     assert {it.answer_index for it in QuestionView(blind, {"door": 0})} == {-1}
     assert {it.answer for it in QuestionView(blind, {})} == {None}
+
+
+def test_builder_and_readers_list_splits_in_one_order(spacy_tagger, tmp_path):
+    import json
+
+    from moviefib.questions import BuildOptions, SentenceRecord, VocabSpec, build_dataset
+    from moviefib.schema import SPLIT_ORDER, sorted_splits
+
+    names = ["zeta", "test", "validation", "training", "blindtest", "alpha", "val"]
+    records = [SentenceRecord(f"000{i}_MOVIE_{i}_00.01.00.000-00.01.02.000", f"000{i}_MOVIE_{i}", split,
+                              60.0, 62.0, 60.0, 62.0, "The man opens the door.")
+               for i, split in enumerate(names)]
+    folder = tmp_path / "splits"
+    build_dataset(records, folder, BuildOptions(vocab=VocabSpec(top_k=None, split="training")),
+                  tagger=spacy_tagger)
+    want = [s for s in SPLIT_ORDER if s in names] + ["alpha", "zeta"]
+    assert sorted_splits(names + ["val"]) == want
+    stats = json.loads((folder / "stats.json").read_text())
+    assert list(stats["splits"]) == want  # the builder's order (stats, card)
+    assert available_splits(folder) == want  # the readers'

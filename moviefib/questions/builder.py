@@ -38,6 +38,7 @@ from ..schema import (
     KEYS_SUFFIX,
     STATS_FILE,
     arrow_schema,
+    sorted_splits,
 )
 from .inputs import ImportedRow, SentenceRecord
 from .vocab import VocabSpec, read_vocab_file, select_vocab, write_counts, write_word_list
@@ -244,11 +245,6 @@ def imported_questions(rows: Sequence[ImportedRow], tags: Mapping[str, list[Word
     return out
 
 
-def _split_order(names: Iterable[str]) -> list[str]:
-    rank = {s: i for i, s in enumerate(("train", "val", "test", "blindtest"))}
-    return sorted(set(names), key=lambda s: (rank.get(s, len(rank)), s))
-
-
 _RECORD_COLUMNS = ("clip_id", "movie", "start_aligned", "end_aligned", "start_extracted", "end_extracted",
                    "sentence")
 _QUESTION_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in _RECORD_COLUMNS)
@@ -353,7 +349,7 @@ def write_dataset(folder: str | os.PathLike, questions: Sequence[Question], *, s
     by_split: dict[str, list[Question]] = {}
     for q in questions:
         by_split.setdefault(q.record.split, []).append(q)
-    splits = _split_order(list(split_stats) + list(by_split))
+    splits = sorted_splits(list(split_stats) + list(by_split))
     _check_split_names(splits)
     unknown = sorted(set(blind) - set(splits))
     if unknown:
