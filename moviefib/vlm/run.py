@@ -1,0 +1,414 @@
+"""``predict_vlm``: score a Video-LLM behind an OpenAI-compatible endpoint on a split of a dataset.
+
+For each question of the split: the frames of its clip (:mod:`.frames`), the prompt (:mod:`.prompt`)
+and one chat-completions request (:mod:`.client`); the reply is cached (:mod:`.cache`) and reduced
+to one word (:mod:`.parse`). Questions are taken clip by clip (a clip is decoded once for all its
+questions, in the main thread) and sent by ``concurrency`` worker threads, at most ``concurrency``
+requests in flight; a clip's questions already in the cache are not decoded, nor sent, again.
+
+Files written beside the submission ``OUT`` (TSV, or JSON with a ``.json`` suffix):
+
+* ``OUT.replies.jsonl``: the reply cache (every reply received; a rerun resumes from it);
+* ``OUT.settings.json``: model, endpoint, prompt (version, SHA-256, text), frames and sampling,
+  generation and retry settings, the name of the API key's variable (never the key), the counts;
+* ``OUT.failures.jsonl``: clips that could not be decoded, one record each as feature extraction
+  writes them (``clip_id``, ``path``, ``reason``); the run goes on without them, and their questions
+  are answered :data:`~moviefib.vlm.parse.UNPARSED_ANSWER` (scored wrong, counted as ``no_video``);
+* ``OUT.lock`` while the run lasts (a second run on the same output stops at once).
+
+The submission is written only once every question has an answer; a run stopped by an unreachable
+endpoint, a refused request, Ctrl-C or a kill leaves the cache, and the rerun asks only the rest.
+Clip paths follow ``moviefib features extract --clips``: ``<video_root>/<movie>/<clip_id>.avi``, or
+with ``movies`` whole movies ``<video_root>/<movie>.<ext>`` cut at each clip's extracted start/end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..fileio import atomic_write, exclusive_lock
+from .cache import CachedReply, ReplyCache, request_fingerprint
+from .client import ChatClient, RetryPolicy
+from .frames import FrameSpec
+from .parse import PARSE_RULE_VERSION, UNPARSED_ANSWER, parse_reply
+from .prompt import Prompt, default_prompt
+from .sources import Question, clip_sources, read_questions
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FORMAT = "moviefib-vlm-settings/1"
+# A server started without a key (vLLM's default) accepts any; the openai client wants a non-empty one.
+NO_KEY = "EMPTY"
+
+
+@dataclass(frozen=True)
+class VLMConfig:
+    """What to ask and how.
+
+    Attributes:
+        endpoint: the API's base URL (``http://host:8000/v1``).
+        model: the model name the server knows.
+        prompt: the prompt template (default: the built-in, versioned one).
+        frames: frames per question, their size and JPEG quality, the decoder.
+        retry: retries, back-off and the per-request timeout.
+        concurrency: requests in flight at most.
+        max_tokens: the reply's length limit (``max_tokens``).
+        temperature: sampling temperature (0: greedy, reproducible where the server is).
+        api_key_env: the environment variable holding the API key (unset: no key is sent).
+        movies: clips are cut out of whole movies instead of read from clip files.
+    """
+
+    endpoint: str
+    model: str
+    prompt: Prompt = field(default_factory=default_prompt)
+    frames: FrameSpec = FrameSpec()
+    retry: RetryPolicy = RetryPolicy()
+    concurrency: int = 8
+    max_tokens: int = 32
+    temperature: float = 0.0
+    api_key_env: str = "OPENAI_API_KEY"
+    movies: bool = False
+
+    def __post_init__(self):
+        if not 1 <= self.concurrency <= 1024:
+            raise ValueError(f"concurrency must be 1 to 1024, not {self.concurrency}")
+        if not 1 <= self.max_tokens <= 1_000_000:
+            raise ValueError(f"max_tokens must be 1 to 1000000, not {self.max_tokens}")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature must be 0 to 2, not {self.temperature}")
+        if not self.model.strip():
+            raise ValueError("the model name is empty")
+
+
+@dataclass(frozen=True)
+class VLMSummary:
+    """The outcome of :func:`predict_vlm`.
+
+    Attributes:
+        output, settings_path, cache_path: the files written.
+        failures_path: the failure manifest, or None when every clip decoded.
+        questions: questions of the split.
+        asked: questions sent to the model by this run (each counted once, retries aside).
+        reused: questions answered from the cache of an earlier run.
+        unparsed: replies that could not be reduced to one word (written as ``?``).
+        no_video: questions whose clip failed to decode (written as ``?``).
+        failures: the clips that failed, as extraction reports them.
+        retries: failed attempts by kind (``429``, ``500``, ``timeout``, ``connection``, ``malformed``).
+        seconds: wall time.
+    """
+
+    output: str
+    settings_path: str
+    cache_path: str
+    failures_path: str | None
+    questions: int
+    asked: int
+    reused: int
+    unparsed: int
+    no_video: int
+    failures: tuple
+    retries: dict[str, int]
+    seconds: float
+
+    @property
+    def questions_per_s(self) -> float:
+        return self.asked / self.seconds if self.seconds > 0 else 0.0
+
+
+def output_paths(out: str | os.PathLike) -> dict[str, Path]:
+    """The files of a run beside its submission ``out``."""
+    out = Path(out)
+    return {kind: out.with_name(f"{out.name}.{suffix}") for kind, suffix in (
+        ("cache", "replies.jsonl"), ("settings", "settings.json"), ("failures", "failures.jsonl"),
+        ("lock", "lock"))}
+
+
+def predict_vlm(dataset: str | os.PathLike, *, split: str, video_root: str | os.PathLike,
+                out: str | os.PathLike, config: VLMConfig,
+                on_start: Callable[[int, int], None] | None = None,
+                on_answer: Callable[[], None] | None = None,
+                sleep: Callable[[float], None] = time.sleep) -> VLMSummary:
+    """Answer every question of ``split`` with the model and write the submission ``out`` (resumably).
+
+    ``on_start(total, reused)`` is called once the cached answers are known, ``on_answer()`` as each
+    new reply arrives (from the worker threads; for progress bars). Raises
+    :class:`~moviefib.dataset.DatasetError` and ValueError for bad inputs (before any request),
+    :class:`~moviefib.vlm.cache.CacheError` for a damaged reply cache,
+    :class:`~moviefib.fileio.LockHeldError` when another run writes ``out``,
+    :class:`~moviefib.vlm.client.EndpointUnavailable` when no reply comes after the retries and
+    :class:`~moviefib.vlm.client.RequestRefused` when the endpoint refuses a request.
+    """
+    t0 = time.perf_counter()
+    questions = read_questions(dataset, split)
+    sources = clip_sources(questions, video_root, movies=config.movies)
+    paths = output_paths(out)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(paths["lock"], what=f"{out} is being written by another predict-vlm run"), \
+            ReplyCache(paths["cache"]) as cache:
+        plan = _plan(questions, sources, config, cache)
+        if on_start:
+            on_start(len(questions), plan.reused)
+        client = ChatClient(endpoint=config.endpoint, model=config.model, api_key=_api_key(config),
+                            retry=config.retry, max_tokens=config.max_tokens,
+                            temperature=config.temperature, sleep=sleep)
+        asked = _ask_all(plan, client=client, cache=cache, config=config, on_answer=on_answer)
+        answers, counts = _answers(questions, plan, cache)
+        failures_path = _write_failures(paths["failures"], asked.failures)
+        from ..evaluate.submission import write_submission
+
+        write_submission(out, answers)
+        summary = VLMSummary(str(out), str(paths["settings"]), str(paths["cache"]), failures_path,
+                             len(questions), asked.asked, plan.reused, counts["unparsed"],
+                             counts["no_video"], tuple(asked.failures), dict(asked.retries),
+                             time.perf_counter() - t0)
+        atomic_write(paths["settings"], json.dumps(
+            _settings(dataset, split, video_root, config, summary, counts), indent=1) + "\n")
+    return summary
+
+
+def _api_key(config: VLMConfig) -> str:
+    """The key from the environment (never stored anywhere by this module)."""
+    return os.environ.get(config.api_key_env) or NO_KEY
+
+
+# ---------------------------------------------------------------------------------------------------
+# Planning: which questions the cache answers, which must be asked (grouped by clip).
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One question to ask: what to send, and the fingerprint its reply is cached under."""
+
+    question: Question
+    text: str
+    fingerprint: str
+
+
+@dataclass
+class _Plan:
+    """Per clip, the questions to ask; the fingerprint of every question; clips failed beforehand."""
+
+    todo: list[tuple[object, list[_Job]]]  # (ClipSource, jobs)
+    fingerprints: dict[str, str]
+    failed: list  # Failure records of clips whose file cannot even be read
+    reused: int = 0
+
+
+def _plan(questions: list[Question], sources: dict, config: VLMConfig, cache: ReplyCache) -> _Plan:
+    from ..features.pipeline import Failure
+    from ..integrity import source_identity
+
+    by_clip: dict[str, list[Question]] = {}
+    for q in questions:
+        by_clip.setdefault(q.clip_id, []).append(q)
+    plan = _Plan([], {}, [])
+    for clip_id, qs in by_clip.items():
+        clip = sources[clip_id]
+        try:
+            identity = source_identity(clip.path)
+        except OSError as exc:  # absent, a folder, a pipe: named as extraction names it
+            reason = "no such file" if not os.path.lexists(clip.path) else (exc.strerror or str(exc))
+            plan.failed.append(Failure(clip.clip_id, clip.path, f"{clip.path}: {reason}"))
+            continue
+        jobs = []
+        for q in qs:
+            job = _job(q, clip, identity, config)
+            plan.fingerprints[q.question_id] = job.fingerprint
+            if cache.get(q.question_id, job.fingerprint) is None:
+                jobs.append(job)
+            else:
+                plan.reused += 1
+        if jobs:
+            plan.todo.append((clip, jobs))
+    return plan
+
+
+def _job(q: Question, clip, identity, config: VLMConfig) -> _Job:
+    text = config.prompt.render(question=q.question, frames=config.frames.n)
+    segment = None if clip.segment is None else [clip.segment.start, clip.segment.end]
+    fingerprint = request_fingerprint({
+        "model": config.model, "text": text, "frames": config.frames.to_dict(),
+        "generation": {"max_tokens": config.max_tokens, "temperature": config.temperature},
+        "video": {"size": identity.size, "digest": identity.digest, "segment": segment}})
+    return _Job(q, text, fingerprint)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Asking: the main thread decodes clip by clip; worker threads send.
+
+
+@dataclass
+class _Asked:
+    asked: int = 0
+    failures: list = field(default_factory=list)
+    retries: Counter = field(default_factory=Counter)
+
+
+def _ask_all(plan: _Plan, *, client: ChatClient, cache: ReplyCache, config: VLMConfig,
+             on_answer: Callable[[], None] | None) -> _Asked:
+    from ..features.pipeline import Failure
+    from ..video import VideoError
+    from .frames import clip_frames
+
+    result = _Asked(failures=list(plan.failed))
+    if not plan.todo:
+        return result
+    lock = threading.Lock()
+
+    def send(job: _Job, urls: tuple[str, ...]) -> None:
+        content = [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+        reply = client.ask(question_id=job.question.question_id,
+                           content=[*content, {"type": "text", "text": job.text}])
+        parsed = parse_reply(reply.text)
+        cache.append(CachedReply(job.question.question_id, job.fingerprint, reply.text, parsed.answer,
+                                 parsed.rule, reply.finish_reason, reply.model, reply.attempts))
+        with lock:
+            result.asked += 1
+            result.retries.update(reply.retried)
+            if on_answer:
+                on_answer()
+
+    with _Workers(config.concurrency, send) as workers:
+        for clip, jobs in plan.todo:
+            try:
+                frames = clip_frames(clip.path, config.frames, segment=clip.segment)
+            except VideoError as exc:
+                result.failures.append(Failure(clip.clip_id, clip.path, str(exc)))
+                log.debug("failed: %s: %s", clip.clip_id, exc)
+                continue
+            for job in jobs:
+                workers.put(job, frames.urls)
+    return result
+
+
+class _Workers:
+    """``n`` daemon threads running ``handle(*item)`` for the items put, at most ``n`` queued.
+
+    The first exception of a worker stops the others (queued items are dropped, requests in flight
+    finish) and is raised in the main thread by :meth:`put` or on leaving the ``with`` block. Daemon
+    threads: Ctrl-C in the main thread ends the process without waiting for requests in flight (their
+    replies, if any, are not cached and will be asked again).
+    """
+
+    def __init__(self, n: int, handle: Callable):
+        self.handle, self.error = handle, None
+        self.items: queue.Queue = queue.Queue(maxsize=n)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True, name=f"vlm-{i}") for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not None:
+            if self.stop.is_set():
+                continue
+            try:
+                self.handle(*item)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                self.error = self.error or exc
+                self.stop.set()
+
+    def put(self, *item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise self.error
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def _drain(self) -> None:
+        """Drop the queued items and tell every thread to end once its request in flight is over."""
+        while True:
+            try:
+                self.items.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self.threads:
+            try:
+                self.items.put_nowait(None)
+            except queue.Full:
+                break
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:  # Ctrl-C, a worker's error or a bug: stop asking
+            self.stop.set()
+            self._drain()
+            return
+        for _ in self.threads:
+            self.items.put(None)
+        for t in self.threads:
+            t.join()
+        if self.error is not None:
+            raise self.error
+
+
+# ---------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def _answers(questions: list[Question], plan: _Plan, cache: ReplyCache) -> tuple[dict[str, str], Counter]:
+    """The submission's answers in the split's order, and the counts by outcome. Cached replies are
+    parsed again with the current rule (the raw reply is what the cache keeps)."""
+    answers: dict[str, str] = {}
+    counts: Counter = Counter({"unparsed": 0, "no_video": 0})
+    for q in questions:
+        fp = plan.fingerprints.get(q.question_id)
+        record = None if fp is None else cache.get(q.question_id, fp)
+        if record is None:  # its clip failed (asked questions all have a record by now)
+            answers[q.question_id] = UNPARSED_ANSWER
+            counts["no_video"] += 1
+            continue
+        parsed = parse_reply(record.reply)
+        answers[q.question_id] = parsed.submitted
+        counts["unparsed" if parsed.answer is None else "answered"] += 1
+        counts[f"rule: {parsed.rule}"] += 1
+    return answers, counts
+
+
+def _write_failures(path: Path, failures: list) -> str | None:
+    if not failures:
+        if path.exists():
+            path.unlink()  # from an earlier run whose failed clips now decode
+        return None
+    atomic_write(path, "".join(json.dumps(f.to_json()) + "\n" for f in failures), fsync=True)
+    return str(path)
+
+
+def _settings(dataset, split: str, video_root, config: VLMConfig, summary: VLMSummary,
+              counts: Counter) -> dict:
+    import importlib.metadata
+
+    versions = {}
+    for dist in ("moviefib", "openai", "av", "pillow"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "format": SETTINGS_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "dataset": str(dataset), "split": split, "video_root": str(video_root), "movies": config.movies,
+        "model": config.model, "endpoint": config.endpoint,
+        "api_key_env": config.api_key_env, "api_key_set": bool(os.environ.get(config.api_key_env)),
+        "prompt": config.prompt.to_dict(), "frames": config.frames.to_dict(),
+        "parse_rule": PARSE_RULE_VERSION, "unparsed_answer": UNPARSED_ANSWER,
+        "generation": {"max_tokens": config.max_tokens, "temperature": config.temperature},
+        "concurrency": config.concurrency, "retry": config.retry.to_dict(),
+        "counts": {"questions": summary.questions, "asked": summary.asked, "reused": summary.reused,
+                   **dict(sorted(counts.items())), "failed_clips": len(summary.failures),
+                   "retries": summary.retries},
+        "reply_cache": summary.cache_path, "failures": summary.failures_path,
+        "seconds": round(summary.seconds, 3), "versions": versions,
+    }
