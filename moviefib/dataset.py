@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -26,14 +26,19 @@ class DatasetError(ValueError):
     """A dataset folder that is missing, incomplete or does not hold the requested split."""
 
 
+class DatasetNotFound(DatasetError):
+    """What was asked for is not there: the folder, a split of it, an answer key (as opposed to there
+    but unreadable or malformed)."""
+
+
 def _folder(path: str | os.PathLike) -> Path:
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise DatasetError(f"{folder}: is a file, not a dataset folder")
+        raise DatasetNotFound(f"{folder}: is a file, not a dataset folder")
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: {missing_reason(folder, 'no such dataset folder')}")
+        raise DatasetNotFound(f"{folder}: {missing_reason(folder, 'no such dataset folder')}")
     if not (folder / DATA_DIR).is_dir():
-        raise DatasetError(f"{folder}: not a MovieFIB dataset folder (no {DATA_DIR}/ inside)")
+        raise DatasetNotFound(f"{folder}: not a MovieFIB dataset folder (no {DATA_DIR}/ inside)")
     return folder
 
 
@@ -52,7 +57,7 @@ def _split_file(folder: Path, split: str) -> Path:
     if f.is_dir():
         raise DatasetError(f"{f}: is a directory, not a Parquet file")
     if not f.is_file():
-        raise DatasetError(f"{folder}: no split {split!r} (have: {', '.join(available_splits(folder)) or 'none'})")
+        raise DatasetNotFound(f"{folder}: no split {split!r} (have: {', '.join(available_splits(folder)) or 'none'})")
     return f
 
 
@@ -101,39 +106,57 @@ def _check_parquet(path: Path) -> None:
         raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def _read_parquet(path: Path, columns: Sequence[str] | None = None):
+def _read_parquet(path: Path, columns: Sequence[str] | None = None, exclude: Collection[str] = ()):
     import pyarrow.parquet as pq
 
     try:
+        if exclude:
+            names = columns if columns is not None else pq.read_schema(path).names
+            columns = [c for c in names if c not in exclude]
         return pq.read_table(path, columns=None if columns is None else list(columns))
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def read_table(path: str | os.PathLike, split: str, *, columns: Sequence[str] | None = None):
+def read_table(path: str | os.PathLike, split: str, *, columns: Sequence[str] | None = None,
+               exclude: Collection[str] = ()):
     """One split's question table as a ``pyarrow.Table`` (no ``datasets`` involved); ``columns``: only
-    these (faster on a large split).
+    these; ``exclude``: not these (faster on a large split: the sentences and times are most of it).
 
-    Raises DatasetError for a missing folder or split and for a file that is not readable Parquet.
+    Raises DatasetNotFound for a missing folder or split, DatasetError for a bad split name and for a
+    file that is not readable Parquet.
     """
     folder = _folder(path)
-    return _read_parquet(_split_file(folder, split), columns)
+    return _read_parquet(_split_file(folder, split), columns, exclude)
 
 
 def keys_folder(path: str | os.PathLike) -> Path:
-    """Where the answer keys of a folder's blind splits live: ``<folder>.keys/``."""
+    """Where the answer keys of a folder's blind splits live: ``<folder>.keys/`` (beside the folder)."""
     p = Path(path)
+    if p.name in ("", ".", ".."):  # "." or "data/..": the folder's own name is needed
+        p = p.resolve()
     return p.parent / (p.name + KEYS_SUFFIX)
 
 
-def read_keys(path: str | os.PathLike, split: str):
-    """The answer key of a blind split (``question_id``, ``answer``, ``answer_pos``, labels)."""
+def keys_path(path: str | os.PathLike, split: str) -> Path:
+    """The answer key of a blind split: ``<folder>.keys/<split>.parquet``."""
+    return keys_folder(path) / f"{split}.parquet"
+
+
+def read_keys(path: str | os.PathLike, split: str, *, key_file: str | os.PathLike | None = None):
+    """The answer key of a blind split (``question_id``, ``answer``, ``answer_pos``, labels), from
+    ``key_file`` or else from :func:`keys_path`.
+
+    Raises DatasetNotFound when there is no such file, DatasetError when it is not readable Parquet.
+    """
     problem = id_problem(split)
     if problem:
         raise DatasetError(f"{path}: bad split name: {problem}")
-    f = keys_folder(path) / f"{split}.parquet"
+    f = keys_path(path, split) if key_file is None else Path(key_file)
+    if f.is_dir():
+        raise DatasetError(f"{f}: is a directory, not a key file")
     if not f.is_file():
-        raise DatasetError(f"{f}: no answer key for split {split!r}")
+        raise DatasetNotFound(f"{f}: {missing_reason(f, f'no answer key for split {split!r}')}")
     return _read_parquet(f)
 
 

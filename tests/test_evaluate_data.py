@@ -112,7 +112,7 @@ def test_explicit_key_must_match_ids_exactly(tmp_path):
 
 def test_missing_split_folder_and_columns(tmp_path):
     folder = make_dataset(tmp_path, {"val": question_rows()})
-    with pytest.raises(MissingInput, match="no split 'test' \\(available: val\\)"):
+    with pytest.raises(MissingInput, match="no split 'test' \\(have: val\\)"):
         load_key(folder, "test")
     with pytest.raises(MissingInput, match="no such dataset folder"):
         load_key(tmp_path / "nope", "val")
@@ -120,8 +120,23 @@ def test_missing_split_folder_and_columns(tmp_path):
     with pytest.raises(InputError, match="missing column"):
         load_key(folder, "bad")
     (folder / "data" / "junk.parquet").write_bytes(b"not parquet")
-    with pytest.raises(InputError, match="cannot read Parquet"):
+    with pytest.raises(InputError, match="junk.parquet: not a readable Parquet file") as info:
         load_key(folder, "junk")
+    assert "\n" not in str(info.value)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(MissingInput, match="not a MovieFIB dataset folder"):
+        load_key(tmp_path / "plain", "val")
+
+
+def test_key_files_are_read_by_the_dataset_reader(tmp_path, monkeypatch):
+    folder = make_dataset(tmp_path, {"test": question_rows(split="test")}, blind={"test"})
+    with pytest.raises(MissingInput, match="absent.parquet: no answer key for split 'test'"):
+        load_key(folder, "test", key_file=tmp_path / "absent.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="junk.parquet: not a readable Parquet file"):
+        load_key(folder, "test", key_file=tmp_path / "junk.parquet")
+    monkeypatch.chdir(folder)  # "." names the folder: its keys are beside it, in <name>.keys/
+    assert load_key(".", "test").sources[-1] == keys_path(folder, "test")
 
 
 def test_partly_answered_split_is_rejected(tmp_path):

@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..dataset import DatasetError, keys_folder, read_answer_counts
-from ..formats import id_problem, missing_reason
+from .. import dataset as ds
+from ..dataset import keys_path
+from ..formats import id_problem
 from ..schema import ANSWER_COUNTS_FILE, COLUMN_NAMES, DATA_DIR, column_problems
 from .errors import InputError, MissingInput, UsageError
 
@@ -91,21 +92,12 @@ class AnswerKey:
 _UNUSED_COLUMNS = frozenset({"sentence", "start_aligned", "end_aligned", "start_extracted", "end_extracted",
                              "word_index", "char_start", "char_end"})
 
-
-def _read_parquet(path: Path):
-    import pyarrow.parquet as pq
-
-    try:
-        names = pq.read_schema(path).names
-        return pq.read_table(path, columns=[c for c in names if c not in _UNUSED_COLUMNS])
-    except (OSError, ValueError) as exc:
-        # pyarrow raises ArrowInvalid (a ValueError) on a corrupt file.
-        raise InputError(f"{path}: cannot read Parquet table: {exc}") from None
+__all__ = ["REQUIRED_COLUMNS", "AnswerKey", "keys_path", "load_key"]  # keys_path: moviefib.dataset's
 
 
-def keys_path(dataset: str | os.PathLike, split: str) -> Path:
-    """Where a blind split's key lives: ``<folder>.keys/<split>.parquet``."""
-    return keys_folder(Path(dataset).resolve()) / f"{split}.parquet"
+def _evaluation_error(exc: ds.DatasetError) -> MissingInput | InputError:
+    """The evaluator's error for what the dataset reader found: absent (MissingInput) or malformed."""
+    return MissingInput(str(exc)) if isinstance(exc, ds.DatasetNotFound) else InputError(str(exc))
 
 
 def _first(items, n=_EXAMPLES):
@@ -153,59 +145,66 @@ def load_key(dataset: str | os.PathLike, split: str, *, key_file: str | os.PathL
 
     A blind split's answers are read from ``key_file``, by default ``<folder>.keys/<split>.parquet``.
     A key file given for a split that has answers replaces them (after the same exact id check).
+    Every file is read by :mod:`moviefib.dataset`, whose one-line errors name it.
 
     Raises:
         MissingInput: no such folder, split or key file.
         UsageError: a bad split name.
         InputError: a table or key that cannot be read, lacks columns, or does not match.
     """
-    folder = Path(dataset)
-    if folder.exists() and not folder.is_dir():
-        raise MissingInput(f"{folder}: is a file, not a dataset folder")
-    if not folder.is_dir():
-        raise MissingInput(f"{folder}: {missing_reason(folder, 'no such dataset folder')}")
     problem = id_problem(split)
     if problem:
         raise UsageError(f"--split: bad split name: {problem}")
+    folder = Path(dataset)
     table_path = folder / DATA_DIR / f"{split}.parquet"
-    if table_path.is_dir():
-        raise InputError(f"{table_path}: is a directory, not a Parquet file")
-    if not table_path.is_file():
-        available = sorted(p.stem for p in (folder / DATA_DIR).glob("*.parquet"))
-        raise MissingInput(f"{folder}: no split {split!r} (available: {', '.join(available) or 'none'})")
-    table = _read_parquet(table_path)
+    try:
+        table = ds.read_table(folder, split, exclude=_UNUSED_COLUMNS)
+    except ds.DatasetError as exc:
+        raise _evaluation_error(exc) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise InputError(f"{table_path}: missing column(s) {', '.join(missing)}")
     sources = [table_path]
     n_null = table.column("answer").null_count
     blind = table.num_rows > 0 and n_null == table.num_rows
-    if key_file is None and blind:
-        key_file = keys_path(folder, split)
-        if not key_file.is_file():
-            raise MissingInput(f"split {split!r} of {folder} is blind and its key {key_file} does not exist "
-                             "(pass --key KEYFILE)")
-    if key_file is not None:
-        key_file = Path(key_file)
-        if key_file.is_dir():
-            raise MissingInput(f"{key_file}: is a directory, not a key file")
-        if not key_file.is_file():
-            raise MissingInput(f"{key_file}: {missing_reason(key_file, 'no such key file')}")
-        table = _merge_key(table, _read_parquet(key_file), key_file)
+    if key_file is not None or blind:
+        table, key_file = _with_key(folder, split, table, key_file)
         sources.append(key_file)
-        log.debug("answers of %s from key %s", split, key_file)
     elif n_null:
         raise InputError(f"{table_path}: {n_null} of {table.num_rows} questions have no answer "
                          "(neither a complete split nor a blind one)")
-    counts_path = folder / ANSWER_COUNTS_FILE
-    try:
-        answer_counts = read_answer_counts(counts_path) if counts_path.is_file() else None
-    except DatasetError as exc:
-        raise InputError(str(exc)) from None
-    if answer_counts is None:
-        log.info("%s absent: no answer-frequency breakdown", counts_path)
-    else:
-        sources.append(counts_path)
+    answer_counts = _answer_counts(folder)
+    if answer_counts is not None:
+        sources.append(folder / ANSWER_COUNTS_FILE)
     where = str(key_file) if key_file is not None else str(table_path)
     return AnswerKey.from_table(table, split=split, sources=tuple(sources),
                                 answer_counts=answer_counts, where=where)
+
+
+def _with_key(folder: Path, split: str, table, key_file: str | os.PathLike | None):
+    """``table`` with the answers of its key (``key_file``, else the folder's key of ``split``), and
+    the key's path."""
+    path = keys_path(folder, split) if key_file is None else Path(key_file)
+    try:
+        key_table = ds.read_keys(folder, split, key_file=path)
+    except ds.DatasetNotFound as exc:
+        if key_file is not None:
+            raise MissingInput(str(exc)) from None
+        raise MissingInput(f"split {split!r} of {folder} is blind and its key {path} does not exist "
+                           "(pass --key KEYFILE)") from None
+    except ds.DatasetError as exc:
+        raise _evaluation_error(exc) from None
+    log.debug("answers of %s from key %s", split, path)
+    return _merge_key(table, key_table, path), path
+
+
+def _answer_counts(folder: Path) -> dict[str, int] | None:
+    """The training answer counts of the folder, or None when it has none."""
+    counts_path = folder / ANSWER_COUNTS_FILE
+    if not counts_path.is_file():
+        log.info("%s absent: no answer-frequency breakdown", counts_path)
+        return None
+    try:
+        return ds.read_answer_counts(counts_path)
+    except ds.DatasetError as exc:
+        raise InputError(str(exc)) from None

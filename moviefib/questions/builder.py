@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from ..dataset import keys_folder
 from ..fileio import file_in_the_way
 from ..formats import BLANK, RowProblem
 from ..schema import (
@@ -35,7 +36,6 @@ from ..schema import (
     COLUMN_NAMES,
     DATA_DIR,
     KEY_COLUMNS,
-    KEYS_SUFFIX,
     STATS_FILE,
     arrow_schema,
     sorted_splits,
@@ -279,7 +279,7 @@ def _check_free(folder, overwrite: bool, *, blind: bool = False) -> None:
     the end: an existing folder (unless ``overwrite``), an existing file (never replaced: it is most
     likely an input given by mistake), a parent that is a file or not writable."""
     folder = Path(folder)
-    keys = [folder.parent / (folder.name + KEYS_SUFFIX)] if blind else []
+    keys = [keys_folder(folder)] if blind else []
     for path in [folder, *keys]:
         if path.exists() and not path.is_dir():
             raise BuildError(f"{path} exists and is not a folder (a file is never replaced by a dataset)")
@@ -375,7 +375,7 @@ def write_dataset(folder: str | os.PathLike, questions: Sequence[Question], *, s
     stats["answer_counts_split"] = answer_split if answer_split in by_split else None
 
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    keys_final = folder.parent / (folder.name + KEYS_SUFFIX)
+    keys_final = keys_folder(folder)
     keys_tmp = folder.parent / f".{keys_final.name}.tmp-{os.getpid()}"
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
