@@ -87,6 +87,29 @@ def test_breakdowns_by_hand(key):
     assert list(table("frequency_band")) == ["top-100", BAND_OOV]
 
 
+def test_accuracy_by_a_label_column_is_the_breakdowns(key, tmp_path):
+    """What the demo reports per question type: one call on the evaluation, no recount."""
+    from moviefib.evaluate import evaluate_key, write_submission
+    from moviefib.evaluate.errors import UsageError
+
+    q = key.question_ids
+    answers = dict(zip(q, key.answers))
+    answers[q[0]] = "runs"   # a "how" question
+    answers[q[4]] = "car"    # two "what" ones
+    answers[q[7]] = "bus"
+    path = tmp_path / "sub.tsv"
+    write_submission(path, answers)
+    ev = evaluate_key(key, [path], by=("question_type",), bootstrap=0)
+    result = ev.submissions[0]
+    assert result.summary.accuracy == pytest.approx(12 / 15)
+    assert result.group_accuracy("question_type") == pytest.approx({"how": 10 / 11, "what": 2 / 4})
+    assert result.group_accuracy("label:question_type") == result.group_accuracy("question_type")
+    assert result.group_accuracy("movie") == pytest.approx({"1001_ALPHA": 5 / 7, "1002_BETA": 3 / 4,
+                                                            "1003_GAMMA": 1.0})
+    with pytest.raises(UsageError, match="no breakdown 'genre'.*by=\\('genre',\\)"):
+        result.group_accuracy("genre")
+
+
 def test_frequency_bands_follow_rank(tmp_path):
     counts = {f"w{i:04d}": 10_000 - i for i in range(1200)}
     rows = question_rows()

@@ -59,6 +59,20 @@ class SubmissionResult:
     breakdowns: dict[str, tuple[GroupScore, ...]]
     outcomes: Outcomes = field(repr=False)
 
+    def group_accuracy(self, grouping: str) -> dict[str, float]:
+        """Exact-match accuracy (:attr:`Summary.accuracy`) per group of a breakdown, in report order.
+
+        ``grouping``: a label column the evaluation was asked to break down by (``by=("question_type",)``
+        gives ``"question_type"``, also reachable as ``"label:question_type"``) or a built-in breakdown
+        (``pos_group``, ``answer_pos``, ``frequency_band``, ``movie``). The overall accuracy is
+        ``summary.accuracy``. Raises UsageError naming the breakdowns there are.
+        """
+        name = grouping if grouping in self.breakdowns else f"label:{grouping}"
+        if name not in self.breakdowns:
+            raise UsageError(f"no breakdown {grouping!r} in this evaluation (have: {', '.join(self.breakdowns)}); "
+                             f"evaluate with by=({grouping!r},) to break accuracy down by that label column")
+        return {g.group: g.summary.accuracy for g in self.breakdowns[name]}
+
     def to_dict(self) -> dict:
         return {
             "name": self.name, "path": self.path, "format": self.format, "sha256": self.sha256,
@@ -123,12 +137,7 @@ def _names(paths: Sequence[Path]) -> list[str]:
     return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
 
 
-def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, dataset: str = "",
-                 order_of: str | os.PathLike | None = None, allow_missing: bool = False,
-                 allow_invalid: bool = False, by: Sequence[str] = (),
-                 humans: str | os.PathLike | None = None, bootstrap: int = 1000, seed: int = 0,
-                 level: float = 0.95, lemma: bool = False) -> Evaluation:
-    """Evaluate submission files against a loaded key (see :func:`evaluate` for the options)."""
+def _check_options(submissions, bootstrap: int, seed: int, level: float) -> None:
     if not submissions:
         raise UsageError("no submission given")
     if not 0 <= bootstrap <= MAX_BOOTSTRAP:
@@ -137,19 +146,54 @@ def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, da
         raise UsageError(f"--seed must be >= 0, not {seed}")
     if not 0 < level < 1:
         raise UsageError(f"confidence level must be in (0, 1), not {level}")
-    paths = [Path(p) for p in submissions]
-    groups = groupings(key, tuple(by))
-    human_answers = read_human_answers(humans, key) if humans is not None else None
 
-    reports, subs = [], []
+
+def _read_all(paths: Sequence[Path], key: AnswerKey, order_of, *, allow_missing: bool, allow_invalid: bool):
+    """Every submission read and validated before any is scored: all problems are reported at once."""
+    subs, reports = [], []
     for path in paths:
         sub = (read_ordered_submission(path, order_of, key) if order_of is not None
                else read_submission(path))
-        report = validate(sub, key, allow_missing=allow_missing, allow_invalid=allow_invalid)
-        reports.append(report)
         subs.append(sub)
+        reports.append(validate(sub, key, allow_missing=allow_missing, allow_invalid=allow_invalid))
     if any(not r.ok for r in reports):
         raise SubmissionInvalid([r for r in reports if not r.ok])
+    return subs, reports
+
+
+def _comparisons(results: Sequence[SubmissionResult], sent, *, bootstrap: int, seed: int, level: float
+                 ) -> tuple[PairedComparison, ...]:
+    """The first submission compared, paired by sentence, with each other one (exact, normalised)."""
+    if not bootstrap:
+        return ()
+    first = results[0]
+    return tuple(paired_comparison(sent, getattr(first.outcomes, metric), getattr(other.outcomes, metric),
+                                   names=(first.name, other.name), metric=metric, n_resamples=bootstrap,
+                                   seed=seed, level=level)
+                 for other in results[1:] for metric in ("exact", "normalised"))
+
+
+def _human_results(key: AnswerKey, human_answers, results, groups) -> tuple[HumanModeResult, ...]:
+    if human_answers is None:
+        return ()
+    pos = next(g for g in groups if g.name == "pos_group")
+    pos_of_row = [pos.labels[c] for c in pos.codes]
+    return tuple(compare_humans(
+        key, human_answers, {r.name: (r.outcomes.exact, r.outcomes.normalised) for r in results},
+        pos_of_row))
+
+
+def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, dataset: str = "",
+                 order_of: str | os.PathLike | None = None, allow_missing: bool = False,
+                 allow_invalid: bool = False, by: Sequence[str] = (),
+                 humans: str | os.PathLike | None = None, bootstrap: int = 1000, seed: int = 0,
+                 level: float = 0.95, lemma: bool = False) -> Evaluation:
+    """Evaluate submission files against a loaded key (see :func:`evaluate` for the options)."""
+    _check_options(submissions, bootstrap, seed, level)
+    paths = [Path(p) for p in submissions]
+    groups = groupings(key, tuple(by))
+    human_answers = read_human_answers(humans, key) if humans is not None else None
+    subs, reports = _read_all(paths, key, order_of, allow_missing=allow_missing, allow_invalid=allow_invalid)
 
     sent = sentence_codes(key)
     results = []
@@ -163,36 +207,19 @@ def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, da
             {g.name: breakdown(g, outcomes) for g in groups}, outcomes))
         log.debug("%s: accuracy %.4f", name, results[-1].summary.accuracy)
 
-    comparisons = []
-    if bootstrap:
-        first = results[0]
-        for other in results[1:]:
-            for metric in ("exact", "normalised"):
-                comparisons.append(paired_comparison(
-                    sent, getattr(first.outcomes, metric), getattr(other.outcomes, metric),
-                    names=(first.name, other.name), metric=metric, n_resamples=bootstrap, seed=seed,
-                    level=level))
-
-    human_results: tuple[HumanModeResult, ...] = ()
-    if human_answers is not None:
-        pos = next(g for g in groups if g.name == "pos_group")
-        pos_of_row = [pos.labels[c] for c in pos.codes]
-        human_results = tuple(compare_humans(
-            key, human_answers, {r.name: (r.outcomes.exact, r.outcomes.normalised) for r in results},
-            pos_of_row))
-
     import pyarrow.compute as pc
 
-    table = key.table
     settings = {"bootstrap": bootstrap, "seed": seed, "level": level, "resampling_unit": "sentence",
                 "allow_missing": allow_missing, "allow_invalid": allow_invalid, "lemma": lemma,
                 "by": list(by), "order_of": None if order_of is None else str(order_of),
                 "normalisation": NORMALISATION}
     return Evaluation(
         dataset=dataset, split=key.split, n_questions=len(key), n_sentences=int(sent.max()) + 1,
-        n_movies=pc.count_distinct(table.column("movie")).as_py(),
+        n_movies=pc.count_distinct(key.table.column("movie")).as_py(),
         fingerprints={str(p): sha256_file(p) for p in key.sources},
-        submissions=tuple(results), comparisons=tuple(comparisons), humans=human_results,
+        submissions=tuple(results),
+        comparisons=_comparisons(results, sent, bootstrap=bootstrap, seed=seed, level=level),
+        humans=_human_results(key, human_answers, results, groups),
         human_file=None if humans is None else (str(humans), sha256_file(humans)),
         published_human=PUBLISHED_HUMAN, settings=settings)
 
