@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .training.config import ANSWER_PRESETS
+
 log = logging.getLogger(__name__)
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
-ANSWER_PRESETS = ("paper", "topk")
 PAPER_MIN_COUNT = 50  # "more than 50 occurrences"
 
 

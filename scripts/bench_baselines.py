@@ -3,7 +3,7 @@
 
 ``accuracy``: on the real MovieFIB val questions (``../shared/data/moviefib_val``) split by movie:
 train on the 8 movies other than 1005_Signs and 1027_Les_Miserables, validate on those 2; accuracy of
-majority, context_lookup, text_only and minilm (recipes of ``baselines/``, overridable with --set).
+majority, context_lookup, text_only and minilm (the packaged recipes, overridable with --set).
 
 ``throughput``: training questions/s of text_only and text_2d3d at paper settings on this machine's
 CPU, on synthetic features of the real sizes (1024-d 2D, 4096-d 3D).
@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 VAL_MOVIES = ("1005_Signs", "1027_Les_Miserables")
 sys.path.insert(0, str(ROOT))
+
+from moviefib.fileio import atomic_write  # noqa: E402
 
 
 def real_val_tables(fib_file: Path) -> dict:
@@ -58,8 +60,7 @@ def bench_accuracy(args) -> dict:
     results = {"split": {"train_movies": "8 others", "val_movies": list(VAL_MOVIES),
                          "n_train": tables["train"].num_rows, "n_val": tables["val"].num_rows}}
     for name in args.models:
-        config = load_config(ROOT / "moviefib" / "recipes" / f"{name}.toml",
-                             [*args.set, f"train.out_dir={json.dumps(str(Path(args.out) / name))}"])
+        config = load_config(name, [*args.set, f"train.out_dir={json.dumps(str(Path(args.out) / name))}"])
         t0 = time.perf_counter()
         res = train(config, tables=tables)
         results[name] = {"val_acc": res.best_val_acc, "best_epoch": res.best_epoch, "epochs": res.epochs_run,
@@ -100,15 +101,14 @@ def bench_throughput(args) -> dict:
 
         tables = {"train": table(1), "val": table(2)}
         for name in ("text_only", "text_2d3d"):
-            config = load_config(ROOT / "moviefib" / "recipes" / f"{name}.toml", [
+            config = load_config(name, [
                 *args.set, f"features.dir={json.dumps(str(fdir))}", "train.epochs=1", "train.progress=false",
                 f"train.max_batches={args.batches}", f"train.out_dir={json.dumps(str(fdir / name))}"])
             res = train(config, tables=tables)
             h = res.metrics["history"][0]
-            results[name] = {"questions_per_s": h["questions_per_s"], "batch_size": config["train"]["batch_size"],
-                             "batch_norm": bool(config["model"].get("batch_norm", False)),
-                             "batches": args.batches}
-            print(f"{name}: {h['questions_per_s']:.0f} questions/s (batch {config['train']['batch_size']}, "
+            results[name] = {"questions_per_s": h["questions_per_s"], "batch_size": config.train.batch_size,
+                             "batch_norm": config.model.settings.batch_norm, "batches": args.batches}
+            print(f"{name}: {h['questions_per_s']:.0f} questions/s (batch {config.train.batch_size}, "
                   f"batch_norm={results[name]['batch_norm']})", flush=True)
     return results
 
@@ -126,7 +126,7 @@ def main() -> int:
     results = bench_accuracy(args) if args.what == "accuracy" else bench_throughput(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Thin entry point: ``python scripts/train.py baselines/<name>.toml [--set section.key=value ...]``
-is ``moviefib train ...``."""
+"""Thin entry point: ``python scripts/train.py RECIPE [--set section.key=value ...]`` (a packaged
+recipe's name, see ``moviefib recipes list``, or a TOML file) is ``moviefib train ...``."""
 
 import sys
 from pathlib import Path

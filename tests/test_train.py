@@ -7,6 +7,7 @@ near chance, like ``text_only``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -153,8 +154,7 @@ def test_missing_features_error_names_the_clip_or_skips(toy, tmp_path):
     cfg = _config(toy, "text_3d", tmp_path / "run", "train.epochs=1", f"features.dir={json.dumps(str(fdir))}")
     with pytest.raises(MissingFeaturesError, match=f"clip {_clip(5)} has no 3d features"):
         train(cfg)
-    cfg["data"]["missing"] = "skip"
-    res = train(cfg)
+    res = train(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing="skip")))
     assert res.metrics["skipped_train"] == 2 and res.metrics["n_train"] == 126
 
 
@@ -173,9 +173,9 @@ def test_answer_vocabulary_presets_and_oov_errors(toy, tmp_path):
 def test_config_overrides_and_errors(tmp_path):
     cfg = load_config(ROOT / "moviefib" / "recipes" / "text_2d3d.toml", ["train.lr=1e-3", "model.batch_norm=true",
                                                               "features.2d=my_2d", "data.top_k=50"])
-    assert cfg["train"]["lr"] == 1e-3 and cfg["model"]["batch_norm"] is True
-    assert cfg["features"]["2d"] == "my_2d" and cfg["data"]["top_k"] == 50
-    assert cfg["train"]["batch_size"] == 24 and cfg["model"]["hidden"] == 320 and cfg["data"]["max_steps"] == 15
+    assert cfg.train.lr == 1e-3 and cfg.model.settings.batch_norm is True
+    assert cfg.features.preset_2d == "my_2d" and cfg.data.top_k == 50
+    assert cfg.train.batch_size == 24 and cfg.model.settings.hidden == 320 and cfg.data.max_steps == 15
     with pytest.raises(ConfigError, match="unknown key train.lrr"):
         load_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="section.key=value"):
@@ -271,7 +271,7 @@ def test_video_standardisation_uses_training_statistics_and_travels_with_the_che
 
     config = _config(toy, "text_2d3d", tmp_path / "run", "train.epochs=1", "model.standardise_video=true")
     _, words, train_view, _ = prepare_splits(config)
-    stores = open_stream_stores(("2d", "3d"), config["features"], config["features"]["dir"])
+    stores = open_stream_stores(("2d", "3d"), config.features.presets(), config.features.dir)
     mean, std = video_statistics(FIBDataset(train_view, words, stores=stores))
     # Direct computation over the 64 training clips' steps, each stream on its own.
     direct = [np.concatenate([np.asarray(stores[s].get(_clip(k)).features, np.float64) for k in range(64)])

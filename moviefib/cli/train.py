@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from . import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
@@ -15,7 +14,7 @@ RUN_FILES = ("best.pt", "last.pt", "metrics.json")
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a baseline from a recipe (baselines/<name>.toml)",
+        "train", help="train a baseline from a recipe (moviefib recipes list)",
         description="Train a baseline. Every recipe key can be overridden with --set section.key=value "
                     "(TOML values: --set train.lr=1e-3 --set data.dataset='\"my_data\"' or a bare string). "
                     "The recipe is checked before anything runs. Under torchrun, train.batch_size is the "
@@ -55,12 +54,13 @@ def _invalid_input_errors() -> tuple[type[Exception], ...]:
     """Library exceptions that mean bad input (exit 3), as opposed to bugs."""
     from ..data import FeatureSetupError, MissingFeaturesError, VocabularyError
     from ..dataset import DatasetError
+    from ..distributed import LaunchError
     from ..features.store import StoreError
     from ..models import SettingError
-    from ..train import CheckpointError, ConfigError
+    from ..train import CheckpointError, ConfigError, ScoringError
 
     return (ConfigError, CheckpointError, DatasetError, StoreError, MissingFeaturesError, VocabularyError,
-            FeatureSetupError, SettingError)
+            FeatureSetupError, SettingError, ScoringError, LaunchError)
 
 
 def _unavailable_errors() -> tuple[type[Exception], ...]:
@@ -72,7 +72,8 @@ def _unavailable_errors() -> tuple[type[Exception], ...]:
 
 
 def _overrides(args) -> list[str]:
-    overrides = list(args.overrides)
+    # The command shows progress bars unless told not to; first, so that a --set of it wins.
+    overrides = ["train.progress=true", *args.overrides]
     for flag, key in ((args.dataset, "data.dataset"), (args.features_dir, "features.dir"), (args.out, "train.out_dir"),
                       (args.device, "train.device"), (args.resume, "train.resume")):
         if flag is not None:
@@ -101,7 +102,7 @@ def _check_device_flag(device: str | None) -> None:
         raise CLIError(f"--device {problem}", EXIT_USAGE)
 
 
-def _load_config(args) -> dict:
+def _load_config(args):
     """The recipe with the flags applied; a malformed --set is a usage error naming it (exit 2)."""
     from ..train import OverrideError, load_config
 
@@ -111,49 +112,44 @@ def _load_config(args) -> dict:
         raise CLIError(f"--set {exc.assignment!r}: {exc.reason}", EXIT_USAGE) from None
 
 
+def _run(args, config):
+    """``(training result, evaluation or None)``: the library trains (and, --score, predicts and scores)."""
+    from .. import train as library
+
+    if config.train.out_dir:
+        _check_fresh_run_folder(Path(config.train.out_dir), resume=bool(config.train.resume),
+                                overwrite=args.overwrite)
+    if not args.score:
+        return library.train(config), None
+    scored = library.train_and_score(config)
+    return scored.result, scored.evaluation
+
+
 def _train(args) -> int:
     _check_device_flag(args.device)
     require_extra("moviefib train", "train", "torch", "h5py")
     from ..data import MissingFeaturesError
-    from ..train import train
+    from ..distributed import distributed_env
 
     try:
         config = _load_config(args)
-        if config["train"]["out_dir"]:
-            _check_fresh_run_folder(Path(config["train"]["out_dir"]), resume=bool(config["train"]["resume"]),
-                                    overwrite=args.overwrite)
-        result = train(config)
+        result, evaluation = _run(args, config)
+        main_process = distributed_env().is_main
     except MissingFeaturesError as exc:
         raise CLIError(f"{exc}; leave them out with --set data.missing=skip", EXIT_INVALID) from None
     except _invalid_input_errors() as exc:
         raise CLIError(str(exc), EXIT_INVALID) from None
     except _unavailable_errors() as exc:
         raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
-    if os.environ.get("RANK", "0") != "0":
+    if not main_process:
         return 0  # under torchrun, rank 0 reports
-    print(f"{config['model']['name']}: best val accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch} "
+    print(f"{config.model.name}: best val accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch} "
           f"({result.epochs_run} epochs); checkpoint {result.best_checkpoint}")
-    if args.score:
-        _score_val(config, result)
+    if evaluation is not None:
+        from ..evaluate import format_table
+
+        print(format_table(evaluation), end="")
     return 0
-
-
-def _score_val(config: dict, result) -> None:
-    from ..evaluate import EvaluationError, evaluate, format_table
-    from ..evaluate.report import metrics_json
-    from ..train import predict, write_predictions
-
-    d = config["data"]
-    sub = result.out_dir / f"{d['val_split']}_predictions.tsv"
-    try:
-        write_predictions(predict(result.best_checkpoint, d["dataset"], d["val_split"],
-                                  features_dir=config["features"]["dir"], device=config["train"]["device"],
-                                  missing=d["missing"], progress=bool(config["train"]["progress"])), sub)
-        ev = evaluate(d["dataset"], sub, split=d["val_split"], bootstrap=0, allow_missing=d["missing"] == "skip")
-    except EvaluationError as exc:
-        raise CLIError(f"scoring {sub}: {exc}", EXIT_INVALID) from None
-    (result.out_dir / f"{d['val_split']}_evaluation.json").write_text(metrics_json(ev), encoding="utf-8")
-    print(format_table(ev), end="")
 
 
 def _check_submission_path(out: Path) -> None:

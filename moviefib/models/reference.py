@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from . import register_model
+from .registry import ModelSettings, register_model
 
 START, END = "<s>", "</s>"
 
@@ -24,8 +24,9 @@ class _CountModel:
     streams: tuple[str, ...] = ()
     model_name = ""
 
-    def __init__(self, *, n_answers: int, vocab_size: int | None = None, video_dims: dict | None = None):
-        # vocab_size and video_dims are what the trainer gives every model; counts need neither.
+    def __init__(self, *, n_answers: int, vocab_size: int | None = None, video_dims: dict | None = None,
+                 settings: ModelSettings = ModelSettings()):
+        # vocab_size, video_dims and settings are what the trainer gives every model; counts need none.
         self.n_answers = int(n_answers)
         self.majority = 0
 
@@ -64,8 +65,9 @@ def _context(item) -> tuple[str, str]:
 class ContextLookup(_CountModel):
     """The most frequent answer after the previous word / before the next word (see module doc)."""
 
-    def __init__(self, **cfg):
-        super().__init__(**cfg)
+    def __init__(self, *, n_answers: int, vocab_size: int | None = None, video_dims: dict | None = None,
+                 settings: ModelSettings = ModelSettings()):
+        super().__init__(n_answers=n_answers, vocab_size=vocab_size, video_dims=video_dims, settings=settings)
         self.pair: dict[tuple[str, str], int] = {}
         self.side_scores: dict[str, dict[str, dict[int, float]]] = {"prev": {}, "next": {}}
 

@@ -1,0 +1,229 @@
+"""The steps of neural training: the optimiser set-up, one epoch, validation, and prediction.
+
+An :class:`Engine` holds what every step uses (the model, its DDP wrapper, optimizer, gradient
+scaler, loss, collate function, device). :func:`train_epoch` runs one epoch over a
+:class:`SharedPermutation` of the training set and returns its :class:`EpochFigures` summed over every
+process; :func:`validate` recalibrates recurrent batch norm and scores the validation set with
+:func:`moviefib.evaluate.metrics.index_accuracy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..distributed import DistributedEnv
+from .checkpoints import is_neural
+from .config import TrainSection
+from .ddp import parallel_model, per_rank_batch, sum_over_processes
+from .progress import RunningFigures, TrainProgress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SharedPermutation:
+    """The training order of one epoch: a permutation every process draws alike from ``seed``, of
+    which process ``rank`` of ``world`` takes every ``world``-th question (a DataLoader sampler).
+
+    Taken strided, the per-process batches ``i`` of all processes together hold exactly the questions
+    of batch ``i`` of a single process reading the whole permutation with the global batch size: so
+    torchrun and one process make the same steps. Under torchrun the last ``n % world`` questions of
+    the permutation are left out (other ones each epoch), so that every process makes as many steps.
+    """
+
+    n: int
+    seed: int
+    rank: int = 0
+    world: int = 1
+
+    def _order(self) -> list[int]:
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        return perm[: self.n - self.n % self.world][self.rank::self.world].tolist()
+
+    def __iter__(self):
+        return iter(self._order())
+
+    def __len__(self) -> int:
+        return self.n // self.world
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def autocast(device, amp: bool):
+    # float16, not bfloat16: cuDNN runs LSTMs in bfloat16 only from cuDNN 9.13 on.
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int, collate, seed: int = 0,
+                sampler=None, device=None):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, collate_fn=collate, generator=gen, drop_last=False,
+        pin_memory=device is not None and device.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None)
+
+
+def predict_indices(model, dataset, *, batch_size: int = 256, device=None, workers: int = 0,
+                    amp: bool = False, progress: bool = False) -> list[int]:
+    """The predicted answer index of every sample of ``dataset``, in order (``progress``: a bar)."""
+    from tqdm.auto import tqdm
+
+    from ..data import Collator
+
+    if not is_neural(model):
+        return model.predict([dataset.item(i) for i in range(len(dataset))])
+    device = device or next(model.parameters()).device
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers,
+                         collate=Collator(getattr(model, "tokenize", None)), device=device)
+    model.eval()
+    out: list[int] = []
+    with torch.inference_mode(), autocast(device, amp):
+        for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+            out.extend(model(to_device(batch, device)).argmax(1).tolist())
+    return out
+
+
+def gold_indices(dataset) -> list[int]:
+    """The true answer index of every sample (-1: outside the answer vocabulary)."""
+    return [dataset.item(i).answer_index for i in range(len(dataset))]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the training steps share.
+
+    Attributes:
+        model: the model. net: what the step calls (``model``, or its DDP wrapper under torchrun).
+        optimizer: Adam over two groups (the classifier at ``train.head_lr``, the rest at ``train.lr``).
+        scaler: the float16 gradient scaler (disabled off CUDA or without ``train.amp``).
+        loss: cross entropy ignoring out-of-vocabulary answers (-1).
+        collate: the batch builder (with the model's tokenizer, if it has one).
+        device: where the model runs. env: this process's place in the launch.
+    """
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss: torch.nn.Module
+    collate: object
+    device: torch.device
+    env: DistributedEnv
+    amp: bool
+
+
+def make_engine(model, cfg: TrainSection, *, env: DistributedEnv, device: torch.device) -> Engine:
+    """The model on ``device`` (wrapped for DDP under torchrun) with its optimizer and scaler."""
+    from ..data import Collator
+
+    model.to(device)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in named if n.startswith("classifier.")]
+    rest = [p for n, p in named if not n.startswith("classifier.")]
+    optimizer = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": head, "lr": cfg.classifier_lr}],
+                                 betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    return Engine(model, parallel_model(model, env, device), optimizer, scaler,
+                  torch.nn.CrossEntropyLoss(ignore_index=-1), Collator(getattr(model, "tokenize", None)),
+                  device, env, cfg.amp)
+
+
+@dataclass(frozen=True)
+class EpochFigures:
+    """One epoch's training figures over every process: mean loss, accuracy, questions, seconds."""
+
+    loss: float
+    accuracy: float
+    n_seen: int
+    seconds: float
+
+
+def _step(engine: Engine, batch: dict, clip_grad: float, figures: RunningFigures) -> None:
+    batch = to_device(batch, engine.device)
+    target = batch["answer"]
+    with autocast(engine.device, engine.amp):
+        logits = engine.net(batch)
+    # A batch of only out-of-vocabulary answers has no loss (NaN): it adds no gradient.
+    loss = torch.nan_to_num(engine.loss(logits.float(), target), nan=0.0)
+    engine.optimizer.zero_grad(set_to_none=True)
+    engine.scaler.scale(loss).backward()
+    if clip_grad:
+        engine.scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(engine.model.parameters(), clip_grad)
+    engine.scaler.step(engine.optimizer)
+    engine.scaler.update()
+    figures.add(loss, logits, target)
+
+
+def epoch_seed(cfg: TrainSection, epoch: int) -> int:
+    """Each epoch reseeds, so a resumed run follows the same path as an uninterrupted one."""
+    return cfg.seed * 1000 + epoch
+
+
+def train_epoch(engine: Engine, dataset, cfg: TrainSection, *, epoch: int, workers: int,
+                progress: TrainProgress) -> EpochFigures:
+    """One epoch (0-based ``epoch``) of optimisation over this process's share of ``dataset``."""
+    env, seed = engine.env, epoch_seed(cfg, epoch)
+    seed_everything(seed)
+    sampler = SharedPermutation(len(dataset), seed=seed, rank=env.rank, world=env.world)
+    loader = make_loader(dataset, batch_size=per_rank_batch(cfg.batch_size, env.world), shuffle=True,
+                         workers=workers, collate=engine.collate, seed=seed, sampler=sampler, device=engine.device)
+    total = min(len(loader), cfg.max_batches) if cfg.max_batches > 0 else len(loader)
+    engine.net.train()
+    t0 = time.perf_counter()
+    figures = RunningFigures(torch.zeros((), device=engine.device),
+                             torch.zeros((), dtype=torch.long, device=engine.device))
+    progress.epoch_started(epoch + 1, cfg.epochs, total)
+    for b, batch in enumerate(itertools.islice(loader, total)):
+        _step(engine, batch, cfg.clip_grad, figures)
+        progress.batch_done(b + 1, figures)
+    # The epoch's figures over every process's share.
+    loss_sum, n_correct, n_seen = sum_over_processes(
+        [float(figures.loss_sum), float(figures.n_correct), float(figures.n_seen)], env, engine.device)
+    n_seen = int(n_seen)
+    return EpochFigures(loss_sum / max(1, n_seen), n_correct / max(1, n_seen), n_seen, time.perf_counter() - t0)
+
+
+def _calibrate(engine: Engine, dataset, cfg: TrainSection, *, seed: int, workers: int) -> None:
+    """Recurrent batch norm: statistics of the epoch's final weights, from training batches."""
+    from ..models.lstm import batch_norm_layers, recalibrate_batch_norm
+
+    n = cfg.bn_calibration_batches
+    if n <= 0 or not batch_norm_layers(engine.model):  # checked first: iterating a loader starts its workers
+        return
+    loader = make_loader(dataset, batch_size=cfg.batch_size, shuffle=True, workers=workers,
+                         collate=engine.collate, seed=seed + 500_000, device=engine.device)
+    with autocast(engine.device, engine.amp):
+        used = recalibrate_batch_norm(engine.model, (to_device(b, engine.device)
+                                                     for b in itertools.islice(loader, n)))
+    if used:
+        log.debug("batch-norm statistics recalibrated on %d training batches", used)
+
+
+def validate(engine: Engine, train_set, val_set, cfg: TrainSection, *, epoch: int, workers: int) -> float:
+    """Validation accuracy after epoch ``epoch`` (0-based) of the model as it is now."""
+    from ..evaluate.metrics import index_accuracy
+
+    _calibrate(engine, train_set, cfg, seed=epoch_seed(cfg, epoch), workers=workers)
+    predicted = predict_indices(engine.model, val_set, batch_size=cfg.eval_batch_size, device=engine.device,
+                                workers=workers, amp=engine.amp)
+    return index_accuracy(predicted, gold_indices(val_set))
