@@ -1,8 +1,8 @@
 """A stand-in for an OpenAI-compatible Video-LLM server, on localhost, for the predict-vlm tests.
 
 It is a real HTTP server (``http.server``, one thread per connection, HTTP/1.1 keep-alive) serving
-``POST /v1/chat/completions``. Every request is checked as a strict server would: the bearer key, the
-model, one user message of ``image_url`` parts then one text part; every image is a
+``POST /v1/chat/completions``. Every request is checked as a strict server would: the bearer key (401
+when wrong), the model, one user message of ``image_url`` parts then one text part; every image is a
 ``data:image/jpeg;base64`` URL that is decoded (Pillow), must be a JPEG, as many as expected, no
 larger than expected. A request that breaks a rule gets a 400 and is recorded in ``problems``.
 
@@ -158,6 +158,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500, {"error": {"message": "internal error"}})
         if rec.outcome == "timeout":
             time.sleep(s.hang_seconds)
+        if s.api_key is not None and self.headers.get("Authorization") != f"Bearer {s.api_key}":
+            rec.outcome = "unauthorized"
+            return self._send(401, {"error": {"message": "Incorrect API key provided"}})
         problem = self._check(body, rec)
         if problem:
             rec.outcome = "bad"
@@ -181,8 +184,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _check(self, body: bytes, rec: Record) -> str | None:
         """Why the request breaks the rules of a strict server, or None."""
         s = self.standin
-        if s.api_key is not None and self.headers.get("Authorization") != f"Bearer {s.api_key}":
-            return "wrong or missing API key"
         try:
             req = json.loads(body)
         except ValueError as exc:
