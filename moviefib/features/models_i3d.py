@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hub import WeightsFileError
+from .hub import UNPICKLE_ERRORS, WeightsFileError
 from .layers import is_symmetric, pad_same
 from .registry import Extractor, ExtractorMeta, build_extractor, register_extractor
 from .transforms import FramePreprocess
@@ -158,18 +158,12 @@ class _FlaxUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-# What unpickling a file that is not a pickle raises (the pickle docs name the first five; a damaged
-# opcode stream gives the others).
-_UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError,
-                    TypeError, ValueError, OverflowError)
-
-
 def load_flax_checkpoint(path: Path) -> dict:
     """The ``{params, batch_stats}`` tree of a Flax I3D checkpoint; WeightsFileError for any other file."""
     with open(path, "rb") as fh:
         try:
             variables = _FlaxUnpickler(fh).load()
-        except _UNPICKLE_ERRORS as exc:
+        except UNPICKLE_ERRORS as exc:
             first_line = (str(exc).splitlines() or [""])[0][:200]
             raise WeightsFileError(f"{path}: not an I3D Flax checkpoint (a pickle of numpy arrays): "
                                    f"{type(exc).__name__}: {first_line}") from None

