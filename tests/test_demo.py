@@ -5,17 +5,21 @@ own determinism is tested in test_corpus.py."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from moviefib.cli import EXIT_INVALID, EXIT_USAGE, main
 from moviefib.demo.run import BASELINES, DEMO_TRAINING, run_demo
+from moviefib.recipes import recipe_text
 
 pytest.importorskip("av")
 pytest.importorskip("torch")
@@ -84,6 +88,87 @@ def test_outputs_and_layout(demo):
         assert f"{name}.tsv" in result.table
 
 
+def _toml_value(text: str):
+    return tomllib.loads(f"v = {text}")["v"]
+
+
+def test_saved_configs_are_the_packaged_recipes_plus_the_demo_overrides(demo):
+    """What the module docstring of moviefib.demo.run promises: every key of the packaged recipe (dropout,
+    batch_norm... which the built-in defaults lacked) unless overridden, then the demo's overrides."""
+    result, _, _ = demo
+    out = result.out_dir
+    for name in BASELINES:
+        saved = json.loads((out / "runs" / name / "metrics.json").read_text())["config"]
+        recipe = tomllib.loads(recipe_text(name))
+        overrides = {"data.dataset": str(out / "dataset"), "features.dir": str(out / "features"),
+                     "features.2d": "demo_2d", "features.3d": "demo_3d", "train.out_dir": str(out / "runs" / name),
+                     "train.device": "cpu", "train.progress": False,
+                     **{k: _toml_value(v) for k, v in DEMO_TRAINING.items()},
+                     **{a.split("=")[0]: _toml_value(a.split("=")[1]) for a in TRAINING}}
+        assert "dropout" in recipe["model"] and "batch_norm" in recipe["model"]
+        for section, values in recipe.items():
+            for key, value in values.items():
+                if f"{section}.{key}" not in overrides:
+                    assert saved[section][key] == value, (name, section, key)
+        for dotted, value in overrides.items():
+            section, key = dotted.split(".")
+            assert saved[section][key] == value, (name, dotted)
+
+
+def test_accuracy_by_type_is_the_evaluators_breakdown_of_exact_matches(demo):
+    from moviefib.dataset import read_table
+    from moviefib.evaluate import read_submission
+
+    result, _, _ = demo
+    out = result.out_dir
+    report = json.loads((out / "report" / "metrics.json").read_text())
+    for sub in report["submissions"]:
+        name = Path(sub["path"]).stem
+        groups = {g["group"]: round(100 * g["accuracy"], 1) for g in sub["breakdowns"]["label:question_type"]}
+        assert result.accuracy[name] == {"all": round(100 * sub["accuracy"], 1), **groups}
+    # the same figures counted here, question by question
+    table = read_table(out / "dataset", "test").to_pydict()
+    for name in BASELINES:
+        answers = read_submission(out / "predictions" / f"{name}.tsv").answers
+        right, total = collections.Counter(), collections.Counter()
+        for qid, answer, kind in zip(table["question_id"], table["answer"], table["question_type"]):
+            for k in ("all", kind):
+                total[k] += 1
+                right[k] += answers[qid] == answer
+        assert result.accuracy[name] == {k: round(100 * right[k] / total[k], 1) for k in total}, name
+
+
+def test_a_missing_recipe_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """An install whose recipes folder lacks one: the demo says so; it does not train with defaults."""
+    import moviefib.recipes as recipes
+
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    for name in recipes.list_recipes():
+        if name != "text_3d":
+            shutil.copy(recipes.recipe_path(name), folder)
+    monkeypatch.setattr(recipes, "_folder", lambda: folder)
+    out = tmp_path / "d"
+    argv = ["demo", "run", "--out", str(out), "--size", SIZE, "--weights", "none", "--no-progress"]
+    assert main(argv) == EXIT_INVALID
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lacks text_3d" in err[0] and "reinstall moviefib" in err[0], err
+    assert not out.exists()
+
+
+def test_cli_bars_are_made_for_work_left_and_closed_at_the_end(capsys):
+    from moviefib.cli.demo import _Bars
+
+    bars = _Bars()
+    bars("features 2d", 12, 12)  # all reused: no bar
+    assert not bars.bars and not capsys.readouterr().err
+    bars("train", 0, 2)
+    bars("train", 1, 2)
+    assert set(bars.bars) == {"train"}
+    bars("train", 2, 2)
+    assert not bars.bars and "baseline" in capsys.readouterr().err
+
+
 def _test_counts(out_dir: Path) -> dict[str, int]:
     from moviefib.dataset import read_table
 
@@ -120,9 +205,7 @@ def test_default_demo_meets_the_visual_goal(tmp_path):
     _check_leads(run_demo(tmp_path / "d", seed=SEED, weights=_weights()), GOAL_MARGIN)
 
 
-def test_baselines_trained_side_by_side_equal_those_trained_one_by_one(demo, tmp_path):
-    import shutil
-
+def test_baselines_trained_side_by_side_equal_those_trained_one_by_one(demo, tmp_path, capfd):
     import torch
 
     result, weights, _ = demo
@@ -130,6 +213,7 @@ def test_baselines_trained_side_by_side_equal_those_trained_one_by_one(demo, tmp
     for part in ("corpus", "dataset", "features"):  # the same inputs; only the training is redone
         shutil.copytree(result.out_dir / part, out / part)
     alone = run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=TRAINING, train_jobs=1)
+    assert "\r" not in capfd.readouterr().err  # no progress asked for: the library drew no bar
     assert alone.accuracy == result.accuracy
     for name in BASELINES:
         a = torch.load(result.out_dir / "runs" / name / "best.pt", weights_only=True)["state_dict"]
@@ -139,7 +223,13 @@ def test_baselines_trained_side_by_side_equal_those_trained_one_by_one(demo, tmp
 
 def test_rerun_resumes_without_redoing_work(demo):
     result, weights, _ = demo
-    again = run_demo(result.out_dir, size=SIZE, seed=SEED, weights=weights, overrides=TRAINING)
+    reports: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    again = run_demo(result.out_dir, size=SIZE, seed=SEED, weights=weights, overrides=TRAINING, train_jobs=2,
+                     progress=lambda task, done, total: reports[task].append((done, total)))
+    # everything is reused, and said to be done: a caller's bar would show it complete
+    assert set(reports) == {"corpus", "features 2d", "features 3d", "train"}
+    assert {task: r[-1] for task, r in reports.items()} == {"corpus": (12, 12), "features 2d": (12, 12),
+                                                            "features 3d": (12, 12), "train": (5, 5)}
     detail = {s.name: s.detail for s in again.stages}
     assert detail["corpus"] == "reused" and detail["questions"] == "reused"
     assert detail["features 2d"].endswith("0 clips extracted, 12 reused")
@@ -217,8 +307,6 @@ DAMAGE = {"clip cut to 1000 bytes": (_cut_clip, "1 clips written"),
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_complete_corpus_with_a_changed_file_is_repaired_not_reused(tiny_corpus, tmp_path, capsys, damage):
-    import shutil
-
     copy = tmp_path / "c"
     shutil.copytree(tiny_corpus, copy)
     hurt, says = DAMAGE[damage]

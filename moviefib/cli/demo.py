@@ -67,6 +67,37 @@ def register(subparsers) -> None:
     run.set_defaults(func=_run)
 
 
+class _Bars:
+    """The demo's progress reports, ``bars(task, done, total)``, drawn as one tqdm bar per task on
+    stderr. A bar is made on the first report with work left (a reused stage or a refused folder
+    draws none) and closed when its task is done."""
+
+    _UNITS = {"train": "baseline"}
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+
+    def __call__(self, task: str, done: int, total: int) -> None:
+        bar = self.bars.get(task)
+        if bar is None:
+            if done >= total:
+                return
+            from tqdm.auto import tqdm
+
+            bar = self.bars[task] = tqdm(total=total, initial=done, desc=task, unit=self._UNITS.get(task, "clip"),
+                                         leave=False, file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            self.bars.pop(task).close()
+
+    def close(self) -> None:
+        """Close the bars of tasks that stopped before their end (an error, Ctrl-C)."""
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return EXIT_USAGE
@@ -96,27 +127,16 @@ def _corpus(args) -> int:
     require_extra("moviefib demo corpus", "video", "av")
     _check_out(args.out)
 
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:  # made on the first call, so that a refused folder prints no empty bar
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="clip", desc="corpus", file=sys.stderr)
-        bar.n = done
-        bar.refresh()
-
+    bars = _Bars()
     try:
         info = generate_corpus(args.out, config, workers=args.workers,
-                               progress=None if args.no_progress else progress)
+                               progress=None if args.no_progress else lambda done, total: bars("corpus", done, total))
     except CorpusError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:
         raise CLIError(f"cannot write the corpus to {args.out}: {exc}") from None
     finally:
-        if bar is not None:
-            bar.close()
+        bars.close()
     state = "reused (already complete)" if info.reused else f"{info.written} clips written"
     print(f"corpus in {info.path}: {state}")
     for split in ("training", "val", "test"):
@@ -155,10 +175,11 @@ def _run(args) -> int:
     except CorpusError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
     overrides = ([f"train.epochs={args.epochs}"] if args.epochs is not None else []) + args.overrides
+    bars = _Bars()
     try:
         result = run_demo(args.out, size=args.size, seed=args.seed, overrides=overrides, device=args.device,
                           weights=args.weights, workers=args.workers, train_jobs=args.train_jobs,
-                          progress=not args.no_progress)
+                          progress=None if args.no_progress else bars)
     except DemoError as exc:
         raise CLIError(str(exc), EXIT_PARTIAL) from None
     except OverrideError as exc:  # a malformed --set is a bad flag (checked before any stage runs)
@@ -167,6 +188,8 @@ def _run(args) -> int:
         raise CLIError(str(exc)) from None
     except OSError as exc:
         raise CLIError(f"cannot write the demo to {args.out}: {exc}") from None
+    finally:
+        bars.close()
     print(result.table)
     print("\ntest accuracy by question type (%):")
     kinds = ("all", "text", "appearance", "motion")

@@ -15,7 +15,22 @@
       demo.json               settings, stage timings, the weights used, test accuracy by question type
 
 The baselines are ``text_only``, ``text_2d``, ``text_3d``, ``text_2d3d`` and ``text_2d3d_early``, each
-trained from its recipe in ``baselines/`` with :data:`DEMO_TRAINING` (and the caller's overrides) on top.
+trained from the packaged recipe of that name (:mod:`moviefib.recipes`; a missing one stops the demo
+before any work, it never falls back to built-in defaults) with these overrides on top, in this order
+(:func:`training_overrides`; the run's saved config is exactly the recipe plus them):
+
+* the demo's folders and streams: ``data.dataset=DIR/dataset``, ``features.dir=DIR/features``,
+  ``features.2d="demo_2d"``, ``features.3d="demo_3d"``, ``train.out_dir=DIR/runs/<baseline>``;
+* ``train.device`` (the ``device`` argument) and ``train.progress`` (epoch bars, when progress is
+  asked for and the baselines train one at a time);
+* :data:`DEMO_TRAINING`, then the caller's ``overrides``;
+* ``train.resume=DIR/runs/<baseline>/last.pt`` when an unfinished run is continued.
+
+The test accuracy by question type is the evaluator's breakdown by the dataset's ``question_type``
+label column (:func:`moviefib.evaluate.evaluate` with ``by=("question_type",)``).
+
+The library draws no progress bars: ``run_demo(progress=fn)`` reports ``fn(task, done, total)`` and
+the caller (``moviefib demo run``) draws them.
 
 Every stage resumes: a rerun reuses the finished corpus, dataset, feature stores (the feature pipeline
 resumes clip by clip), finished training runs (an unfinished one continues from its ``last.pt``) and
@@ -39,7 +54,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +71,6 @@ log = logging.getLogger(__name__)
 
 BASELINES = ("text_only", "text_2d", "text_3d", "text_2d3d", "text_2d3d_early")
 STREAMS = {"2d": ("demo_2d", "efficientnet_lite0"), "3d": ("demo_3d", "i3d")}
-_RECIPES = Path(__file__).resolve().parents[2] / "baselines"
 _DEMO_SIZE = 112
 # Sampling: appearance is the same in every frame, so 4 frames a clip carry it; I3D sees one 16-frame
 # window per 2 s at 8 frames/s (frames twice as far apart as the clips' own, so motion is clearer and
@@ -76,6 +90,11 @@ _FPS_3D = 8.0
 # fusion 61.8 vs 61.8 %, early fusion 62.7 vs 61.2 %).
 # One torch thread: models this small gain nothing from a second one, and the baselines train side by
 # side in separate processes instead (train_jobs).
+# The caller's progress callback: ``progress(task, done, total)`` as a task ("corpus", "features 2d",
+# "features 3d", "train") starts (``done`` counts the work an earlier run left) and as each of its
+# clips or baselines is done; ``done == total`` ends the task.
+Progress = Callable[[str, int, int], None]
+
 DEMO_TRAINING: dict[str, str] = {
     "model.emb_dim": "128",
     "model.hidden": "128",
@@ -127,6 +146,88 @@ class DemoResult:
     report_dir: Path
 
 
+@dataclass(frozen=True)
+class _Folders:
+    """The parts of a demo folder (see the module docstring)."""
+
+    out: Path
+    corpus: Path
+    dataset: Path
+    features: Path
+    runs: Path
+    preds: Path
+    report: Path
+
+    @classmethod
+    def under(cls, out: Path) -> _Folders:
+        return cls(out, out / "corpus", out / "dataset", out / "features", out / "runs", out / "predictions",
+                   out / "report")
+
+
+def training_overrides(name: str, out_dir: str | os.PathLike, *, device: str = "cpu", epoch_bars: bool = False,
+                       settings: Sequence[str] = ()) -> list[str]:
+    """The overrides the demo puts over the recipe ``name`` (see the module docstring), before a
+    ``train.resume`` of a continued run; ``settings`` are :data:`DEMO_TRAINING`'s and the caller's."""
+    folders = _Folders.under(Path(out_dir))
+    return [f"data.dataset={json.dumps(str(folders.dataset))}", f"features.dir={json.dumps(str(folders.features))}",
+            f'features.2d="{STREAMS["2d"][0]}"', f'features.3d="{STREAMS["3d"][0]}"',
+            f"train.out_dir={json.dumps(str(folders.runs / name))}", f"train.device={json.dumps(device)}",
+            f"train.progress={'true' if epoch_bars else 'false'}", *settings]
+
+
+def _check_recipes(names: Sequence[str]) -> None:
+    """Every baseline's packaged recipe is there: a missing one is one line, before any work."""
+    from .. import recipes
+
+    missing = [n for n in names if n not in recipes.list_recipes()]
+    if missing:
+        raise recipes.UnknownRecipeError(
+            f"the demo trains the packaged recipes {', '.join(names)}, and this install's "
+            f"{Path(recipes.__file__).parent} lacks {', '.join(missing)}: reinstall moviefib")
+
+
+class _Stages:
+    """The demo's stages as they run: each logged and timed."""
+
+    def __init__(self) -> None:
+        self.done: list[StageTime] = []
+
+    def run(self, name: str, fn, describe=str):
+        log.info("demo: %s...", name)
+        t0 = time.perf_counter()
+        value = fn()
+        self.add(StageTime(name, time.perf_counter() - t0, describe(value)))
+        return value
+
+    def add(self, stage: StageTime) -> None:
+        self.done.append(stage)
+        log.info("demo: %s done in %.1f s (%s)", stage.name, stage.seconds, stage.detail)
+
+
+class _Counter:
+    """The feature pipeline's ``on_start(total, done)`` / ``on_clip(clip_id, ok)`` as ``progress`` calls."""
+
+    def __init__(self, progress: Progress, task: str) -> None:
+        self.progress, self.task, self.done, self.total = progress, task, 0, 0
+
+    def start(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+        self.progress(self.task, done, total)
+
+    def step(self, _clip_id: str = "", _ok: bool = True) -> None:
+        self.done += 1
+        self.progress(self.task, self.done, self.total)
+
+
+def _make_corpus(folders: _Folders, *, size: str, seed: int, workers: int, progress: Progress | None) -> str:
+    def report(done: int, total: int) -> None:
+        progress("corpus", done, total)
+
+    info = generate_corpus(folders.corpus, CorpusConfig.preset(size, seed=seed), workers=workers,
+                           progress=report if progress else None)
+    return "reused" if info.reused else f"{sum(info.clips.values())} clips"
+
+
 def _build(corpus: Path, dataset: Path) -> str:
     from ..questions import BuildOptions, build_dataset, from_descriptions
 
@@ -174,7 +275,7 @@ def _sampling(stream: str):
 
 
 def _extract(corpus: Path, features: Path, stream: str, weights: str, device: str, workers: int,
-             progress: bool):
+             progress: Progress | None):
     """Extract one stream's store; returns (the weights used, in words; the pipeline's summary)."""
     from ..features.pipeline import clips_from_lsmdc, extract
 
@@ -183,89 +284,105 @@ def _extract(corpus: Path, features: Path, stream: str, weights: str, device: st
     clips = []
     for split in SPLITS:
         clips += clips_from_lsmdc(corpus / ANNOTATION_FILE.format(split=split), corpus)
-    bar = _Bar(f"features {stream}", "clip") if progress else None
+    bar = _Counter(progress, f"features {stream}") if progress else None
     settings = dict(preset=preset, device=device, batch_size=32 if stream == "2d" else 8, num_workers=workers,
                     on_start=bar.start if bar else None, on_clip=bar.step if bar else None)
     try:
-        try:
-            summary = extract(clips, features / f"{preset}.h5", ex, _sampling(stream), **settings)
-        except ValueError as exc:
-            # The store was made with other settings, e.g. random weights by an earlier offline run: it
-            # belongs to this demo folder, so it is remade rather than mixed.
-            log.warning("%s; extracting %s again", exc, preset)
-            summary = extract(clips, features / f"{preset}.h5", ex, _sampling(stream), overwrite=True, **settings)
-    finally:
-        if bar:
-            bar.close()
+        summary = extract(clips, features / f"{preset}.h5", ex, _sampling(stream), **settings)
+    except ValueError as exc:
+        # The store was made with other settings, e.g. random weights by an earlier offline run: it
+        # belongs to this demo folder, so it is remade rather than mixed.
+        log.warning("%s; extracting %s again", exc, preset)
+        summary = extract(clips, features / f"{preset}.h5", ex, _sampling(stream), overwrite=True, **settings)
     if summary.failed:
         raise DemoError(f"{preset}: {summary.failed} clips failed to extract; see the log")
     return state, summary
 
 
-class _Bar:
-    """A tqdm bar made on the first report (so a stage with nothing to do prints none)."""
-
-    def __init__(self, desc: str, unit: str):
-        self.desc, self.unit, self.bar = desc, unit, None
-
-    def start(self, total: int, done: int) -> None:
-        if total > done:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=done, desc=self.desc, unit=self.unit, leave=False)
-
-    def step(self, _clip_id: str, _ok: bool) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def progress(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.start(total, 0)
-        if self.bar is not None:
-            self.bar.n = done
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def _extract_all(folders: _Folders, stages: _Stages, *, weights: str, device: str, workers: int,
+                 progress: Progress | None) -> dict[str, str]:
+    """Both streams' stores; returns the weights used per stream. Models and answers of an earlier run,
+    made from other features than those just extracted, are removed to be redone."""
+    used, extracted = {}, 0
+    for stream in STREAMS:
+        used[stream], summary = stages.run(
+            f"features {stream}",
+            lambda s=stream: _extract(folders.corpus, folders.features, s, weights, device, workers, progress),
+            lambda v: f"{v[0]}; {v[1].extracted} clips extracted, {v[1].reused} reused")
+        extracted += summary.extracted
+    if extracted and (folders.runs.exists() or folders.preds.exists()):
+        log.warning("demo: features changed; removing the earlier training runs and predictions")
+        shutil.rmtree(folders.runs, ignore_errors=True)
+        shutil.rmtree(folders.preds, ignore_errors=True)
+    return used
 
 
-def _train(name: str, dataset: Path, features: Path, runs: Path, preds: Path, device: str,
-           settings: Sequence[str], progress: bool) -> Path:
+def _train(name: str, out_dir: Path, device: str, settings: Sequence[str], epoch_bars: bool) -> Path:
     """Train (or continue, or reuse) one baseline; returns its best checkpoint."""
     from .. import train as T
 
-    out = runs / name
-    best = out / "best.pt"
-    metrics = out / "metrics.json"
+    folders = _Folders.under(out_dir)
+    run = folders.runs / name
+    best = run / "best.pt"
+    metrics = run / "metrics.json"
     if best.is_file() and metrics.is_file() and json.loads(metrics.read_text()).get("finished"):
         return best
-    recipe = _RECIPES / f"{name}.toml"
-    overrides = [f"data.dataset={json.dumps(str(dataset))}", f"features.dir={json.dumps(str(features))}",
-                 f'features.2d="{STREAMS["2d"][0]}"', f'features.3d="{STREAMS["3d"][0]}"',
-                 f"train.out_dir={json.dumps(str(out))}", f'train.device="{device}"',
-                 f"train.progress={'true' if progress else 'false'}"]
-    if not recipe.is_file():
-        overrides.append(f'model.name="{name}"')
-    overrides += settings
-    if (out / "last.pt").is_file():
-        overrides.append(f"train.resume={json.dumps(str(out / 'last.pt'))}")
-    config = T.load_config(recipe if recipe.is_file() else None, overrides)
-    (preds / f"{name}.tsv").unlink(missing_ok=True)  # answers of the model before this training
+    overrides = training_overrides(name, out_dir, device=device, epoch_bars=epoch_bars, settings=settings)
+    if (run / "last.pt").is_file():
+        overrides.append(f"train.resume={json.dumps(str(run / 'last.pt'))}")
+    config = T.load_config(name, overrides)
+    (folders.preds / f"{name}.tsv").unlink(missing_ok=True)  # answers of the model before this training
     return T.train(config).best_checkpoint
 
 
-def _train_job(name: str, dataset: Path, features: Path, runs: Path, preds: Path, device: str,
-               settings: Sequence[str], log_level: int) -> tuple[str, Path, float]:
+def _train_job(name: str, out_dir: Path, device: str, settings: Sequence[str],
+               log_level: int) -> tuple[str, Path, float]:
     """One baseline in a worker process (spawned: a fresh interpreter with its own torch threads)."""
     logging.basicConfig(level=log_level, format=f"%(levelname)s {name}: %(message)s")
     t0 = time.perf_counter()
-    best = _train(name, dataset, features, runs, preds, device, settings, False)
+    best = _train(name, out_dir, device, settings, False)
     return name, best, time.perf_counter() - t0
 
 
-def _train_all(names: Sequence[str], *, jobs: int, dataset: Path, features: Path, runs: Path, preds: Path,
-               device: str, settings: Sequence[str], progress: bool):
+def _train_one_by_one(names: Sequence[str], *, out_dir: Path, device: str, settings: Sequence[str],
+                      epoch_bars: bool):
+    """Yields ``(name, (best checkpoint, seconds))`` as each baseline is trained in this process."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            best = _train(name, out_dir, device, settings, epoch_bars)
+            yield name, (best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)  # train.threads is process-wide: the caller's setting comes back
+
+
+def _train_side_by_side(names: Sequence[str], *, jobs: int, out_dir: Path, device: str, settings: Sequence[str],
+                        progress: Progress | None) -> dict[str, tuple[Path, float]]:
+    """Train the baselines in ``jobs`` processes; returns name -> (best checkpoint, seconds)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    done: dict[str, tuple[Path, float]] = {}
+    level = logging.getLogger().getEffectiveLevel()
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # BASELINES goes from the cheapest model to the costliest: starting from its end leaves the
+        # short runs for last, when the other processes are finishing too.
+        futures = [pool.submit(_train_job, n, out_dir, device, list(settings), level) for n in reversed(names)]
+        if progress:
+            progress("train", 0, len(names))
+        for future in as_completed(futures):
+            name, best, seconds = future.result()
+            done[name] = (best, seconds)
+            if progress:
+                progress("train", len(done), len(names))
+    return done
+
+
+def _train_all(names: Sequence[str], *, jobs: int, out_dir: Path, device: str, settings: Sequence[str],
+               progress: Progress | None):
     """Train the baselines, ``jobs`` at a time; yields ``(name, (best checkpoint, seconds))`` in ``names``
     order.
 
@@ -273,47 +390,78 @@ def _train_all(names: Sequence[str], *, jobs: int, dataset: Path, features: Path
     longer than one: training, the longest stage, takes about half the time. Parallel runs log their
     epochs instead of drawing progress bars, which would overwrite each other.
     """
-    import torch
-
     if jobs <= 1:
-        threads = torch.get_num_threads()
-        try:
-            for name in names:
-                t0 = time.perf_counter()
-                best = _train(name, dataset, features, runs, preds, device, settings, progress)
-                yield name, (best, time.perf_counter() - t0)
-        finally:
-            torch.set_num_threads(threads)  # train.threads is process-wide: the caller's setting comes back
+        yield from _train_one_by_one(names, out_dir=out_dir, device=device, settings=settings,
+                                     epoch_bars=progress is not None)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    bar = _Bar("train", "baseline") if progress else None
-    done: dict[str, tuple[Path, float]] = {}
-    level = logging.getLogger().getEffectiveLevel()
-    try:
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            # BASELINES goes from the cheapest model to the costliest: starting from its end leaves the
-            # short runs for last, when the other processes are finishing too.
-            futures = [pool.submit(_train_job, n, dataset, features, runs, preds, device, list(settings), level)
-                       for n in reversed(names)]
-            if bar:
-                bar.start(len(names), 0)
-            for future in as_completed(futures):
-                name, best, seconds = future.result()
-                done[name] = (best, seconds)
-                if bar:
-                    bar.step(name, True)
-    finally:
-        if bar:
-            bar.close()
+    done = _train_side_by_side(names, jobs=jobs, out_dir=out_dir, device=device, settings=settings,
+                               progress=progress)
     for name in names:
         yield name, done[name]
 
 
+def _train_stage(folders: _Folders, stages: _Stages, *, jobs: int, device: str, settings: Sequence[str],
+                 progress: Progress | None) -> dict[str, Path]:
+    """Every baseline's best checkpoint, one stage each (``train <name>``)."""
+    log.info("demo: training %d baselines, %d at a time...", len(BASELINES), jobs)
+    checkpoints = {}
+    for name, (best, seconds) in _train_all(BASELINES, jobs=jobs, out_dir=folders.out, device=device,
+                                            settings=settings, progress=progress):
+        checkpoints[name] = best
+        detail = f"best model {best}" + (f" ({jobs} baselines at a time)" if jobs > 1 else "")
+        stages.add(StageTime(f"train {name}", seconds, detail))
+    return checkpoints
+
+
+def _predict_all(folders: _Folders, checkpoints: dict[str, Path], device: str) -> int:
+    """Write each baseline's test answers that are not there yet; returns how many were written."""
+    from ..train import predict, write_predictions
+
+    made = 0
+    for name in BASELINES:
+        path = folders.preds / f"{name}.tsv"
+        if not path.is_file():  # the submission writer is atomic: a file here is complete
+            write_predictions(predict(checkpoints[name], folders.dataset, "test", features_dir=folders.features,
+                                      device=device), path)
+            made += 1
+    return made
+
+
+def _evaluate(folders: _Folders):
+    """The evaluator on the test answers, broken down by question type; its report written."""
+    from ..evaluate import evaluate, write_outputs
+
+    ev = evaluate(folders.dataset, [folders.preds / f"{name}.tsv" for name in BASELINES], split="test",
+                  by=("question_type",))
+    write_outputs(ev, folders.report)
+    return ev
+
+
+def accuracy_by_type(ev) -> dict[str, dict[str, float]]:
+    """Test accuracy (%, exact match, one decimal) of each submission of the evaluation ``ev``, overall
+    (``all``) and per question type: the evaluator's own summary and breakdown by ``question_type``,
+    keyed by the submission's file stem (the baseline's name)."""
+    result = {}
+    for sub in ev.submissions:
+        by_type = sub.group_accuracy("question_type")
+        result[Path(sub.path).stem] = {"all": round(100 * sub.summary.accuracy, 1),
+                                       **{kind: round(100 * acc, 1) for kind, acc in by_type.items()}}
+    return result
+
+
+def _check_settings(settings: Sequence[str], *, out_dir: Path, device: str) -> None:
+    """Every baseline's recipe is packaged and takes the settings: a bad one fails now, not after the
+    extraction (the resume and progress overrides, added later, are the demo's own)."""
+    from ..train import load_config
+
+    _check_recipes(BASELINES)
+    for name in BASELINES:
+        load_config(name, training_overrides(name, out_dir, device=device, settings=settings))
+
+
 def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0,
              overrides: Sequence[str] = (), device: str = "cpu", weights: str = "default", workers: int = 1,
-             train_jobs: int | None = None, progress: bool = False) -> DemoResult:
+             train_jobs: int | None = None, progress: Progress | None = None) -> DemoResult:
     """Run the whole demo into ``out_dir`` (see the module docstring); resumes an interrupted run.
 
     Args:
@@ -327,105 +475,42 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
         workers: corpus rendering processes and feature decoding workers.
         train_jobs: baselines trained at the same time, each in its own process with one thread
             (default: as many as there are CPU cores, at most five).
-        progress: show progress bars (corpus, extraction, training epochs) on stderr; the stages are
-            logged either way.
-    """
-    from ..evaluate import evaluate, format_table, write_outputs
-    from ..train import load_config, predict, write_predictions
+        progress: called as ``progress(task, done, total)`` (see :data:`Progress`) for the caller's
+            progress bars; with it, baselines trained one at a time also draw their epoch bars
+            (``train.progress``). The stages are logged either way.
 
+    Raises:
+        UnknownRecipeError: a baseline's packaged recipe is missing (before any work).
+        ConfigError: a bad training setting (before any work). DemoError: a stage could not finish.
+    """
     if weights not in ("default", "none"):
         raise ValueError(f"weights must be 'default' or 'none', not {weights!r}")
     settings = [f"{k}={v}" for k, v in DEMO_TRAINING.items()] + list(overrides)
-    load_config(None, settings)  # a bad setting fails now, not after the extraction
-    out = Path(out_dir)
-    corpus, dataset, features = out / "corpus", out / "dataset", out / "features"
-    runs, preds, report = out / "runs", out / "predictions", out / "report"
-    stages: list[StageTime] = []
+    folders = _Folders.under(Path(out_dir))
+    _check_settings(settings, out_dir=folders.out, device=device)
+    stages = _Stages()
     started = time.perf_counter()
-
-    def stage(name: str, fn, describe=str):
-        log.info("demo: %s...", name)
-        t0 = time.perf_counter()
-        value = fn()
-        stages.append(StageTime(name, time.perf_counter() - t0, describe(value)))
-        log.info("demo: %s done in %.1f s (%s)", name, stages[-1].seconds, stages[-1].detail)
-        return value
-
-    def make_corpus() -> str:
-        bar = _Bar("corpus", "clip") if progress else None
-        try:
-            info = generate_corpus(corpus, CorpusConfig.preset(size, seed=seed), workers=workers,
-                                   progress=bar.progress if bar else None)
-        finally:
-            if bar:
-                bar.close()
-        return "reused" if info.reused else f"{sum(info.clips.values())} clips"
-
-    stage("corpus", make_corpus)
-    stage("questions", lambda: _build(corpus, dataset))
-    used, extracted = {}, 0
-    for stream in STREAMS:
-        used[stream], summary = stage(
-            f"features {stream}", lambda s=stream: _extract(corpus, features, s, weights, device, workers, progress),
-            lambda v: f"{v[0]}; {v[1].extracted} clips extracted, {v[1].reused} reused")
-        extracted += summary.extracted
-    if extracted and (runs.exists() or preds.exists()):
-        # Models and answers of an earlier run were made from other features: they are redone.
-        log.warning("demo: features changed; removing the earlier training runs and predictions")
-        shutil.rmtree(runs, ignore_errors=True)
-        shutil.rmtree(preds, ignore_errors=True)
-    checkpoints = {}
+    stages.run("corpus", lambda: _make_corpus(folders, size=size, seed=seed, workers=workers, progress=progress))
+    stages.run("questions", lambda: _build(folders.corpus, folders.dataset))
+    used = _extract_all(folders, stages, weights=weights, device=device, workers=workers, progress=progress)
     jobs = max(1, min(train_jobs or os.cpu_count() or 1, len(BASELINES)))
-    log.info("demo: training %d baselines, %d at a time...", len(BASELINES), jobs)
-    for name, (best, seconds) in _train_all(BASELINES, jobs=jobs, dataset=dataset, features=features, runs=runs,
-                                            preds=preds, device=device, settings=settings, progress=progress):
-        checkpoints[name] = best
-        detail = f"best model {best}" + (f" ({jobs} baselines at a time)" if jobs > 1 else "")
-        stages.append(StageTime(f"train {name}", seconds, detail))
-        log.info("demo: train %s done in %.1f s", name, seconds)
-    submissions = [preds / f"{name}.tsv" for name in BASELINES]
-
-    def predict_all() -> int:
-        made = 0
-        for name, path in zip(BASELINES, submissions):
-            if not path.is_file():  # the submission writer is atomic: a file here is complete
-                write_predictions(predict(checkpoints[name], dataset, "test", features_dir=features,
-                                          device=device), path)
-                made += 1
-        return made
-
-    stage("predict", predict_all, lambda n: f"{n} of {len(BASELINES)} prediction files written")
-
-    def score():
-        ev = evaluate(dataset, submissions, split="test", by=("question_type",))
-        write_outputs(ev, report)
-        return ev
-
-    ev = stage("evaluate", score, lambda ev: f"{ev.n_questions} test questions")
-    accuracy = _accuracy_by_type(dataset, submissions)
-    result = DemoResult(out, tuple(stages), time.perf_counter() - started, used, accuracy,
-                        format_table(ev), report)
-    atomic_write(out / "demo.json", json.dumps({
-        "size": size, "seed": seed, "training": settings, "device": device, "weights": result.weights,
-        "stages": [dataclasses.asdict(s) for s in stages], "seconds": result.seconds,
-        "test_accuracy": accuracy}, indent=2) + "\n")
-    return result
+    checkpoints = _train_stage(folders, stages, jobs=jobs, device=device, settings=settings, progress=progress)
+    stages.run("predict", lambda: _predict_all(folders, checkpoints, device),
+               lambda n: f"{n} of {len(BASELINES)} prediction files written")
+    ev = stages.run("evaluate", lambda: _evaluate(folders), lambda ev: f"{ev.n_questions} test questions")
+    return _finish(folders, stages, ev, started=started, used=used, record={
+        "size": size, "seed": seed, "training": settings, "device": device})
 
 
-def _accuracy_by_type(dataset: Path, submissions: list[Path]) -> dict[str, dict[str, float]]:
-    """Test accuracy (%) of each submission, overall and per question type (exact match)."""
-    from ..dataset import read_table
-    from ..evaluate import read_submission
+def _finish(folders: _Folders, stages: _Stages, ev, *, started: float, used: dict[str, str],
+            record: dict) -> DemoResult:
+    """The result, also written as ``demo.json`` (``record``: the settings it opens with)."""
+    from ..evaluate import format_table
 
-    table = read_table(dataset, "test").to_pydict()
-    result = {}
-    for path in submissions:
-        answers = read_submission(path).answers
-        right: dict[str, int] = {}
-        total: dict[str, int] = {}
-        for qid, answer, kind in zip(table["question_id"], table["answer"], table["question_type"]):
-            for k in ("all", kind):
-                total[k] = total.get(k, 0) + 1
-                right[k] = right.get(k, 0) + (answers.get(qid) == answer)
-        result[path.stem] = {k: round(100 * right[k] / total[k], 1) for k in total}
+    accuracy = accuracy_by_type(ev)
+    result = DemoResult(folders.out, tuple(stages.done), time.perf_counter() - started, used, accuracy,
+                        format_table(ev), folders.report)
+    atomic_write(folders.out / "demo.json", json.dumps({
+        **record, "weights": result.weights, "stages": [dataclasses.asdict(s) for s in result.stages],
+        "seconds": result.seconds, "test_accuracy": accuracy}, indent=2) + "\n")
     return result
