@@ -390,3 +390,20 @@ def test_write_failure_is_one_build_error(tmp_path, spacy_tagger):
     # /sys refuses new entries even to root, where permission bits would not.
     with pytest.raises(BuildError, match="cannot write /sys/moviefib-test"):
         build_dataset([rec("The man opens the door.")], "/sys/moviefib-test", tagger=spacy_tagger)
+
+
+class _NoTagging:
+    """A tagger that must not be reached: the options are refused first."""
+
+    max_length = 10_000
+    info = {}
+
+    def tag(self, sentences, progress=None):
+        raise AssertionError("tagged before the options were checked")
+
+
+def test_unknown_blind_split_is_refused_before_tagging(tmp_path):
+    with pytest.raises(BuildError, match="blind split\\(s\\) nope not among the splits \\(train\\)"):
+        build_dataset([rec("The man opens the door.")], tmp_path / "out", BuildOptions(blind=("nope",)),
+                      tagger=_NoTagging())
+    assert not (tmp_path / "out").exists()

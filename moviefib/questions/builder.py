@@ -325,6 +325,13 @@ def _check_split_names(splits: Sequence[str]) -> None:
                              "file system); give them one spelling")
 
 
+def _check_blind(blind: Iterable[str], splits: Iterable[str]) -> None:
+    splits = sorted_splits(splits)
+    unknown = sorted(set(blind) - set(splits))
+    if unknown:
+        raise BuildError(f"blind split(s) {', '.join(unknown)} not among the splits ({', '.join(splits)})")
+
+
 def _replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
     if final.exists():
         if not overwrite:
@@ -351,9 +358,7 @@ def write_dataset(folder: str | os.PathLike, questions: Sequence[Question], *, s
         by_split.setdefault(q.record.split, []).append(q)
     splits = sorted_splits(list(split_stats) + list(by_split))
     _check_split_names(splits)
-    unknown = sorted(set(blind) - set(splits))
-    if unknown:
-        raise BuildError(f"blind split(s) {', '.join(unknown)} not among the splits ({', '.join(splits)})")
+    _check_blind(blind, splits)
     _check_free(folder, overwrite, blind=bool(blind))
     labels = tuple(sorted({k for q in questions for k, _ in q.labels}))
     if set(labels) & set(COLUMN_NAMES):
@@ -461,6 +466,7 @@ def build_dataset(records: Sequence[SentenceRecord], folder: str | os.PathLike,
     if not records:
         raise BuildError("no sentences to build from")
     _check_free(folder, options.overwrite, blind=bool(options.blind))
+    _check_blind(options.blind, (r.split for r in records))  # before tagging, the slow part
     spec = options.vocab
     if not (spec.unlimited or spec.file) and not any(r.split == spec.split for r in records):
         have = sorted({r.split for r in records})
@@ -508,6 +514,7 @@ def import_dataset(rows: Sequence[ImportedRow], folder: str | os.PathLike, *, an
     if not rows:
         raise BuildError("no questions to import")
     _check_free(folder, overwrite, blind=bool(blind))
+    _check_blind(blind, (r.record.split for r in rows))  # before tagging, the slow part
     _check_unique_rows(rows)
     t0 = time.perf_counter()
     if tagger is None:
