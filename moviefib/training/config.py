@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..devices import device_problem
 from .rules import (
@@ -37,6 +37,9 @@ from .rules import (
     record_keys,
     setting,
 )
+
+if TYPE_CHECKING:
+    from ..models.registry import ModelSettings
 
 # No optimiser learns at a higher rate, and 1e300 overflowed Adam's float32 state (a torch traceback).
 MAX_LR = 1000.0
@@ -136,7 +139,7 @@ class ModelSection:
     """``[model]``: the registered model ``name`` and its settings record (see :mod:`moviefib.models`)."""
 
     name: str
-    settings: Any
+    settings: ModelSettings
 
     def kwargs(self) -> dict[str, Any]:
         """The settings as ``create_model`` keywords."""

@@ -8,8 +8,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, TrainingConfig
+
+if TYPE_CHECKING:
+    from ..data import FIBDataset, WordVocab
 
 # The columns training and prediction read from a question table.
 QUESTION_COLUMNS = ("question_id", "clip_id", "question", "answer")
@@ -84,10 +88,10 @@ class RunData:
     """
 
     answer_vocab: list[str]
-    words: object
+    words: WordVocab
     stores: dict
-    train: object
-    val: object
+    train: FIBDataset
+    val: FIBDataset
 
     def val_oov_rate(self) -> float:
         """The share of validation questions whose answer is outside the answer vocabulary."""

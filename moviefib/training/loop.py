@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from .checkpoints import is_neural
 from .config import TrainSection
 from .ddp import parallel_model, per_rank_batch, sum_over_processes
 from .progress import RunningFigures, TrainProgress
+
+if TYPE_CHECKING:
+    from ..data import Collator
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +129,7 @@ class Engine:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loss: torch.nn.Module
-    collate: object
+    collate: Collator
     device: torch.device
     env: DistributedEnv
     amp: bool

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..devices import resolve_device
 from ..distributed import distributed_env
@@ -17,6 +18,9 @@ from .inputs import question_view, read_split
 from .loop import predict_indices
 from .progress import TrainProgress
 from .run import TrainResult, train
+
+if TYPE_CHECKING:
+    from ..evaluate import Evaluation
 
 
 def _checkpoint_stores(ckpt: dict, presets: Mapping[str, str], features_dir):
@@ -86,7 +90,7 @@ class ScoredRun:
     result: TrainResult
     predictions: Path
     evaluation_file: Path
-    evaluation: object | None
+    evaluation: Evaluation | None
 
 
 def _score_files(config: TrainingConfig, result: TrainResult) -> tuple[Path, Path]:

@@ -9,6 +9,10 @@ tqdm bar per epoch and is what ``train.progress = true`` asks for (``moviefib tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -21,8 +25,8 @@ class RunningFigures:
             (a 0-d tensor). n_seen: questions seen.
     """
 
-    loss_sum: object
-    n_correct: object
+    loss_sum: torch.Tensor
+    n_correct: torch.Tensor
     n_seen: int = 0
 
     def add(self, loss, logits, target) -> None:
