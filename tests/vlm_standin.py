@@ -144,6 +144,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        """``GET /stats``: the outcomes and problems so far (for a stand-in in another process)."""
+        if self.path != "/stats":
+            return self._send(404, {"error": {"message": f"no route {self.path}"}})
+        self._send(200, {"outcomes": dict(self.standin.outcomes()), "problems": self.standin.problems})
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         s = self.standin
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -242,9 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (its timeout) or was killed
 
 
-def serve_forever(port: int, latency: float) -> None:
+def serve_forever(port: int, latency: float, expect_frames: int | None = None) -> None:
     """Run a stand-in in the foreground (for ``scripts/bench_vlm.py`` in its own process)."""
-    s = StandIn(latency=latency)
+    s = StandIn(latency=latency, expect_frames=expect_frames)
     handler = type("Handler", (_Handler,), {"standin": s})
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True

@@ -55,6 +55,8 @@ def register(subparsers) -> None:
                    help="longer side of a frame at most (default 512)")
     p.add_argument("--jpeg-quality", type=int, default=85, metavar="Q", help="JPEG quality 1-95 (default 85)")
     p.add_argument("--decoder", default="pyav", choices=("pyav", "torchcodec"))
+    p.add_argument("--decoders", type=int, default=2, metavar="N",
+                   help="threads decoding clips ahead of the requests (default 2)")
     p.add_argument("--concurrency", type=int, default=8, metavar="N", help="requests in flight (default 8)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per request (default 120)")
     p.add_argument("--retries", type=int, default=8, metavar="N",
@@ -85,7 +87,7 @@ def _config(args):
             frames=FrameSpec(args.frames, args.frame_size, args.jpeg_quality, args.decoder),
             retry=RetryPolicy(attempts=args.retries, base=args.backoff, timeout=args.timeout),
             concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature,
-            api_key_env=args.api_key_env, movies=args.movies)
+            api_key_env=args.api_key_env, movies=args.movies, decoders=args.decoders)
     except ValueError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
 

@@ -3,8 +3,8 @@
 For each question of the split: the frames of its clip (:mod:`.frames`), the prompt (:mod:`.prompt`)
 and one chat-completions request (:mod:`.client`); the reply is cached (:mod:`.cache`) and reduced
 to one word (:mod:`.parse`). Questions are taken clip by clip (a clip is decoded once for all its
-questions, in the main thread) and sent by ``concurrency`` worker threads, at most ``concurrency``
-requests in flight; a clip's questions already in the cache are not decoded, nor sent, again.
+questions, by ``decoders`` threads a few clips ahead) and sent by ``concurrency`` worker threads, at
+most ``concurrency`` requests in flight; a clip's questions already in the cache are not decoded, nor sent, again.
 
 Files written beside the submission ``OUT`` (TSV, or JSON with a ``.json`` suffix):
 
@@ -65,6 +65,7 @@ class VLMConfig:
         temperature: sampling temperature (0: greedy, reproducible where the server is).
         api_key_env: the environment variable holding the API key (unset: no key is sent).
         movies: clips are cut out of whole movies instead of read from clip files.
+        decoders: threads decoding clips (and encoding their JPEGs) ahead of the requests.
     """
 
     endpoint: str
@@ -77,8 +78,11 @@ class VLMConfig:
     temperature: float = 0.0
     api_key_env: str = "OPENAI_API_KEY"
     movies: bool = False
+    decoders: int = 2
 
     def __post_init__(self):
+        if not 1 <= self.decoders <= 64:
+            raise ValueError(f"decoders must be 1 to 64, not {self.decoders}")
         if not 1 <= self.concurrency <= 1024:
             raise ValueError(f"concurrency must be 1 to 1024, not {self.concurrency}")
         if not 1 <= self.max_tokens <= 1_000_000:
@@ -257,7 +261,6 @@ def _ask_all(plan: _Plan, *, client: ChatClient, cache: ReplyCache, config: VLMC
              on_answer: Callable[[], None] | None) -> _Asked:
     from ..features.pipeline import Failure
     from ..video import VideoError
-    from .frames import clip_frames
 
     result = _Asked(failures=list(plan.failed))
     if not plan.todo:
@@ -278,16 +281,42 @@ def _ask_all(plan: _Plan, *, client: ChatClient, cache: ReplyCache, config: VLMC
                 on_answer()
 
     with _Workers(config.concurrency, send) as workers:
-        for clip, jobs in plan.todo:
-            try:
-                frames = clip_frames(clip.path, config.frames, segment=clip.segment)
-            except VideoError as exc:
-                result.failures.append(Failure(clip.clip_id, clip.path, str(exc)))
-                log.debug("failed: %s: %s", clip.clip_id, exc)
+        for clip, jobs, frames in _decoded(plan.todo, config):
+            if isinstance(frames, VideoError):
+                result.failures.append(Failure(clip.clip_id, clip.path, str(frames)))
+                log.debug("failed: %s: %s", clip.clip_id, frames)
                 continue
             for job in jobs:
                 workers.put(job, frames.urls)
     return result
+
+
+def _decoded(todo: list, config: VLMConfig):
+    """``(clip, jobs, ClipFrames or the VideoError)`` in the order of ``todo``, decoded by
+    ``config.decoders`` threads a few clips ahead (PyAV decodes and converts frames without the GIL:
+    one thread would cap a run at the decoding speed of one core)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..video import VideoError
+    from .frames import clip_frames
+
+    def decode(clip):
+        try:
+            return clip_frames(clip.path, config.frames, segment=clip.segment)
+        except VideoError as exc:
+            return exc
+
+    ahead: deque = deque()
+    items = iter(todo)
+    with ThreadPoolExecutor(config.decoders, thread_name_prefix="vlm-decode") as pool:
+        while True:
+            while len(ahead) < 2 * config.decoders and (item := next(items, None)) is not None:
+                ahead.append((*item, pool.submit(decode, item[0])))
+            if not ahead:
+                return
+            clip, jobs, future = ahead.popleft()
+            yield clip, jobs, future.result()
 
 
 class _Workers:
@@ -405,7 +434,7 @@ def _settings(dataset, split: str, video_root, config: VLMConfig, summary: VLMSu
         "prompt": config.prompt.to_dict(), "frames": config.frames.to_dict(),
         "parse_rule": PARSE_RULE_VERSION, "unparsed_answer": UNPARSED_ANSWER,
         "generation": {"max_tokens": config.max_tokens, "temperature": config.temperature},
-        "concurrency": config.concurrency, "retry": config.retry.to_dict(),
+        "concurrency": config.concurrency, "decoders": config.decoders, "retry": config.retry.to_dict(),
         "counts": {"questions": summary.questions, "asked": summary.asked, "reused": summary.reused,
                    **dict(sorted(counts.items())), "failed_clips": len(summary.failures),
                    "retries": summary.retries},
