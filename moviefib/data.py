@@ -298,13 +298,6 @@ def store_path(features_dir: str | os.PathLike | None, preset_or_path: str) -> P
     return Path(features_dir) / f"{preset_or_path}.h5"
 
 
-def _preset_kind(preset) -> str:
-    """``3d`` for a preset that samples windows of frames (one feature per window), else ``2d``."""
-    from .video import Windows
-
-    return "3d" if isinstance(preset.sampling, Windows) else "2d"
-
-
 def check_store_preset(store, stream: str, name: str) -> None:
     """Refuse a store that is not what ``features.<stream> = name`` promises: made with another preset,
     or (``name`` a known preset) with another feature size or kind than the preset's. A path (``.h5``)
@@ -323,9 +316,9 @@ def check_store_preset(store, stream: str, name: str) -> None:
         raise FeatureSetupError(f"{store.path}: {store.dim}-d features, but preset {preset.name!r} "
                                 f"(features.{stream}) makes {preset.dim}-d ones")
     kind = store.provenance.get("kind")
-    if kind is not None and kind != _preset_kind(preset):
+    if kind is not None and kind != preset.kind:
         raise FeatureSetupError(f"{store.path}: {kind} features, but preset {preset.name!r} "
-                                f"(features.{stream}) makes {_preset_kind(preset)} ones")
+                                f"(features.{stream}) makes {preset.kind} ones")
 
 
 def open_stream_stores(streams: Sequence[str], presets: Mapping[str, str],

@@ -277,7 +277,7 @@ def _sampling(stream: str):
 def _extract(corpus: Path, features: Path, stream: str, weights: str, device: str, workers: int,
              progress: Progress | None):
     """Extract one stream's store; returns (the weights used, in words; the pipeline's summary)."""
-    from ..features.pipeline import clips_from_lsmdc, extract
+    from ..features.pipeline import ExtractSettings, OtherSettingsError, clips_from_lsmdc, extract
 
     preset = STREAMS[stream][0]
     ex, state = _extractor(stream, weights, device)
@@ -285,15 +285,17 @@ def _extract(corpus: Path, features: Path, stream: str, weights: str, device: st
     for split in SPLITS:
         clips += clips_from_lsmdc(corpus / ANNOTATION_FILE.format(split=split), corpus)
     bar = _Counter(progress, f"features {stream}") if progress else None
-    settings = dict(preset=preset, device=device, batch_size=32 if stream == "2d" else 8, num_workers=workers,
-                    on_start=bar.start if bar else None, on_clip=bar.step if bar else None)
+    settings = ExtractSettings(device=device, batch_size=32 if stream == "2d" else 8, num_workers=workers)
+    callbacks = dict(on_start=bar.start if bar else None, on_clip=bar.step if bar else None)
+    out = features / f"{preset}.h5"
     try:
-        summary = extract(clips, features / f"{preset}.h5", ex, _sampling(stream), **settings)
-    except ValueError as exc:
+        summary = extract(clips, out, ex, _sampling(stream), settings=settings, preset=preset, **callbacks)
+    except OtherSettingsError as exc:
         # The store was made with other settings, e.g. random weights by an earlier offline run: it
         # belongs to this demo folder, so it is remade rather than mixed.
         log.warning("%s; extracting %s again", exc, preset)
-        summary = extract(clips, features / f"{preset}.h5", ex, _sampling(stream), overwrite=True, **settings)
+        summary = extract(clips, out, ex, _sampling(stream), settings=dataclasses.replace(settings, overwrite=True),
+                          preset=preset, **callbacks)
     if summary.failed:
         raise DemoError(f"{preset}: {summary.failed} clips failed to extract; see the log")
     return state, summary

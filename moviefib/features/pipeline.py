@@ -84,7 +84,7 @@ from .outcome import (
     log_outcome,
     write_failures,
 )
-from .provenance import make_provenance, settings_diff, settings_fingerprint
+from .provenance import OtherSettingsError, make_provenance, settings_diff, settings_fingerprint
 from .settings import ExtractSettings, SettingsError, default_main_threads, splits_preprocess
 from .sources import (
     VIDEO_SUFFIXES,
@@ -103,7 +103,8 @@ from .stream import ClipAssembler, run_batches
 from .workers import iter_batches, judge_clip
 
 __all__ = [
-    "VIDEO_SUFFIXES", "ClipSource", "ExtractSettings", "ExtractSummary", "Failure", "SettingsError",
+    "VIDEO_SUFFIXES", "ClipSource", "ExtractSettings", "ExtractSummary", "Failure", "OtherSettingsError",
+    "SettingsError",
     "clips_from_folder", "clips_from_lsmdc", "default_main_threads", "default_sampling", "export_npy",
     "extract", "failure_kind", "import_npy", "iter_batches", "judge_clip", "make_provenance", "npy_key",
     "parse_shard", "settings_diff", "shard_from_env", "shard_path", "splits_preprocess",
@@ -174,11 +175,11 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
 
 
 def default_sampling(extractor) -> Sampling:
-    """The sampling of an extractor without a preset: every frame for a 2D model, its own windows at
-    its own frame rate for a 3D one."""
-    from ..video import EveryKth, Windows
+    """The sampling of a built extractor without a preset (:func:`~moviefib.features.registry.native_sampling`
+    with the extractor's own window and frame rate)."""
+    from .registry import native_sampling
 
-    return EveryKth(1) if extractor.kind == "2d" else Windows(extractor.window, fps=extractor.fps)
+    return native_sampling(extractor.kind, window=extractor.window, fps=extractor.fps)
 
 
 def _with_overrides(settings: ExtractSettings | None, overrides: dict) -> ExtractSettings:

@@ -8,6 +8,12 @@ import json
 from ..video import Sampling, sampling_to_dict
 from .registry import library_versions
 
+
+class OtherSettingsError(ValueError):
+    """An output (store or staging folder) holds features made with other settings: resuming would mix
+    two kinds of features in one store, so it is refused unless told to overwrite."""
+
+
 # Provenance keys that do not change the features: a rerun may differ in them and still resume.
 _VOLATILE_KEYS = ("created", "shard", "num_clips_requested")
 

@@ -114,11 +114,17 @@ class ExtractorMeta:
 
     @property
     def default_sampling(self) -> Sampling:
-        """How steps are taken when nothing else says: every frame (2D), or back-to-back windows of
-        :attr:`window` frames at the model's own frame rate (3D)."""
-        from ..video import EveryKth, Windows
+        """How steps are taken when nothing else says (see :func:`native_sampling`)."""
+        return native_sampling(self.kind, window=self.window, fps=self.fps)
 
-        return EveryKth(1) if self.kind == "2d" else Windows(self.window, fps=self.fps)
+
+def native_sampling(kind: str, *, window: int, fps: float | None) -> Sampling:
+    """The one rule for steps taken when nothing else says: every frame for a 2D model, back-to-back
+    windows of ``window`` frames at the model's own frame rate ``fps`` for a 3D one (an extractor built
+    with options passes its own window and fps, which may differ from its record's)."""
+    from ..video import EveryKth, Windows
+
+    return EveryKth(1) if kind == "2d" else Windows(window, fps=fps)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 from ..fileio import atomic_output, atomic_write
 from ..integrity import SourceIdentity, current_identity, source_identity
 from .outcome import LOGGER
-from .provenance import settings_diff, settings_fingerprint
+from .provenance import OtherSettingsError, settings_diff, settings_fingerprint
 from .sources import ClipSource
 from .store import ClipRecord, StoreError, open_store, write_store
 
@@ -68,7 +68,7 @@ class Staging:
             except ValueError:
                 diff = "run.json is unreadable"  # written atomically, so unreadable means foreign
             if diff:
-                raise ValueError(
+                raise OtherSettingsError(
                     f"{self.dir} holds features made with other settings ({diff}); rerun with the same "
                     f"settings, or pass overwrite (--overwrite) to start again")
         else:
@@ -162,7 +162,7 @@ def resume(out: Path, fingerprint: dict, *, overwrite: bool) -> tuple[Staging, d
     """The staging folder of ``out`` and the clips earlier runs finished (staged, or packed in ``out``),
     with their records (None: made before records existed).
 
-    Raises ValueError when they were made with other settings (unless ``overwrite``).
+    Raises :class:`OtherSettingsError` when they were made with other settings (unless ``overwrite``).
     """
     for stale in out.parent.glob(f".{out.name}.*.tmp"):
         stale.unlink()  # a pack interrupted before its rename
@@ -176,7 +176,7 @@ def resume(out: Path, fingerprint: dict, *, overwrite: bool) -> tuple[Staging, d
         with existing:
             diff = settings_diff(settings_fingerprint(existing.provenance), fingerprint)
             if diff:
-                raise ValueError(f"{out} holds features made with other settings ({diff}); pass "
+                raise OtherSettingsError(f"{out} holds features made with other settings ({diff}); pass "
                                  f"overwrite (--overwrite) or choose another output")
             packed = {c: existing.record(c) for c in existing.clip_ids()}
     staging = Staging(out, fingerprint, overwrite=overwrite)
