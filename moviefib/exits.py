@@ -34,6 +34,7 @@ EXIT_INVALID = 3
 EXIT_PARTIAL = 4
 EXIT_UNAVAILABLE = 5
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 EXIT_STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(EXIT_OK, "EXIT_OK", "success", "the work is done and every input was used"),
@@ -48,4 +49,6 @@ EXIT_STATUSES: tuple[ExitStatus, ...] = (
                "an optional extra is not installed, weights are not cached offline, CUDA asked for "
                "but absent, a port is taken"),
     ExitStatus(EXIT_INTERRUPTED, "EXIT_INTERRUPTED", "interrupted", "Ctrl-C (SIGINT)"),
+    ExitStatus(EXIT_BROKEN_PIPE, "EXIT_BROKEN_PIPE", "output closed",
+               "the reader of the output went away (output piped into `head`, which stops reading)"),
 )

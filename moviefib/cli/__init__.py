@@ -15,7 +15,15 @@ import importlib
 import logging
 import sys
 
-from ..exits import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE  # noqa: F401
+from ..exits import (  # noqa: F401
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
 
 # Sub-command modules, in the order of the data flow.
 COMMAND_MODULES = ("build", "evaluate", "weights", "features", "recipes", "train", "demo", "human", "vlm")
@@ -59,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..formats import FormatError
 
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is seen below
+        return status
     except CLIError as exc:
         print(f"moviefib {args.command}: error: {exc}", file=sys.stderr)
         return exc.code
@@ -69,6 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"moviefib {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the interpreter's final flush of what is still
+    buffered would otherwise print a second error on the way out."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":
