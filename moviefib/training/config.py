@@ -37,6 +37,7 @@ from .rules import (
     record_keys,
     setting,
 )
+from .schedule import LR_SCALINGS, effective_lr
 
 if TYPE_CHECKING:
     from ..models.registry import ModelSettings
@@ -113,6 +114,11 @@ class TrainSection:
     lr: float = setting(2e-4, _LR)
     head_lr: float | None = setting(None, Rule("number", minimum=0, positive=True, optional=True,
                                                 maximum=MAX_LR))  # the classifier's, when it differs
+    # The batch-size rule (moviefib.training.schedule): lr and head_lr times batch_size / lr_reference_batch
+    # ("linear"), its square root ("sqrt"), or as given ("none").
+    lr_scaling: str = setting("none", Rule("str", choices=LR_SCALINGS))
+    lr_reference_batch: int = setting(24, SIZE)  # the batch train.lr was chosen for (the paper's)
+    warmup_epochs: float = setting(0.0, Rule("number", minimum=0))  # linear warm-up; fractions allowed
     weight_decay: float = setting(0.0, Rule("number", minimum=0))
     clip_grad: float = setting(10.0, Rule("number", minimum=0))  # 0: no clipping
     epochs: int = setting(50, SIZE)
@@ -124,6 +130,7 @@ class TrainSection:
     # Recurrent batch norm: training batches that set its statistics before each validation (0 = keep
     # the running averages).
     bn_calibration_batches: int = setting(100, COUNT)
+    log_dir: str | None = setting(None, OPTIONAL_TEXT)  # TensorBoard event files (the tensorboard extra)
 
     @property
     def classifier_lr(self) -> float:
@@ -266,7 +273,18 @@ def _build(raw: Raw, origins: Origins) -> TrainingConfig:
             sections[section] = build_record(cls, raw[section], section=section)
         except SettingError as exc:
             raise ConfigError(f"{origins.get((section, exc.key), 'config')}: {exc}") from None
+    _check_effective_lr(sections["train"], origins)
     return TrainingConfig(model=model, **sections)
+
+
+def _check_effective_lr(cfg: TrainSection, origins: Origins) -> None:
+    """The batch-size rule may multiply a valid rate past :data:`MAX_LR` (Adam's float32 state overflows)."""
+    rates = effective_lr(cfg)
+    if max(rates.lr, rates.head_lr) > MAX_LR:
+        where = origins.get(("train", "lr_scaling"), "config")
+        raise ConfigError(f"{where}: train.lr_scaling = {cfg.lr_scaling!r} at batch {cfg.batch_size} (reference "
+                          f"{cfg.lr_reference_batch}) makes the learning rate {max(rates.lr, rates.head_lr):g}: "
+                          f"expected at most {MAX_LR:g} (lower train.lr or train.head_lr)")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> TrainingConfig:

@@ -25,6 +25,7 @@ from .checkpoints import is_neural
 from .config import TrainSection
 from .ddp import parallel_model, per_rank_batch, sum_over_processes
 from .progress import RunningFigures, TrainProgress
+from .schedule import param_groups, warm_up
 
 if TYPE_CHECKING:
     from ..data import Collator
@@ -143,7 +144,7 @@ def make_engine(model, cfg: TrainSection, *, env: DistributedEnv, device: torch.
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     head = [p for n, p in named if n.startswith("classifier.")]
     rest = [p for n, p in named if not n.startswith("classifier.")]
-    optimizer = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": head, "lr": cfg.classifier_lr}],
+    optimizer = torch.optim.Adam(param_groups(cfg, rest=rest, head=head),  # lr after train.lr_scaling
                                  betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     return Engine(model, parallel_model(model, env, device), optimizer, scaler,
@@ -198,6 +199,7 @@ def train_epoch(engine: Engine, dataset, cfg: TrainSection, *, epoch: int, worke
                              torch.zeros((), dtype=torch.long, device=engine.device))
     progress.epoch_started(epoch + 1, cfg.epochs, total)
     for b, batch in enumerate(itertools.islice(loader, total)):
+        warm_up(engine.optimizer, cfg, step=epoch * total + b, steps_per_epoch=total)  # train.warmup_epochs
         _step(engine, batch, cfg.clip_grad, figures)
         progress.batch_done(b + 1, figures)
     # The epoch's figures over every process's share.

@@ -31,6 +31,7 @@ from .ddp import per_rank_batch, process_group
 from .inputs import RunData, prepare_data
 from .loop import Engine, EpochFigures, gold_indices, make_engine, seed_everything, train_epoch, validate
 from .progress import ProgressBar, TrainProgress
+from .schedule import effective_lr
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +172,11 @@ def _resume(engine: Engine, ckpt: dict, config: TrainingConfig, data: RunData) -
     return state
 
 
-def _epoch_row(epoch: int, figures: EpochFigures, val_acc: float) -> dict:
+def _epoch_row(epoch: int, figures: EpochFigures, val_acc: float, lr: float) -> dict:
+    """``lr``: the rate of the main parameter group at the epoch's end (after any warm-up)."""
     secs = figures.seconds
     return {"epoch": epoch + 1, "train_loss": figures.loss, "train_acc": figures.accuracy, "val_acc": val_acc,
-            "seconds": secs, "questions_per_s": figures.n_seen / secs if secs else None}
+            "lr": lr, "seconds": secs, "questions_per_s": figures.n_seen / secs if secs else None}
 
 
 def _save_epoch(engine: Engine, config: TrainingConfig, data: RunData, state: RunState, *, out: Path,
@@ -199,7 +201,8 @@ def _run_epochs(engine: Engine, config: TrainingConfig, data: RunData, state: Ru
         if state.bad_epochs >= cfg.patience:
             break
         figures = train_epoch(engine, data.train, cfg, epoch=epoch, workers=workers, progress=progress)
-        row = _epoch_row(epoch, figures, validate(engine, data.train, data.val, cfg, epoch=epoch, workers=workers))
+        val_acc = validate(engine, data.train, data.val, cfg, epoch=epoch, workers=workers)
+        row = _epoch_row(epoch, figures, val_acc, engine.optimizer.param_groups[0]["lr"])
         state = state.after(row)
         improved = state.best_epoch == epoch + 1
         progress.epoch_done(row)
@@ -235,10 +238,13 @@ def train(config: TrainingConfig | Mapping, *, tables: Mapping | None = None,
     out = Path(config.train.out_dir)
     data = prepare_data(config, tables)
     model = build_model(config, data, fresh=resume is None)
-    summary = {"model": config.model.name, "config": config.to_dict(), **data.summary()}
+    rates = effective_lr(config.train)
+    summary = {"model": config.model.name, "config": config.to_dict(), "lr": rates.as_dict(), **data.summary()}
     if env.is_main:
         log.info("%s: %d answers (%s), %d words, %d train / %d val questions", config.model.name,
                  len(data.answer_vocab), config.data.answer_vocab, len(data.words), len(data.train), len(data.val))
+        log.info("learning rate %g, classifier %g (train.lr_scaling %s: x%.4g at batch %d)", rates.lr,
+                 rates.head_lr, rates.scaling, rates.factor, config.train.batch_size)
     if not is_neural(model):
         return _fit_counts(model, config, data, out, summary)
     with process_group(env, config.train.device) as device:

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""The batch-size rule and zoneout on the real val split (text_only), compared with the evaluator.
+
+The real MovieFIB val questions (``../shared/data/moviefib_val``, 10 movies) are split by movie as in
+``scripts/bench_baselines.py``: train on 8, validate on 1005_Signs and 1027_Les_Miserables. Each
+configuration of :data:`CONFIGS` is trained for each seed (recipe ``text_only`` with ``--set``
+overrides on top), its best checkpoint predicts the val split, and ``compare`` scores every
+submission with the evaluator, each configuration paired (bootstrap by sentence) with ``b24`` of the
+same seed, and prints the table.
+
+    python scripts/bench_lr_scaling.py run --out runs/lr_scaling --configs b24 b192 --seeds 0 1
+    python scripts/bench_lr_scaling.py compare --out runs/lr_scaling
+
+Two ``run`` processes may share an ``--out`` folder (each configuration and seed has its own run
+folder), e.g. on two cores with ``--set train.threads=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIB = SHARED / "data/moviefib_val/LSMDC16_annos_val_FIB.csv"
+VAL_MOVIES = ("1005_Signs", "1027_Les_Miserables")
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from moviefib.fileio import atomic_write  # noqa: E402
+
+ZONEOUT = ("model.zoneout_cell=0.05", "model.zoneout_hidden=0.15")  # the paper's LSTM LM values
+CONFIGS = {
+    "b24": ("train.batch_size=24",),  # the recipe's (paper's) lr 2e-4
+    "b192_linear": ("train.batch_size=192", "train.lr_scaling=linear"),  # lr 1.6e-3
+    "b192": ("train.batch_size=192",),  # lr 2e-4 unscaled
+    "b192_linear_zoneout": ("train.batch_size=192", "train.lr_scaling=linear", *ZONEOUT),
+    "b24_zoneout": ("train.batch_size=24", *ZONEOUT),
+}
+REFERENCE = "b24"
+# Capped for two shared CPU cores: the paper's schedule (50 epochs, patience 5) takes hours per run.
+COMMON = ("train.epochs=6", "train.patience=3", "train.progress=false")
+
+
+def make_dataset(folder: Path) -> Path:
+    """The real val questions as a dataset folder with splits ``train`` (8 movies) and ``val`` (2)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from bench_evaluate import fib_dataset
+
+    if (folder / "data" / "train.parquet").is_file():
+        return folder
+    whole = pq.read_table(fib_dataset(FIB, folder, "all") / "data" / "all.parquet")
+    in_val = pc.is_in(whole.column("movie"), value_set=pa.array(VAL_MOVIES))
+    pq.write_table(whole.filter(pc.invert(in_val)), folder / "data" / "train.parquet")
+    pq.write_table(whole.filter(in_val), folder / "data" / "val.parquet")
+    (folder / "data" / "all.parquet").unlink()
+    return folder
+
+
+def run_one(out: Path, dataset: Path, name: str, seed: int, extra: list[str]) -> dict:
+    """Train configuration ``name`` with ``seed``, predict val with its best checkpoint; its figures."""
+    from moviefib.train import load_config, predict, train, write_predictions
+
+    run_dir = out / f"{name}_s{seed}"
+    overrides = [*COMMON, *CONFIGS[name], *extra, f"train.seed={seed}",
+                 f"data.dataset={json.dumps(str(dataset))}", f"train.out_dir={json.dumps(str(run_dir))}"]
+    t0 = time.perf_counter()
+    res = train(load_config("text_only", overrides))
+    minutes = (time.perf_counter() - t0) / 60
+    write_predictions(predict(res.best_checkpoint, dataset, "val"), run_dir / "val.tsv")
+    figures = {"config": name, "seed": seed, "overrides": overrides, "val_acc": res.best_val_acc,
+               "best_epoch": res.best_epoch, "epochs": res.epochs_run, "minutes": minutes,
+               "lr": res.metrics["lr"]["lr"],
+               "s_per_epoch": sum(h["seconds"] for h in res.metrics["history"]) / res.epochs_run}
+    atomic_write(run_dir / "bench.json", json.dumps(figures, indent=2) + "\n")
+    print(f"{name} seed {seed}: val acc {res.best_val_acc:.4f} (epoch {res.best_epoch}/{res.epochs_run}, "
+          f"{minutes:.1f} min)", flush=True)
+    return figures
+
+
+def compare(out: Path, dataset: Path) -> list[dict]:
+    """Every finished run scored by the evaluator, paired with the reference configuration's run of
+    its seed; one row per run."""
+    from moviefib.evaluate import evaluate
+
+    runs = sorted(json.loads(p.read_text()) for p in out.glob("*_s*/bench.json"))
+    by_key = {(r["config"], r["seed"]): r for r in runs}
+    rows = []
+    for r in runs:
+        ref = by_key.get((REFERENCE, r["seed"]))
+        subs = [out / f"{r['config']}_s{r['seed']}" / "val.tsv"]
+        if ref is not None and ref is not r:
+            subs.insert(0, out / f"{REFERENCE}_s{r['seed']}" / "val.tsv")
+        ev = evaluate(dataset, subs, split="val", bootstrap=1000)
+        exact = next((c for c in ev.comparisons if c.metric == "exact"), None)
+        rows.append({**r, "exact": ev.submissions[-1].summary.accuracy,
+                     "vs_reference": None if exact is None else
+                     {"difference": -exact.difference, "low": -exact.interval.high, "high": -exact.interval.low,
+                      "p_value": exact.p_value}})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| config | seed | lr | val accuracy | best epoch / run | minutes | s/epoch | "
+             f"vs {REFERENCE} (same seed): difference [95 % CI], p |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v = r["vs_reference"]
+        paired = "—" if v is None else (f"{100 * v['difference']:+.2f} [{100 * v['low']:+.2f}, "
+                                        f"{100 * v['high']:+.2f}], p = {v['p_value']:.3f}")
+        lines.append(f"| {r['config']} | {r['seed']} | {r['lr']:g} | {100 * r['exact']:.2f} % | "
+                     f"{r['best_epoch']} / {r['epochs']} | {r['minutes']:.1f} | {r['s_per_epoch']:.0f} | {paired} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("run", "compare"))
+    p.add_argument("--out", type=Path, required=True, help="folder for the dataset, runs and results")
+    p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=[REFERENCE])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a further override for every run (e.g. train.threads=1)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not FIB.is_file():
+        sys.exit(f"{FIB}: not found (the real val questions live in ../shared)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    dataset = make_dataset(args.out / "dataset")
+    if args.what == "run":
+        for name in args.configs:
+            for seed in args.seeds:
+                run_one(args.out, dataset, name, seed, args.set)
+        return 0
+    rows = compare(args.out, dataset)
+    atomic_write(args.out / "results.json", json.dumps(rows, indent=2) + "\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
