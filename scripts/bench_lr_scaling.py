@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -53,13 +55,19 @@ def make_dataset(folder: Path) -> Path:
     import pyarrow.parquet as pq
     from bench_evaluate import fib_dataset
 
-    if (folder / "data" / "train.parquet").is_file():
+    if (folder / "data" / "val.parquet").is_file():
         return folder
-    whole = pq.read_table(fib_dataset(FIB, folder, "all") / "data" / "all.parquet")
+    # Built aside and renamed into place: two run processes started together may both build it.
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    whole = pq.read_table(fib_dataset(FIB, tmp, "all") / "data" / "all.parquet")
     in_val = pc.is_in(whole.column("movie"), value_set=pa.array(VAL_MOVIES))
-    pq.write_table(whole.filter(pc.invert(in_val)), folder / "data" / "train.parquet")
-    pq.write_table(whole.filter(in_val), folder / "data" / "val.parquet")
-    (folder / "data" / "all.parquet").unlink()
+    pq.write_table(whole.filter(pc.invert(in_val)), tmp / "data" / "train.parquet")
+    pq.write_table(whole.filter(in_val), tmp / "data" / "val.parquet")
+    (tmp / "data" / "all.parquet").unlink()
+    try:
+        tmp.rename(folder)
+    except OSError:  # the other process was first
+        shutil.rmtree(tmp)
     return folder
 
 

@@ -34,6 +34,9 @@ class BaselineSettings(ModelSettings):
         emb_dropout: dropout on the word embeddings. video_dropout: on the video features.
         standardise_video: standardise the video features with training-set statistics (not in the paper).
         stream_dropout: probability of zeroing a whole stream of a training sample (not in the paper).
+        zoneout_cell, zoneout_hidden: zoneout (Krueger et al. 2016) of every LSTM's cell and hidden
+            state: the probability that a unit keeps its previous value at a training step (not in the
+            paper; 0: none, and plain mode keeps the fused LSTM).
     """
 
     emb_dim: int = setting(512, SIZE)
@@ -45,6 +48,8 @@ class BaselineSettings(ModelSettings):
     video_dropout: float = setting(0.0, PROBABILITY)
     standardise_video: bool = setting(False, FLAG)
     stream_dropout: float = setting(0.0, PROBABILITY)
+    zoneout_cell: float = setting(0.0, PROBABILITY)
+    zoneout_hidden: float = setting(0.0, PROBABILITY)
 
 
 class _Baseline(nn.Module):
@@ -60,7 +65,8 @@ class _Baseline(nn.Module):
             raise ValueError(f"stream_dropout must be in [0, 1), got {s.stream_dropout}")
         self.stream_dropout = float(s.stream_dropout)
         self.text = TextEncoder(vocab_size, emb_dim=s.emb_dim, hidden=s.hidden, batch_norm=s.batch_norm,
-                                bn_gamma=s.bn_gamma, emb_dropout=s.emb_dropout)
+                                bn_gamma=s.bn_gamma, emb_dropout=s.emb_dropout, zoneout_cell=s.zoneout_cell,
+                                zoneout_hidden=s.zoneout_hidden)
         head_in = self.text.out_dim
         self.video = None
         if self.streams:
@@ -80,7 +86,8 @@ class _Baseline(nn.Module):
             self.register_buffer("video_mean", torch.zeros(dim))
             self.register_buffer("video_std", torch.ones(dim))
         self.video = VideoEncoder(dim, hidden=s.hidden, batch_norm=s.batch_norm, bn_gamma=s.bn_gamma,
-                                  input_dropout=s.video_dropout)
+                                  input_dropout=s.video_dropout, zoneout_cell=s.zoneout_cell,
+                                  zoneout_hidden=s.zoneout_hidden)
         if not self.early_fusion:
             return head_in + self.video.out_dim
         # The question encoding becomes the video LSTM's initial (h, c).

@@ -5,6 +5,11 @@
   recurrent batch normalisation of Cooijmans et al. (2017), as the original MovieFIB code did: the
   input-to-hidden and hidden-to-hidden products and the cell are normalised with statistics kept per
   time step, gamma initialised to 0.1. It is a Python loop over time steps, hence much slower.
+* Zoneout (Krueger et al. 2016, ``zoneout_cell`` / ``zoneout_hidden``): while training, each unit of
+  the cell (hidden) state keeps its previous value with that probability, drawn per unit and step; at
+  evaluation it takes the expectation, ``p * previous + (1 - p) * new``. cuDNN's fused LSTM cannot do
+  it, so plain mode runs the same Python loop over time steps (with ``nn.LSTM``'s weights) when either
+  is above 0; at 0 both modes are exactly what they were without it.
 * :class:`TextEncoder`: the words before the blank, read forwards, and the words after it, read
   backwards from the end of the sentence, each by its own LSTM; the two final states concatenated.
 * :class:`VideoEncoder`: an LSTM over at most ``max_steps`` feature vectors, optionally started from a
@@ -131,9 +136,14 @@ class SeqLSTM(nn.Module):
     ``forward`` returns the final ``(h, c)`` of each sequence, both ``[B, hidden]``.
     """
 
-    def __init__(self, input_dim: int, hidden: int, *, batch_norm: bool = False, bn_gamma: float = 0.1):
+    def __init__(self, input_dim: int, hidden: int, *, batch_norm: bool = False, bn_gamma: float = 0.1,
+                 zoneout_cell: float = 0.0, zoneout_hidden: float = 0.0):
         super().__init__()
+        for name, p in (("zoneout_cell", zoneout_cell), ("zoneout_hidden", zoneout_hidden)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
         self.input_dim, self.hidden, self.batch_norm = input_dim, hidden, batch_norm
+        self.zoneout_cell, self.zoneout_hidden = float(zoneout_cell), float(zoneout_hidden)
         if batch_norm:
             self.w_ih = nn.Linear(input_dim, 4 * hidden, bias=False)
             self.w_hh = nn.Linear(hidden, 4 * hidden, bias=False)
@@ -152,33 +162,65 @@ class SeqLSTM(nn.Module):
                 self.lstm.bias_ih_l0[hidden:2 * hidden].fill_(1.0)
                 self.lstm.bias_hh_l0[hidden:2 * hidden].fill_(0.0)
 
+    @property
+    def zoneout(self) -> bool:
+        return self.zoneout_cell > 0 or self.zoneout_hidden > 0
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor,
                 state: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.batch_norm:
-            return self._forward_bn(x, lengths, state)
+            return self._step_loop(self.w_ih(x), lengths, self._initial(x, state), self._bn_cell)
+        if self.zoneout:
+            lstm = self.lstm
+            wx = nn.functional.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
+            return self._step_loop(wx, lengths, self._initial(x, state), self._plain_cell)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         if state is not None:
             state = (state[0].unsqueeze(0).contiguous(), state[1].unsqueeze(0).contiguous())
         _, (h, c) = self.lstm(packed, state)
         return h[0], c[0]
 
-    def _forward_bn(self, x, lengths, state):
-        b, t_max, _ = x.shape
-        if state is None:
-            h = x.new_zeros(b, self.hidden)
-            c = x.new_zeros(b, self.hidden)
-        else:
-            h, c = state
-        wx = self.w_ih(x)  # all steps at once
-        steps = torch.arange(t_max, device=x.device)
-        valid = steps.unsqueeze(0) < lengths.to(x.device).unsqueeze(1)  # [B, T]
-        rows = valid.sum(0).tolist()
+    def _bn_cell(self, wx_t, h, c, t: int, m, n: int):
+        """One step of the batch-normalised LSTM: ``(h_new, c_new)``."""
+        gates = self.bn_ih(wx_t, t, m, n) + self.bn_hh(self.w_hh(h), t, m, n) + self.bias
+        i, f, g, o = gates.chunk(4, dim=1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(self.bn_c(c_new, t, m, n)), c_new
+
+    def _plain_cell(self, wx_t, h, c, t: int, m, n: int):
+        """One step of ``nn.LSTM``'s cell (both biases already in ``wx_t``): ``(h_new, c_new)``."""
+        i, f, g, o = (wx_t + nn.functional.linear(h, self.lstm.weight_hh_l0)).chunk(4, dim=1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c_new), c_new
+
+    def _zone(self, previous: torch.Tensor, new: torch.Tensor, p: float) -> torch.Tensor:
+        """Zoneout of one state: each unit keeps ``previous`` with probability ``p`` (training), or
+        the expectation of that (evaluation)."""
+        if p == 0:
+            return new
+        if self.training:
+            return torch.where(torch.rand_like(new) < p, previous, new)
+        return p * previous + (1 - p) * new
+
+    def _initial(self, x: torch.Tensor, state):
+        """The initial ``(h, c)``: zeros of ``x``'s dtype (not the products', float16 under autocast)."""
+        if state is not None:
+            return state
+        return x.new_zeros(x.shape[0], self.hidden), x.new_zeros(x.shape[0], self.hidden)
+
+    def _step_loop(self, wx, lengths, state, cell):
+        """The LSTM as a Python loop over time steps from ``state``, given the input products
+        ``wx [B, T, 4H]``; a sequence's padded steps keep its state."""
+        h, c = state
+        t_max = wx.shape[1]
+        steps = torch.arange(t_max, device=wx.device)
+        valid = steps.unsqueeze(0) < lengths.to(wx.device).unsqueeze(1)  # [B, T]
+        rows = valid.sum(0).tolist()  # ints, so the batch norm's steps need no device sync
         for t in range(t_max):
-            m, n = valid[:, t], rows[t]
-            gates = self.bn_ih(wx[:, t], t, m, n) + self.bn_hh(self.w_hh(h), t, m, n) + self.bias
-            i, f, g, o = gates.chunk(4, dim=1)
-            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_new = torch.sigmoid(o) * torch.tanh(self.bn_c(c_new, t, m, n))
+            m = valid[:, t]
+            h_new, c_new = cell(wx[:, t], h, c, t, m, rows[t])
+            h_new = self._zone(h, h_new, self.zoneout_hidden)
+            c_new = self._zone(c, c_new, self.zoneout_cell)
             keep = m.unsqueeze(1)
             h = torch.where(keep, h_new, h)
             c = torch.where(keep, c_new, c)
@@ -193,12 +235,15 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, vocab_size: int, *, emb_dim: int = 512, hidden: int = 320, batch_norm: bool = False,
-                 bn_gamma: float = 0.1, emb_dropout: float = 0.0):
+                 bn_gamma: float = 0.1, emb_dropout: float = 0.0, zoneout_cell: float = 0.0,
+                 zoneout_hidden: float = 0.0):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
         self.emb_dropout = nn.Dropout(emb_dropout)
-        self.left = SeqLSTM(emb_dim, hidden, batch_norm=batch_norm, bn_gamma=bn_gamma)
-        self.right = SeqLSTM(emb_dim, hidden, batch_norm=batch_norm, bn_gamma=bn_gamma)
+        lstm = {"batch_norm": batch_norm, "bn_gamma": bn_gamma, "zoneout_cell": zoneout_cell,
+                "zoneout_hidden": zoneout_hidden}
+        self.left = SeqLSTM(emb_dim, hidden, **lstm)
+        self.right = SeqLSTM(emb_dim, hidden, **lstm)
         self.out_dim = 2 * hidden
 
     def forward(self, left, left_len, right, right_len) -> torch.Tensor:
@@ -211,10 +256,11 @@ class VideoEncoder(nn.Module):
     """An LSTM over feature steps ``[B, S, D]``; returns the final hidden state ``[B, hidden]``."""
 
     def __init__(self, input_dim: int, *, hidden: int = 320, batch_norm: bool = False, bn_gamma: float = 0.1,
-                 input_dropout: float = 0.0):
+                 input_dropout: float = 0.0, zoneout_cell: float = 0.0, zoneout_hidden: float = 0.0):
         super().__init__()
         self.dropout = nn.Dropout(input_dropout)
-        self.lstm = SeqLSTM(input_dim, hidden, batch_norm=batch_norm, bn_gamma=bn_gamma)
+        self.lstm = SeqLSTM(input_dim, hidden, batch_norm=batch_norm, bn_gamma=bn_gamma, zoneout_cell=zoneout_cell,
+                            zoneout_hidden=zoneout_hidden)
         self.out_dim = hidden
 
     def forward(self, video, video_len, state=None) -> torch.Tensor:
