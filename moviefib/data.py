@@ -9,6 +9,10 @@
   at most ``max_steps`` steps: uniform at test time, random stride and start while training. Several
   streams are aligned by timestamp: the stream with the fewest steps sets the clock and each other
   stream contributes its step nearest in time.
+  Training draws each question's stride and start from :func:`step_draws`, a counter-based
+  generator of (epoch seed, question index), by :func:`step_indices`: the resident path
+  (:mod:`moviefib.training.resident`) applies the same rule to whole batches, so both give the same
+  batches for a seed.
 * :class:`Collator`: pads words and steps into a batch dict with lengths.
 
 Imports torch (this is the training side of the package).
@@ -16,6 +20,7 @@ Imports torch (this is the training side of the package).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections import Counter
@@ -113,18 +118,62 @@ class WordVocab:
         return cls((PAD, UNK, BOS, EOS, *kept), lowercase)
 
 
-def sample_steps(n: int, max_steps: int, *, train: bool, generator: torch.Generator | None = None) -> np.ndarray:
-    """Indices of at most ``max_steps`` of ``n`` steps: uniform at test time; while training a random
-    stride (1 up to the largest that fits) and a random start."""
-    if n <= max_steps:
-        return np.arange(n)
-    if not train:
-        return np.round(np.linspace(0, n - 1, max_steps)).astype(np.int64)
-    max_stride = (n - 1) // (max_steps - 1) if max_steps > 1 else 1
-    stride = int(torch.randint(1, max_stride + 1, (1,), generator=generator))
-    span = stride * (max_steps - 1) + 1
-    start = int(torch.randint(0, n - span + 1, (1,), generator=generator))
-    return start + stride * np.arange(max_steps)
+# splitmix64 (Steele et al. 2014): a counter-based generator, so the draws of question i in an epoch
+# depend on (seed, i) alone, not on which process, worker or batch reads it, nor in which order.
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # unsigned arithmetic wraps modulo 2**64, as the generator wants
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def step_draws(seed: int, index) -> np.ndarray:
+    """uint64 ``[N, 2]``: the two random words (stride, start) of each question ``index`` under
+    ``seed`` (an epoch's seed, see :func:`moviefib.training.loop.epoch_seed`)."""
+    base = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+    counter = np.asarray(index, dtype=np.uint64).reshape(-1, 1) * np.uint64(2) + np.arange(2, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _splitmix64(counter ^ base)
+
+
+def step_indices(n: np.ndarray, max_steps: int, *, draws: np.ndarray | None = None) -> np.ndarray:
+    """int64 ``[B, min(max(n), max_steps)]``: the steps taken of clips of ``n[b]`` steps, at most
+    ``max_steps`` each: all of a short clip; of a longer one, uniformly spread without ``draws`` (test
+    time), else a random stride (1 up to the largest that fits) and start drawn from ``draws``
+    (:func:`step_draws`). A row's positions past ``min(n[b], max_steps)`` are padding (its last step).
+
+    The one rule of both data paths (lazy and resident): vectorised, for whole batches."""
+    n = np.asarray(n, dtype=np.int64)
+    k = np.arange(min(int(n.max()), max_steps), dtype=np.int64)
+    if draws is None:
+        # np.round(np.linspace(0, n - 1, max_steps)), row by row: k * step with the last step exact.
+        step = (n - 1) / max(max_steps - 1, 1)
+        spread = np.round(k[None, :] * step[:, None]).astype(np.int64)
+        if len(k) == max_steps > 1:
+            spread[:, -1] = n - 1
+    else:
+        max_stride = (n - 1) // (max_steps - 1) if max_steps > 1 else np.ones_like(n)
+        long = n > max_steps
+        stride = np.where(long, 1 + (draws[:, 0] % np.maximum(max_stride, 1).astype(np.uint64)).astype(np.int64), 1)
+        room = np.maximum(n - stride * (max_steps - 1), 1)  # starts that fit the span
+        start = np.where(long, (draws[:, 1] % room.astype(np.uint64)).astype(np.int64), 0)
+        spread = start[:, None] + stride[:, None] * k[None, :]
+    return np.minimum(np.where((n > max_steps)[:, None], spread, k[None, :]), (n - 1)[:, None])
+
+
+def sample_steps(n: int, max_steps: int, *, train: bool, generator: torch.Generator | None = None,
+                 draws: np.ndarray | None = None) -> np.ndarray:
+    """Indices of at most ``max_steps`` of ``n`` steps (:func:`step_indices` of one clip): uniform at
+    test time; while training a random stride and start, from ``draws`` (``[2]`` words of
+    :func:`step_draws`) or else drawn from ``generator`` (torch's global one when None)."""
+    if train and draws is None:
+        draws = torch.randint(0, 2**62, (2,), generator=generator).numpy().astype(np.uint64)
+    rows = step_indices(np.array([n]), max_steps, draws=np.asarray(draws).reshape(1, 2) if train else None)
+    return rows[0, :min(n, max_steps)]
 
 
 def nearest_steps(timestamps: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -137,7 +186,8 @@ def nearest_steps(timestamps: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 class FIBDataset(torch.utils.data.Dataset):
-    """Questions (``QuestionItem``\\ s) with their clip's features.
+    """Questions (``QuestionItem``\\ s) with their clip's features, read from the stores clip by clip (the
+    lazy path; :mod:`moviefib.training.resident` holds them in memory instead when they fit).
 
     Args:
         items: the questions (e.g. a :class:`moviefib.dataset.QuestionView`).
@@ -148,19 +198,27 @@ class FIBDataset(torch.utils.data.Dataset):
         train: random stride and start (else uniform subsampling).
         missing: ``"error"`` raises :class:`MissingFeaturesError` naming the first clip without
             features; ``"skip"`` drops those questions and counts them in :attr:`skipped`.
+        draw_seed: the seed of the training draws of stride and start (:func:`step_draws` of
+            ``(draw_seed, sample index)``); :meth:`reseeded` gives the dataset of another epoch.
+
+    Attributes:
+        resident: the same samples held in memory (:class:`moviefib.training.resident.ResidentSplit`),
+            set when the run's features fit its memory budget; None: read lazily.
 
     A sample is a dict: ``left`` (``<s>`` + words before the blank), ``right`` (``</s>`` + the words
     after it, reversed), ``left_words``/``right_words`` (the raw words, in reading order), ``video``
-    (float32 ``[S, D]`` or None), ``answer`` (index, -1 when out of vocabulary or unknown), ``index``.
+    (float16 ``[S, D]``, as stored, or None), ``answer`` (index, -1 when out of vocabulary or unknown),
+    ``index``.
     """
 
     def __init__(self, items: Sequence, words: WordVocab, *, stores: Mapping | None = None, max_steps: int = 15,
-                 train: bool = False, missing: str = "error"):
+                 train: bool = False, missing: str = "error", draw_seed: int = 0):
         if missing not in ("error", "skip"):
             raise ValueError(f"missing must be 'error' or 'skip', not {missing!r}")
         if max_steps < 1:
             raise ValueError("max_steps must be at least 1")
-        self.words, self.max_steps, self.train = words, int(max_steps), train
+        self.words, self.max_steps, self.train, self.draw_seed = words, int(max_steps), train, int(draw_seed)
+        self.resident = None
         self.stores = dict(stores or {})
         self.skipped = 0
         self.skipped_clips: list[str] = []
@@ -200,28 +258,43 @@ class FIBDataset(torch.utils.data.Dataset):
     def item(self, i: int):
         return self.items[self.indices[i]]
 
+    def reseeded(self, seed: int) -> FIBDataset:
+        """The same samples, read lazily, with the training draws of ``seed`` (one epoch's): a shallow
+        copy without :attr:`resident`, which DataLoader workers need not receive."""
+        other = copy.copy(self)
+        other.draw_seed, other.resident = int(seed), None
+        return other
+
+    def words_of(self, i: int) -> tuple[list[int], list[int]]:
+        """Sample ``i``'s word indices: ``<s>`` + the words before the blank, ``</s>`` + those after
+        it, reversed."""
+        it = self.item(i)
+        return [2, *self.words.encode(it.left)], [3, *self.words.encode(reversed(it.right))]
+
     def __getitem__(self, i: int) -> dict:
         it = self.item(i)
+        left, right = self.words_of(i)
         sample = {
-            "left": [2, *self.words.encode(it.left)],
-            "right": [3, *self.words.encode(reversed(it.right))],
+            "left": left,
+            "right": right,
             "left_words": it.left,
             "right_words": it.right,
             "answer": it.answer_index,
             "index": i,
-            "video": self._video(it.clip_id) if self.stores else None,
+            "video": self._video(it.clip_id, i) if self.stores else None,
         }
         return sample
 
-    def _video(self, clip_id: str) -> np.ndarray:
+    def _video(self, clip_id: str, i: int) -> np.ndarray:
         clips = [s.get(clip_id) for s in self.stores.values()]
         clock = min(range(len(clips)), key=lambda k: len(clips[k].timestamps))
-        idx = sample_steps(len(clips[clock].timestamps), self.max_steps, train=self.train)
+        draws = step_draws(self.draw_seed, [i])[0] if self.train else None
+        idx = sample_steps(len(clips[clock].timestamps), self.max_steps, train=self.train, draws=draws)
         times = clips[clock].timestamps[idx]
         parts = []
         for k, c in enumerate(clips):
             rows = idx if k == clock else nearest_steps(c.timestamps, times)
-            parts.append(np.asarray(c.features[rows], dtype=np.float32))
+            parts.append(np.asarray(c.features[rows], dtype=np.float16))
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
@@ -265,8 +338,9 @@ def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 @dataclass(frozen=True)
 class Collator:
     """Samples -> a batch dict of tensors (``left``/``right`` ``[B, L]`` + ``*_len``, ``answer``,
-    ``index``, ``video [B, S, D]`` + ``video_len`` when present). ``tokenize`` (a model's, e.g. MiniLM)
-    adds its own tensors from the raw words. Picklable, so DataLoader workers can run it."""
+    ``index``, ``video [B, S, D]`` + ``video_len`` when present; video keeps the samples' type, float16
+    from the stores, cast to float32 on the device by the training loop). ``tokenize`` (a model's, e.g.
+    MiniLM) adds its own tensors from the raw words. Picklable, so DataLoader workers can run it."""
 
     tokenize: Callable | None = None
 
@@ -278,7 +352,7 @@ class Collator:
         batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
         if samples[0]["video"] is not None:
             lens = [len(s["video"]) for s in samples]
-            video = np.zeros((len(samples), max(lens), samples[0]["video"].shape[1]), dtype=np.float32)
+            video = np.zeros((len(samples), max(lens), samples[0]["video"].shape[1]), dtype=samples[0]["video"].dtype)
             for r, s in enumerate(samples):
                 video[r, :lens[r]] = s["video"]
             batch["video"] = torch.from_numpy(video)

@@ -37,20 +37,33 @@ def test_round_trip(tmp_path):
             s.get("zz")
 
 
-def test_small_store_held_in_memory_reads_as_from_the_file(tmp_path):
+def test_rows_read_in_blocks_are_the_clips_rows(tmp_path):
+    # What the resident data path loads: several clips in one read, as get() gives them one by one.
     path = tmp_path / "f.h5"
     write_store(path, _items(), {"preset": "x"})
-    with open_store(path, memory_limit=0) as from_file, open_store(path) as in_memory:
-        for c in from_file.clip_ids():
-            a, b = from_file.get(c), in_memory.get(c)
-            assert a.features.dtype == b.features.dtype
-            np.testing.assert_array_equal(a.features, b.features)
-            np.testing.assert_array_equal(a.timestamps, b.timestamps)
-        assert isinstance(in_memory._arrays[0], np.ndarray) and not isinstance(from_file._arrays[0], np.ndarray)
-        got = in_memory.get("c2")
-        got.features[:] = 7  # a caller's change stays in its copy
-        assert not np.any(in_memory.get("c2").features == 7)
-        assert pickle.loads(pickle.dumps(in_memory))._arrays is None  # workers read their own
+    with open_store(path) as s:
+        offsets = s.offsets()
+        assert offsets.tolist() == [0, 1, 3, 6, 10, 15]
+        block = s.read_rows(1, 10)
+        for i, c in enumerate(s.clip_ids()[1:4], start=1):
+            a, b = offsets[i] - 1, offsets[i + 1] - 1
+            np.testing.assert_array_equal(block.features[a:b], s.get(c).features)
+            np.testing.assert_array_equal(block.timestamps[a:b], s.get(c).timestamps)
+        offsets[:] = 0  # a copy: the store's own layout is untouched
+        assert s.offsets()[-1] == 15
+
+
+def test_rows_with_nan_name_their_clip(tmp_path):
+    import h5py
+
+    path = tmp_path / "f.h5"
+    write_store(path, _items(), {"preset": "x"})
+    with h5py.File(path, "r+") as h5:
+        h5["features"][7, 2] = np.nan  # a row of c3 (rows 6-9)
+    with open_store(path) as s:
+        assert s.read_rows(0, 6).features.shape == (6, 6)
+        with pytest.raises(StoreError, match="clip c3 holds NaN or infinite values"):
+            s.read_rows(2, 15)
 
 
 def test_pickled_store_reopens(tmp_path):

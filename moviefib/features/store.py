@@ -228,10 +228,6 @@ def write_store(path: str | os.PathLike, items: Iterable[tuple[str, np.ndarray, 
     return n
 
 
-# Stores with at most this many bytes of features are held in memory once read (see FeatureStore).
-DEFAULT_MEMORY_LIMIT = 512 * 2**20
-
-
 class FeatureStore:
     """Read access to a store file; see :func:`open_store`.
 
@@ -240,17 +236,13 @@ class FeatureStore:
         dim: the feature size D.
         provenance: how the features were made (extractor, weights, sampling, versions...).
 
-    A store of at most ``memory_limit`` bytes of features is read into memory whole on the first
-    :meth:`get` of each process: training reads every clip once an epoch, and an HDF5 read per clip
-    cost about a quarter of an epoch of the demo's vision baselines.
+    :meth:`get` reads one clip from the file. Training that reads every clip each epoch holds the
+    features it needs in memory instead (:mod:`moviefib.training.resident`), reading them once with
+    :meth:`read_rows`.
     """
 
-    def __init__(self, path: str | os.PathLike, *, memory_limit: int = DEFAULT_MEMORY_LIMIT):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.memory_limit = int(memory_limit)
-        # (features, timestamps) of this process's handle: numpy arrays when held in memory, else the
-        # HDF5 datasets; chosen once per handle.
-        self._arrays: tuple | None = None
         self._h5 = None
         self._pid: int | None = None
         self._ids: list[str] = []
@@ -300,18 +292,25 @@ class FeatureStore:
             h5.close()
             raise StoreError(f"{self.path}: damaged feature store: {problem}")
         self._index = {c: i for i, c in enumerate(self._ids)}
-        self._h5, self._pid, self._arrays = h5, os.getpid(), None
+        self._h5, self._pid = h5, os.getpid()
         return h5
 
-    def _rows(self) -> tuple:
-        """The features and timestamps datasets, read into memory if at most ``memory_limit`` bytes."""
-        if self._arrays is None:
-            h5 = self._file()
-            feats, ts = h5["features"], h5["timestamps"]
-            if feats.size * feats.dtype.itemsize <= self.memory_limit:
-                feats, ts = feats[()], ts[()]
-            self._arrays = (feats, ts)
-        return self._arrays
+    def offsets(self) -> np.ndarray:
+        """int64 ``[C + 1]``: clip ``i`` of :meth:`clip_ids` owns rows ``offsets[i]:offsets[i + 1]``."""
+        self._file()
+        return self._offsets.copy()
+
+    def read_rows(self, start: int, stop: int) -> ClipFeatures:
+        """Rows ``start:stop`` of the whole store (several clips at once, see :meth:`offsets`), checked
+        finite like :meth:`get`: StoreError naming the first clip with a NaN or infinite value."""
+        h5 = self._file()
+        got = ClipFeatures(features=h5["features"][start:stop], timestamps=h5["timestamps"][start:stop])
+        bad = ~np.isfinite(got.features).all(axis=1) | ~np.isfinite(got.timestamps)
+        if bad.any():
+            row = start + int(np.flatnonzero(bad)[0])
+            clip = self._ids[int(np.searchsorted(self._offsets, row, side="right")) - 1]
+            raise StoreError(f"{self.path}: damaged feature store: clip {clip} holds NaN or infinite values")
+        return got
 
     def clip_ids(self) -> list[str]:
         """The clip ids, in storage order."""
@@ -331,16 +330,12 @@ class FeatureStore:
 
     def get(self, clip_id: str) -> ClipFeatures:
         """The features of one clip; KeyError naming the clip and the store when absent."""
-        self._file()
+        h5 = self._file()
         i = self._index.get(clip_id)
         if i is None:
             raise KeyError(f"clip {clip_id!r} not in feature store {self.path}")
         a, b = int(self._offsets[i]), int(self._offsets[i + 1])
-        feats, ts = self._rows()
-        if isinstance(feats, np.ndarray):  # in memory: copies, as a read from the file gives
-            got = ClipFeatures(features=feats[a:b].copy(), timestamps=ts[a:b].copy())
-        else:
-            got = ClipFeatures(features=feats[a:b], timestamps=ts[a:b])
+        got = ClipFeatures(features=h5["features"][a:b], timestamps=h5["timestamps"][a:b])
         # The writer refuses non-finite values; a store damaged or written elsewhere is checked on read,
         # so that NaN never reaches a model (training ran on them, exit 0).
         if not (np.isfinite(got.features).all() and np.isfinite(got.timestamps).all()):
@@ -379,7 +374,7 @@ class FeatureStore:
     def close(self) -> None:
         if self._h5 is not None and self._pid == os.getpid():
             self._h5.close()
-        self._h5, self._pid, self._arrays = None, None, None
+        self._h5, self._pid = None, None
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -389,7 +384,7 @@ class FeatureStore:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_h5"], state["_pid"], state["_arrays"] = None, None, None
+        state["_h5"], state["_pid"] = None, None
         return state
 
     def __repr__(self) -> str:
@@ -422,10 +417,9 @@ def _layout_problem(h5, ids: list[str], offsets: np.ndarray) -> str | None:
     return None
 
 
-def open_store(path: str | os.PathLike, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> FeatureStore:
-    """Open a feature store for reading (``memory_limit``: see :class:`FeatureStore`). Raises
-    :class:`StoreError` naming the file and the reason."""
-    return FeatureStore(path, memory_limit=memory_limit)
+def open_store(path: str | os.PathLike) -> FeatureStore:
+    """Open a feature store for reading. Raises :class:`StoreError` naming the file and the reason."""
+    return FeatureStore(path)
 
 
 # Provenance keys that legitimately differ between the shards of one extraction run.

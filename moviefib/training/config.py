@@ -86,6 +86,9 @@ class DataSection:
     max_steps: int = setting(15, SIZE)  # video steps per clip
     missing: str = setting("error", Rule("str", choices=MISSING_POLICIES))  # "skip": drop (and count)
     num_workers: int = setting(0, COUNT)  # DataLoader worker processes
+    # GiB of features held in memory (GPU memory on CUDA) for the resident data path; beyond it the
+    # lazy path reads HDF5. None: half the GPU's memory, else of the available RAM. 0: always lazy.
+    memory_budget: float | None = setting(None, Rule("number", minimum=0, optional=True))
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,8 @@ class RunData:
         words: the input vocabulary.
         stores: stream -> feature store, in the model's order (empty for text models).
         train: the training dataset (random step sampling). val: the validation dataset.
+        data_path: where the features are held for batches (``"cpu"``, ``"cuda"``: the resident path,
+            see :mod:`moviefib.training.resident`) or ``"lazy"`` (read from the stores by a DataLoader).
     """
 
     answer_vocab: list[str]
@@ -92,6 +94,7 @@ class RunData:
     stores: dict
     train: FIBDataset
     val: FIBDataset
+    data_path: str = "lazy"
 
     def val_oov_rate(self) -> float:
         """The share of validation questions whose answer is outside the answer vocabulary."""
@@ -104,17 +107,29 @@ class RunData:
         return {"n_train": len(self.train), "n_val": len(self.val), "skipped_train": self.train.skipped,
                 "skipped_val": self.val.skipped, "answer_vocab_size": len(self.answer_vocab),
                 "word_vocab_size": len(self.words), "val_oov_rate": self.val_oov_rate(),
-                "features": stream_provenance(self.stores)}
+                "features": stream_provenance(self.stores), "data_path": self.data_path}
+
+
+def planned_device(name: str):
+    """The kind of device ``train.device`` will give (``cuda`` only where CUDA is present: a wrong name
+    is the training step's to refuse, and count models, which use none, never see it)."""
+    import torch
+
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def prepare_data(config: TrainingConfig, tables: Mapping | None = None) -> RunData:
     """The data step: splits, vocabularies, the model's feature stores (checked against their presets)
-    and the datasets; questions whose clip lacks features fail or are skipped (``data.missing``)."""
+    and the datasets; questions whose clip lacks features fail or are skipped (``data.missing``). The
+    datasets' features are held resident when they fit ``data.memory_budget``."""
     from ..data import FIBDataset, open_stream_stores
     from ..models import model_streams
+    from .resident import make_resident
 
     answer_vocab, words, train_view, val_view = prepare_splits(config, tables)
     stores = open_stream_stores(model_streams(config.model.name), config.features.presets(), config.features.dir)
     common = dict(stores=stores, max_steps=config.data.max_steps, missing=config.data.missing)
-    return RunData(answer_vocab, words, stores, FIBDataset(train_view, words, train=True, **common),
-                   FIBDataset(val_view, words, train=False, **common))
+    train, val = FIBDataset(train_view, words, train=True, **common), FIBDataset(val_view, words, train=False, **common)
+    where = make_resident([train, val], stores, budget_gib=config.data.memory_budget,
+                          device=planned_device(config.train.device))
+    return RunData(answer_vocab, words, stores, train, val, where or "lazy")

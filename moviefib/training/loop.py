@@ -4,7 +4,8 @@ An :class:`Engine` holds what every step uses (the model, its DDP wrapper, optim
 scaler, loss, collate function, device). :func:`train_epoch` runs one epoch over a
 :class:`SharedPermutation` of the training set and returns its :class:`EpochFigures` summed over every
 process; :func:`validate` recalibrates recurrent batch norm and scores the validation set with
-:func:`moviefib.evaluate.metrics.index_accuracy`.
+:func:`moviefib.evaluate.metrics.index_accuracy`. :func:`batches` gives the batches of either data
+path: the resident one (:mod:`moviefib.training.resident`) or a DataLoader over the stores.
 """
 
 from __future__ import annotations
@@ -67,7 +68,12 @@ def seed_everything(seed: int) -> None:
 
 
 def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in batch.items()}
+    """The batch on ``device``; float16 video (as stored, and as both data paths keep it, half the bytes
+    to move) becomes float32 there."""
+    out = {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in batch.items()}
+    if "video" in out and out["video"].dtype == torch.float16:
+        out["video"] = out["video"].float()
+    return out
 
 
 def autocast(device, amp: bool):
@@ -77,14 +83,24 @@ def autocast(device, amp: bool):
     return contextlib.nullcontext()
 
 
-def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int, collate, seed: int = 0,
-                sampler=None, device=None):
-    gen = torch.Generator().manual_seed(seed)
+def make_loader(dataset, *, order, batch_size: int, workers: int, collate, seed: int, device=None):
+    """The lazy path: a DataLoader reading ``dataset``'s questions in ``order`` (a sampler), with the
+    training draws of ``seed``."""
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-        num_workers=workers, collate_fn=collate, generator=gen, drop_last=False,
-        pin_memory=device is not None and device.type == "cuda", persistent_workers=False,
+        dataset.reseeded(seed), batch_size=batch_size, sampler=order, num_workers=workers, collate_fn=collate,
+        drop_last=False, pin_memory=device is not None and device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None)
+
+
+def batches(dataset, *, order, batch_size: int, workers: int, collate: Collator, seed: int, device):
+    """The batches of ``dataset``'s questions in ``order`` (``seed``: the training draws of stride and
+    start): from its resident copy when it has one (not for a model that tokenises raw words), else
+    through a DataLoader. Both paths give the same batches."""
+    resident = dataset.resident if collate.tokenize is None else None
+    if resident is not None:
+        return resident.batches(order, batch_size=batch_size, seed=seed, device=device)
+    return make_loader(dataset, order=order, batch_size=batch_size, workers=workers, collate=collate, seed=seed,
+                       device=device)
 
 
 def predict_indices(model, dataset, *, batch_size: int = 256, device=None, workers: int = 0,
@@ -97,12 +113,13 @@ def predict_indices(model, dataset, *, batch_size: int = 256, device=None, worke
     if not is_neural(model):
         return model.predict([dataset.item(i) for i in range(len(dataset))])
     device = device or next(model.parameters()).device
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers,
-                         collate=Collator(getattr(model, "tokenize", None)), device=device)
+    loader = batches(dataset, order=range(len(dataset)), batch_size=batch_size, workers=workers,
+                     collate=Collator(getattr(model, "tokenize", None)), seed=dataset.draw_seed, device=device)
     model.eval()
     out: list[int] = []
     with torch.inference_mode(), autocast(device, amp):
-        for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        for batch in tqdm(loader, desc="predict", disable=not progress, leave=False,
+                          total=-(-len(dataset) // batch_size)):
             out.extend(model(to_device(batch, device)).argmax(1).tolist())
     return out
 
@@ -189,10 +206,12 @@ def train_epoch(engine: Engine, dataset, cfg: TrainSection, *, epoch: int, worke
     """One epoch (0-based ``epoch``) of optimisation over this process's share of ``dataset``."""
     env, seed = engine.env, epoch_seed(cfg, epoch)
     seed_everything(seed)
-    sampler = SharedPermutation(len(dataset), seed=seed, rank=env.rank, world=env.world)
-    loader = make_loader(dataset, batch_size=per_rank_batch(cfg.batch_size, env.world), shuffle=True,
-                         workers=workers, collate=engine.collate, seed=seed, sampler=sampler, device=engine.device)
-    total = min(len(loader), cfg.max_batches) if cfg.max_batches > 0 else len(loader)
+    order = SharedPermutation(len(dataset), seed=seed, rank=env.rank, world=env.world)
+    per_rank = per_rank_batch(cfg.batch_size, env.world)
+    loader = batches(dataset, order=order, batch_size=per_rank, workers=workers, collate=engine.collate, seed=seed,
+                     device=engine.device)
+    n_batches = -(-len(order) // per_rank)
+    total = min(n_batches, cfg.max_batches) if cfg.max_batches > 0 else n_batches
     engine.net.train()
     t0 = time.perf_counter()
     figures = RunningFigures(torch.zeros((), device=engine.device),
@@ -216,8 +235,9 @@ def _calibrate(engine: Engine, dataset, cfg: TrainSection, *, seed: int, workers
     n = cfg.bn_calibration_batches
     if n <= 0 or not batch_norm_layers(engine.model):  # checked first: iterating a loader starts its workers
         return
-    loader = make_loader(dataset, batch_size=cfg.batch_size, shuffle=True, workers=workers,
-                         collate=engine.collate, seed=seed + 500_000, device=engine.device)
+    seed += 500_000
+    loader = batches(dataset, order=SharedPermutation(len(dataset), seed=seed), batch_size=cfg.batch_size,
+                     workers=workers, collate=engine.collate, seed=seed, device=engine.device)
     with autocast(engine.device, engine.amp):
         used = recalibrate_batch_norm(engine.model, (to_device(b, engine.device)
                                                      for b in itertools.islice(loader, n)))

@@ -47,9 +47,11 @@ def predict(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: st
 
     Feature stores are those the checkpoint was trained with, looked up in ``features_dir`` when given
     (the same preset names), else at their recorded paths. With ``missing="skip"`` questions whose
-    clip lacks features get no answer. ``progress``: a bar (the library draws none unless asked).
+    clip lacks features get no answer. ``progress``: a bar (the library draws none unless asked). The
+    split's features are held resident within the run's ``data.memory_budget`` (as in training).
     """
     from ..data import FIBDataset
+    from .resident import make_resident
 
     check_device(device)
     dev = resolve_device(device)
@@ -59,6 +61,7 @@ def predict(checkpoint: str | os.PathLike, dataset: str | os.PathLike, split: st
     stores = _checkpoint_stores(ckpt, config.features.presets(), features_dir)
     ds = FIBDataset(question_view(read_split(dataset, split), answer_vocab), ckpt["word_vocab"], stores=stores,
                     max_steps=config.data.max_steps, train=False, missing=missing)
+    make_resident([ds], stores, budget_gib=config.data.memory_budget, device=dev)
     pred = predict_indices(model, ds, batch_size=batch_size, device=dev, workers=num_workers,
                            amp=config.train.amp, progress=progress)
     return {ds.item(i).question_id: answer_vocab[p] for i, p in enumerate(pred)}
