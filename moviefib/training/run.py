@@ -2,8 +2,11 @@
 checkpoint. :func:`train` writes to ``train.out_dir``:
 
 * ``best.pt`` and ``last.pt`` (see :mod:`moviefib.training.checkpoints`);
-* ``metrics.json``: per-epoch loss, accuracy, speed, and the best validation accuracy (what
-  ``scripts/results_table.py`` reads), rewritten after every epoch (``finished`` once done).
+* ``metrics.json``: per-epoch loss, accuracy, learning rate, speed, and the best validation accuracy
+  (what ``scripts/results_table.py`` reads), rewritten after every epoch (``finished`` once done);
+  ``lr``: the rates after ``train.lr_scaling`` (:mod:`moviefib.training.schedule`);
+* with ``train.log_dir``, the same per-epoch figures as TensorBoard scalars
+  (:mod:`moviefib.training.tensorboard`).
 
 Accuracy is top-1 exact match over every question of the split: an answer outside the answer
 vocabulary is always an error. Count models (``fit``/``predict``) are fitted once instead of trained.
@@ -32,6 +35,7 @@ from .inputs import RunData, prepare_data
 from .loop import Engine, EpochFigures, gold_indices, make_engine, seed_everything, train_epoch, validate
 from .progress import ProgressBar, TrainProgress
 from .schedule import effective_lr
+from .tensorboard import EpochLog, check_available, open_epoch_log
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +117,7 @@ def _set_up(cfg: TrainSection, env: DistributedEnv) -> dict | None:
     if not cfg.out_dir:
         raise ConfigError("no output folder given (train.out_dir)")
     prepare_out_dir(Path(cfg.out_dir))
+    check_available(cfg.log_dir)
     per_rank_batch(cfg.batch_size, env.world)
     resume = read_checkpoint(cfg.resume, resume=True) if cfg.resume else None
     seed_everything(cfg.seed)
@@ -194,7 +199,7 @@ def _save_epoch(engine: Engine, config: TrainingConfig, data: RunData, state: Ru
 
 
 def _run_epochs(engine: Engine, config: TrainingConfig, data: RunData, state: RunState, *, out: Path,
-                summary: dict, progress: TrainProgress) -> RunState:
+                summary: dict, progress: TrainProgress, board: EpochLog) -> RunState:
     """Epochs until ``train.epochs`` or ``train.patience`` epochs without a better val accuracy."""
     cfg, workers = config.train, config.data.num_workers
     for epoch in range(state.epochs_done, cfg.epochs):
@@ -211,6 +216,7 @@ def _run_epochs(engine: Engine, config: TrainingConfig, data: RunData, state: Ru
                      row["train_loss"], row["train_acc"], row["val_acc"], row["seconds"],
                      row["questions_per_s"] or 0, " best" if improved else "")
             _save_epoch(engine, config, data, state, out=out, summary=summary, improved=improved)
+            board.write(row)
     return state
 
 
@@ -250,8 +256,12 @@ def train(config: TrainingConfig | Mapping, *, tables: Mapping | None = None,
     with process_group(env, config.train.device) as device:
         engine = make_engine(model, config.train, env=env, device=device)
         state = _resume(engine, resume, config, data) if resume is not None else RunState()
-        state = _run_epochs(engine, config, data, state, out=out, summary=summary,
-                            progress=_progress_of(config, env, progress))
+        board = open_epoch_log(config.train.log_dir, epochs_done=state.epochs_done, enabled=env.is_main)
+        try:
+            state = _run_epochs(engine, config, data, state, out=out, summary=summary,
+                                progress=_progress_of(config, env, progress), board=board)
+        finally:
+            board.close()
     metrics = state.metrics(summary, finished=True)
     if env.is_main:
         write_json(metrics, out / "metrics.json")
