@@ -5,7 +5,12 @@ The install itself (a wheel, used from outside the checkout) is tested in test_i
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -58,9 +63,13 @@ def test_an_unknown_name_lists_the_packaged_ones(bad):
 
 def test_a_path_is_taken_as_a_path_and_a_name_as_a_packaged_recipe(tmp_path):
     mine = tmp_path / "mine.toml"
+    mine.write_text("[model]\nname = 'majority'\n")
     assert resolve_recipe(mine) == mine and resolve_recipe(str(mine)) == mine
     assert resolve_recipe("text_only") == FOLDER / "text_only.toml"
-    assert resolve_recipe("runs/text_only.toml") == Path("runs/text_only.toml")  # a path, checked by its reader
+    (tmp_path / "folder.toml").mkdir()  # a path that is there: what it holds is for its reader to check
+    assert resolve_recipe(tmp_path / "folder.toml") == tmp_path / "folder.toml"
+    with pytest.raises(UnknownRecipeError, match=r"^runs/text_only.toml: no such recipe"):  # a path, not a name
+        resolve_recipe("runs/text_only.toml")
 
 
 def test_cli_list_prints_each_name_with_its_summary(capsys):
@@ -95,3 +104,96 @@ def test_cli_train_of_an_unknown_name_is_one_line_listing_the_names(tmp_path, ca
     assert len(err.strip().splitlines()) == 1 and "unknown recipe 'text_4d'" in err
     assert ", ".join(list_recipes()) in err
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------- hostile names and paths
+
+LONG = "a" * 300  # longer than a file name may be (255 bytes): the system refuses to look it up
+
+
+@pytest.mark.parametrize("bad", [LONG, "TEXT_ONLY", "text_only ", "a\x00b", ".", "..", "__init__", "__pycache__"])
+def test_a_name_is_matched_against_the_list_not_looked_up_on_disk(bad):
+    with pytest.raises(UnknownRecipeError, match="packaged recipes: context_lookup"):
+        recipe_path(bad)
+
+
+def test_cli_show_of_a_name_too_long_for_a_file_is_one_line(capsys):
+    assert main(["recipes", "show", LONG]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "unknown recipe 'aaa" in err and "Traceback" not in err
+
+
+def test_which_one_wins_is_decided_by_the_form_of_the_text_not_by_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text_only").write_text("[model]\nname = 'majority'\n")
+    (tmp_path / "mine.TOML").write_text("[model]\nname = 'majority'\n")
+    assert resolve_recipe("text_only") == FOLDER / "text_only.toml"  # a name, even beside a file of that name
+    assert resolve_recipe("./text_only") == Path("./text_only")
+    assert resolve_recipe("mine.TOML") == Path("mine.TOML")  # the suffix in any case makes a path
+
+
+def test_an_unknown_name_that_is_a_file_here_says_how_to_give_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "myrecipe").write_text("[model]\nname = 'majority'\n")
+    with pytest.raises(UnknownRecipeError, match=r"give it as \./myrecipe"):
+        resolve_recipe("myrecipe")
+    with pytest.raises(UnknownRecipeError) as refused:
+        resolve_recipe("other")
+    assert "current folder" not in str(refused.value)
+
+
+def test_a_missing_toml_named_after_a_packaged_recipe_names_the_recipe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnknownRecipeError, match=r"text_only.toml: no such recipe \(the packaged recipe is "
+                                                 r"named 'text_only'\)"):
+        resolve_recipe("text_only.toml")
+
+
+def _loop(tmp_path: Path) -> Path:
+    (tmp_path / "a.toml").symlink_to(tmp_path / "b.toml")
+    (tmp_path / "b.toml").symlink_to(tmp_path / "a.toml")
+    return tmp_path / "a.toml"
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda tmp: _loop(tmp), "recipe cannot be read (Too many levels of symbolic links)"),
+    (lambda tmp: tmp / f"{LONG}.toml", "recipe cannot be read (File name too long)"),
+    (lambda tmp: (tmp / "file").touch() or tmp / "file" / "x.toml", "no such recipe"),
+])
+def test_a_path_the_system_cannot_look_up_is_refused_naming_it(tmp_path, make, reason):
+    path = make(tmp_path)
+    with pytest.raises(UnknownRecipeError, match=re.escape(f"{path}: {reason}")):
+        resolve_recipe(str(path))
+
+
+def test_cli_train_of_a_path_the_system_cannot_look_up_is_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    loop = _loop(tmp_path)
+    assert main(["train", str(loop), "--dataset", str(tmp_path), "--out", str(tmp_path / "run")]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{loop}: recipe cannot be read" in err, err
+
+
+ZIPPED = """
+import sys, moviefib
+from moviefib.recipes import list_recipes, recipe_summary, recipe_text, resolve_recipe
+from moviefib.training.config import load_config
+assert ".zip" in moviefib.__file__, moviefib.__file__
+print(recipe_summary("text_3d"))
+print(resolve_recipe("text_only").read_text(encoding="utf-8") == recipe_text("text_only"))
+print(load_config("text_only").model.name)
+"""
+
+
+def test_recipes_are_read_from_a_zip_archive_of_the_package(tmp_path):
+    """A zip-safe layout: importlib.resources gives archive members, not files (no Path(str(entry)))."""
+    archive = tmp_path / "moviefib.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted((ROOT / "moviefib").rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                zipped.write(path, path.relative_to(ROOT).as_posix())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(archive), *sys.path[1:]])}
+    done = subprocess.run([sys.executable, "-c", ZIPPED], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [recipe_summary("text_3d"), "True", "text_only"]
