@@ -10,6 +10,11 @@ same seed, and prints the table.
 
     python scripts/bench_lr_scaling.py run --out runs/lr_scaling --configs b24 b192 --seeds 0 1
     python scripts/bench_lr_scaling.py compare --out runs/lr_scaling
+    python scripts/bench_lr_scaling.py zoneout-speed --out runs/zoneout_speed
+
+``zoneout-speed``: training questions/s of text_only (paper sizes, batch 24, synthetic batches of
+real-val lengths) without zoneout and with it, plain and with batch norm, timed in alternating blocks
+in one process so that a shared machine's load falls on both alike; the median block of each.
 
 Two ``run`` processes may share an ``--out`` folder (each configuration and seed has its own run
 folder), e.g. on two cores with ``--set train.threads=1``.
@@ -126,16 +131,61 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def zoneout_speed(blocks: int, steps: int, batch: int = 24) -> dict:
+    """Questions/s of text_only training steps (forward, backward, Adam) per zoneout setting."""
+    import statistics
+
+    import torch
+
+    from moviefib.models import create_model
+
+    g = torch.Generator().manual_seed(0)
+    # Real-val-like sides: the words before and after the blank, 1 to 20 each.
+    data = {side: torch.randint(1, 4000, (batch, 20), generator=g) for side in ("left", "right")}
+    data.update({f"{side}_len": torch.randint(1, 21, (batch,), generator=g) for side in ("left", "right")})
+    target = torch.randint(0, 852, (batch,), generator=g)
+    settings = {f"{'bn' if bn else 'plain'} zoneout {c:g}/{h:g}": (bn, c, h)
+                for bn in (False, True) for c, h in ((0.0, 0.0), (0.05, 0.1))}
+    runs = {}
+    for name, (bn, c, h) in settings.items():
+        torch.manual_seed(0)
+        model = create_model("text_only", n_answers=852, vocab_size=4000, batch_norm=bn, zoneout_cell=c,
+                             zoneout_hidden=h)
+        runs[name] = (model, torch.optim.Adam(model.parameters(), lr=2e-4))
+    times = {name: [] for name in runs}
+    for _ in range(blocks):
+        for name, (model, opt) in runs.items():
+            model.train()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(model(data), target)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            times[name].append(steps * batch / (time.perf_counter() - t0))
+    result = {name: statistics.median(qps) for name, qps in times.items()}
+    for name, qps in result.items():
+        print(f"{name}: {qps:.0f} questions/s", flush=True)
+    return {"threads": torch.get_num_threads(), "batch": batch, "questions_per_s": result}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("run", "compare"))
+    p.add_argument("what", choices=("run", "compare", "zoneout-speed"))
     p.add_argument("--out", type=Path, required=True, help="folder for the dataset, runs and results")
     p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=[REFERENCE])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--blocks", type=int, default=5, help="zoneout-speed: timed blocks per setting")
+    p.add_argument("--steps", type=int, default=10, help="zoneout-speed: training steps per block")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="a further override for every run (e.g. train.threads=1)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.what == "zoneout-speed":
+        args.out.mkdir(parents=True, exist_ok=True)
+        speed = zoneout_speed(args.blocks, args.steps)
+        atomic_write(args.out / "results.json", json.dumps(speed, indent=2) + "\n")
+        return 0
     if not FIB.is_file():
         sys.exit(f"{FIB}: not found (the real val questions live in ../shared)")
     args.out.mkdir(parents=True, exist_ok=True)
