@@ -241,3 +241,16 @@ def test_training_takes_the_same_steps_on_either_path(tmp_path):
         states.append(torch.load(out / "last.pt", weights_only=True)["state_dict"])
     for k, v in states[0].items():
         assert torch.equal(v, states[1][k]), k
+
+
+def test_recycled_buffers_give_the_same_batches_one_at_a_time(toy):
+    stores, train, _ = _datasets(toy, 15)
+    make_resident([train], stores, budget_gib=None, device=CPU)
+    order = SharedPermutation(len(train), seed=2)
+    fresh = _all(train, order=order, seed=2)
+    recycled = [{k: v.clone() for k, v in b.items()} for b in batches(
+        train, order=order, batch_size=16, workers=0, collate=Collator(), seed=2, device=CPU, recycle=True)]
+    _assert_same(fresh, recycled)
+    kept = list(batches(train, order=order, batch_size=16, workers=0, collate=Collator(), seed=2, device=CPU,
+                        recycle=True))
+    assert kept[0]["video"].data_ptr() == kept[2]["video"].data_ptr()  # a kept batch is overwritten: the contract

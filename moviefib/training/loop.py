@@ -92,13 +92,15 @@ def make_loader(dataset, *, order, batch_size: int, workers: int, collate, seed:
         prefetch_factor=4 if workers > 0 else None)
 
 
-def batches(dataset, *, order, batch_size: int, workers: int, collate: Collator, seed: int, device):
+def batches(dataset, *, order, batch_size: int, workers: int, collate: Collator, seed: int, device,
+            recycle: bool = False):
     """The batches of ``dataset``'s questions in ``order`` (``seed``: the training draws of stride and
     start): from its resident copy when it has one (not for a model that tokenises raw words), else
-    through a DataLoader. Both paths give the same batches."""
+    through a DataLoader. Both paths give the same batches. ``recycle``: the consumer is done with
+    each batch before it asks for the next (the resident path may then reuse its buffers)."""
     resident = dataset.resident if collate.tokenize is None else None
     if resident is not None:
-        return resident.batches(order, batch_size=batch_size, seed=seed, device=device)
+        return resident.batches(order, batch_size=batch_size, seed=seed, device=device, recycle=recycle)
     return make_loader(dataset, order=order, batch_size=batch_size, workers=workers, collate=collate, seed=seed,
                        device=device)
 
@@ -114,7 +116,8 @@ def predict_indices(model, dataset, *, batch_size: int = 256, device=None, worke
         return model.predict([dataset.item(i) for i in range(len(dataset))])
     device = device or next(model.parameters()).device
     loader = batches(dataset, order=range(len(dataset)), batch_size=batch_size, workers=workers,
-                     collate=Collator(getattr(model, "tokenize", None)), seed=dataset.draw_seed, device=device)
+                     collate=Collator(getattr(model, "tokenize", None)), seed=dataset.draw_seed, device=device,
+                     recycle=True)
     model.eval()
     out: list[int] = []
     with torch.inference_mode(), autocast(device, amp):
@@ -209,7 +212,7 @@ def train_epoch(engine: Engine, dataset, cfg: TrainSection, *, epoch: int, worke
     order = SharedPermutation(len(dataset), seed=seed, rank=env.rank, world=env.world)
     per_rank = per_rank_batch(cfg.batch_size, env.world)
     loader = batches(dataset, order=order, batch_size=per_rank, workers=workers, collate=engine.collate, seed=seed,
-                     device=engine.device)
+                     device=engine.device, recycle=True)
     n_batches = -(-len(order) // per_rank)
     total = min(n_batches, cfg.max_batches) if cfg.max_batches > 0 else n_batches
     engine.net.train()
@@ -237,7 +240,7 @@ def _calibrate(engine: Engine, dataset, cfg: TrainSection, *, seed: int, workers
         return
     seed += 500_000
     loader = batches(dataset, order=SharedPermutation(len(dataset), seed=seed), batch_size=cfg.batch_size,
-                     workers=workers, collate=engine.collate, seed=seed, device=engine.device)
+                     workers=workers, collate=engine.collate, seed=seed, device=engine.device, recycle=True)
     with autocast(engine.device, engine.amp):
         used = recalibrate_batch_norm(engine.model, (to_device(b, engine.device)
                                                      for b in itertools.islice(loader, n)))
