@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 
 DEVICE_NAMES = "auto, cpu, mps, cuda or cuda:N"
-_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(?::(0|[1-9][0-9]*))?")  # torch refuses cuda:01
+# torch keeps a device index in a signed byte: cuda:128 would be cuda:-128, cuda:255 plain cuda.
+MAX_DEVICE_INDEX = 127
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -18,7 +20,13 @@ class DeviceUnavailableError(RuntimeError):
 
 def device_problem(name: str) -> str | None:
     """Why ``name`` is not a device name (None when it is one): checked without importing torch."""
-    return None if _DEVICE_RE.fullmatch(name) else f"{name!r}: expected {DEVICE_NAMES}"
+    match = _DEVICE_RE.fullmatch(name)
+    if match is None:
+        return f"{name!r}: expected {DEVICE_NAMES}"
+    index = match.group(1)
+    if index is not None and (len(index) > 3 or int(index) > MAX_DEVICE_INDEX):
+        return f"{name!r}: a device index is at most {MAX_DEVICE_INDEX}"
+    return None
 
 
 def resolve_device(name: str):

@@ -59,8 +59,16 @@ def test_cuda_defaults(kind, batch):
 def test_given_values_are_kept():
     given = ExtractSettings(device="cpu", batch_size=7, num_workers=0, shard=(1, 3), main_threads=1,
                             normalise_on_device=False)
-    s = given.resolved(_extractor("2d"), environ=TORCHRUN)
-    assert s == given  # nothing was open: torchrun's shard does not replace the one asked for
+    assert given.resolved(_extractor("2d"), environ=NO_LAUNCH) == given  # nothing was open
+    under_torchrun = dataclasses.replace(given, shard=(2, 4))  # torchrun's own shard (resolved before)
+    assert under_torchrun.resolved(_extractor("2d"), environ=TORCHRUN) == under_torchrun
+
+
+def test_a_shard_given_under_torchrun_is_refused():
+    # Every process would take the same clips, and all but one would stop at the output's lock.
+    with pytest.raises(SettingsError, match=r"shard=\(1, 3\): given under torchrun \(RANK=2, WORLD_SIZE=4\)"):
+        ExtractSettings(shard=(1, 3)).resolved(environ=TORCHRUN)
+    assert ExtractSettings(shard=(1, 3)).resolved(environ={"WORLD_SIZE": "1"}).shard == (1, 3)
 
 
 def test_torchrun_gives_the_shard_and_the_cuda_device():
@@ -86,6 +94,13 @@ def test_nonsense_from_torchrun_is_one_line():
 @pytest.mark.parametrize("field, value, words", [
     ("device", "tpu", "expected cpu, cuda or cuda:N"),
     ("device", "mps", "expected cpu, cuda or cuda:N"),
+    ("device", "", "expected cpu, cuda or cuda:N"),
+    ("device", "cuda:x", "expected cpu, cuda or cuda:N"),
+    ("device", None, "expected cpu, cuda or cuda:N"),
+    # torch refuses cuda:01 (a traceback) and keeps an index in a signed byte: cuda:128 is cuda:-128
+    ("device", "cuda:01", "N from 0 to 127 without a leading zero"),
+    ("device", "cuda:128", "N from 0 to 127 without a leading zero"),
+    ("device", "cuda:" + "9" * 5000, "N from 0 to 127"),  # more digits than int() reads
     ("batch_size", 0, "must be at least 1"),
     ("batch_size", 2.5, "expected a whole number"),
     ("batch_size", True, "expected a whole number"),
@@ -98,6 +113,10 @@ def test_nonsense_from_torchrun_is_one_line():
     ("amp", "yes", "expected True or False"),
     ("stage_seconds", -1, "expected a number of seconds >= 0"),
     ("stage_seconds", float("nan"), "expected a number of seconds >= 0"),
+    ("stage_seconds", float("-inf"), "expected a number of seconds >= 0"),
+    pytest.param("stage_seconds", -(10**400), "expected a number of seconds >= 0",
+                 id="stage_seconds-past-float"),  # math.isfinite raised OverflowError on it
+    ("stage_seconds", True, "expected a number of seconds >= 0"),
     ("normalise_on_device", 1, "expected True, False or None"),
     ("main_threads", 0, "must be at least 1"),
     ("tolerance", 0.5, "expected a moviefib.integrity.DurationTolerance"),
@@ -108,6 +127,10 @@ def test_a_bad_value_is_one_line_naming_the_field(field, value, words):
     exc = info.value
     assert isinstance(exc, ValueError) and (exc.field, exc.value) == (field, value)
     assert str(exc).startswith(f"{field}=") and words in str(exc) and "\n" not in str(exc)
+
+
+def test_a_whole_number_of_seconds_past_float_is_taken():
+    assert ExtractSettings(stage_seconds=10**400).stage_seconds == 10**400  # math.isfinite raised on it
 
 
 def test_normalising_on_the_device_needs_a_split_preprocess():
@@ -190,3 +213,27 @@ def test_check_classifies_the_first_clips(tmp_path):
     assert "has no classifier" in classifier_problem(headless)
     with pytest.raises(ValueError, match="has no classifier"):
         top_classes(tmp_path / "s.h5", headless, 2)
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    (["--shard", "3/3"], {}, "--shard: bad shard '3/3': need 0 <= i < N"),
+    (["--shard", "x"], {}, "--shard: bad shard 'x'; expected i/N"),
+    (["--shard", "0/3"], {"WORLD_SIZE": "2", "RANK": "1"}, "--shard 0/3: given under torchrun (RANK=1, WORLD_SIZE=2)"),
+    (["--device", "cuda:01"], {}, "--device cuda:01: expected cpu, cuda or cuda:N, N from 0 to 127"),
+    (["--device", "cuda:99999999999999999999"], {}, "--device cuda:99999999999999999999: expected cpu, cuda"),
+])
+def test_the_cli_names_the_flag_of_a_bad_shard_or_device(tmp_path, monkeypatch, capsys, argv, env, words):
+    pytest.importorskip("torch")
+    pytest.importorskip("av")
+    pytest.importorskip("h5py")
+    from moviefib.cli import EXIT_USAGE, main
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(["extract", "--extractor", "resnet50", "--folder", str(tmp_path), "-o", str(tmp_path / "o.h5"),
+                 "--no-progress", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE and len(err) == 1 and words in err[0], err
+    assert not list(tmp_path.iterdir())

@@ -243,17 +243,22 @@ def _settings(args: argparse.Namespace, *, tolerance, short_side: int | None):
     """The run's settings from the flags, with the library's defaults for the rest (device and shard
     under torchrun, batch size and workers per device), and the device checked to be here."""
     from ..devices import DeviceUnavailableError, resolve_device
+    from ..distributed import LaunchError
     from ..features.pipeline import ExtractSettings, SettingsError, parse_shard
 
     try:
         shard = parse_shard(args.shard) if args.shard else None
+    except ValueError as exc:
+        raise CLIError(f"--shard: {exc}", EXIT_USAGE) from None
+    try:
         settings = ExtractSettings(
             device=args.device, batch_size=args.batch_size, num_workers=args.workers, backend=args.decoder,
             short_side=short_side, decode_threads=args.decode_threads, shard=shard, amp=not args.no_amp,
             overwrite=args.overwrite, tolerance=tolerance, allow_partial=args.allow_partial).resolved()
     except SettingsError as exc:
-        raise CLIError(f"{_SETTING_FLAGS.get(exc.field, exc.field)} {exc.value}: {exc.problem}", EXIT_USAGE) from None
-    except ValueError as exc:  # a malformed --shard, torchrun's variables making no sense
+        given = args.shard if exc.field == "shard" else exc.value  # as typed: 0/3, not (0, 3)
+        raise CLIError(f"{_SETTING_FLAGS.get(exc.field, exc.field)} {given}: {exc.problem}", EXIT_USAGE) from None
+    except LaunchError as exc:  # torchrun's variables making no sense
         raise CLIError(str(exc), EXIT_USAGE) from None
     try:
         resolve_device(settings.device)

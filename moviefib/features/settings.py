@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..devices import MAX_DEVICE_INDEX, device_problem
 from ..integrity import DurationTolerance
 from ..video import BACKENDS
 
@@ -92,6 +93,9 @@ class ExtractSettings:
     def __post_init__(self):
         if not isinstance(self.device, str) or not _DEVICE_RE.fullmatch(self.device):
             raise SettingsError("device", self.device, "expected cpu, cuda or cuda:N")
+        if device_problem(self.device):  # the index: torch refuses cuda:01 and wraps cuda:128 to -128
+            raise SettingsError("device", self.device, f"expected cpu, cuda or cuda:N, N from 0 to "
+                                f"{MAX_DEVICE_INDEX} without a leading zero")
         if self.backend not in BACKENDS:
             raise SettingsError("backend", self.backend, f"expected one of {', '.join(BACKENDS)}")
         for name, least, optional in (("batch_size", 1, True), ("num_workers", 0, True),
@@ -104,9 +108,7 @@ class ExtractSettings:
         if self.normalise_on_device is not None and not isinstance(self.normalise_on_device, bool):
             raise SettingsError("normalise_on_device", self.normalise_on_device, "expected True, False or None")
         _check_shard(self.shard)
-        stage = self.stage_seconds
-        if isinstance(stage, bool) or not isinstance(stage, (int, float)) or not math.isfinite(stage) or stage < 0:
-            raise SettingsError("stage_seconds", stage, "expected a number of seconds >= 0")
+        _check_seconds("stage_seconds", self.stage_seconds)
         if not isinstance(self.tolerance, DurationTolerance):
             raise SettingsError("tolerance", self.tolerance, "expected a moviefib.integrity.DurationTolerance")
 
@@ -126,6 +128,10 @@ class ExtractSettings:
         from ..distributed import distributed_env
 
         env = distributed_env(environ)
+        if self.shard is not None and env.distributed and self.shard != (env.rank, env.world):
+            # Every process would take the same clips, and all but one stop at the output's lock.
+            raise SettingsError("shard", self.shard, f"given under torchrun (RANK={env.rank}, WORLD_SIZE="
+                                f"{env.world}), which shards the clips itself: leave it out")
         shard = self.shard if self.shard is not None or not env.distributed else (env.rank, env.world)
         device = f"cuda:{env.local_rank}" if self.device == "cuda" and env.distributed else self.device
         on_cuda = device.startswith("cuda")
@@ -155,6 +161,13 @@ def _check_count(name: str, value, least: int, *, optional: bool) -> None:
         raise SettingsError(name, value, "expected a whole number" + (" or None" if optional else ""))
     if value < least:
         raise SettingsError(name, value, f"must be at least {least}")
+
+
+def _check_seconds(name: str, value) -> None:
+    # A whole number is compared as it is: math.isfinite(10**400) raises OverflowError.
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (isinstance(value, float) and not math.isfinite(value)) or value < 0:
+        raise SettingsError(name, value, "expected a number of seconds >= 0")
 
 
 def _check_shard(shard) -> None:
