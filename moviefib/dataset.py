@@ -46,7 +46,9 @@ def available_splits(path: str | os.PathLike) -> list[str]:
     """The splits of a dataset folder (one ``data/<split>.parquet`` each), in the usual order
     (:func:`moviefib.schema.sorted_splits`, the builder's)."""
     folder = _folder(path)
-    return sorted_splits(p.stem for p in (folder / DATA_DIR).glob("*.parquet"))
+    # Hidden files are no splits: "._val.parquet" (macOS's AppleDouble copies) or ".parquet" would be
+    # listed, then fail every load of the folder.
+    return sorted_splits(p.stem for p in (folder / DATA_DIR).glob("*.parquet") if not p.name.startswith("."))
 
 
 def _split_file(folder: Path, split: str) -> Path:
@@ -131,11 +133,19 @@ def read_table(path: str | os.PathLike, split: str, *, columns: Sequence[str] | 
 
 
 def keys_folder(path: str | os.PathLike) -> Path:
-    """Where the answer keys of a folder's blind splits live: ``<folder>.keys/`` (beside the folder)."""
+    """Where the answer keys of a folder's blind splits live: ``<folder>.keys/`` (beside the folder).
+
+    A folder named by a symbolic link has them beside the link when they are there, else beside the
+    folder it points to, where the builder wrote them (so ``link`` finds what ``cd link; .`` does:
+    the system names the current folder by its real path)."""
     p = Path(path)
     if p.name in ("", ".", ".."):  # "." or "data/..": the folder's own name is needed
         p = p.resolve()
-    return p.parent / (p.name + KEYS_SUFFIX)
+    beside = p.parent / (p.name + KEYS_SUFFIX)
+    if beside.exists() or not p.is_symlink():
+        return beside
+    real = p.resolve()
+    return real.parent / (real.name + KEYS_SUFFIX)
 
 
 def keys_path(path: str | os.PathLike, split: str) -> Path:

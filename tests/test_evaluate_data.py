@@ -145,3 +145,44 @@ def test_partly_answered_split_is_rejected(tmp_path):
     folder = make_dataset(tmp_path, {"val": rows})
     with pytest.raises(InputError, match="1 of 15 questions have no answer"):
         load_key(folder, "val")
+
+
+def _linked(tmp_path: Path) -> tuple[Path, Path]:
+    folder = make_dataset(tmp_path / "real", {"test": question_rows(split="test")}, blind={"test"})
+    link = tmp_path / "current"
+    link.symlink_to(folder, target_is_directory=True)
+    return folder, link
+
+
+@pytest.mark.parametrize("spelling", ["{link}", "{link}/", "{link}//", "{link}/data/.."])
+def test_a_folder_named_by_a_link_finds_the_keys_the_builder_wrote_beside_the_real_one(tmp_path, spelling):
+    folder, link = _linked(tmp_path)
+    key = load_key(spelling.format(link=link), "test")  # the link's name had no <name>.keys: "is blind"
+    assert key.sources[-1].resolve() == keys_path(folder, "test").resolve()
+
+
+def test_a_link_with_keys_of_its_own_uses_them(tmp_path):
+    folder, link = _linked(tmp_path)
+    (tmp_path / "current.keys").mkdir()
+    own = tmp_path / "current.keys" / "test.parquet"
+    own.write_bytes(keys_path(folder, "test").read_bytes())
+    assert load_key(link, "test").sources[-1] == own
+
+
+def test_the_same_folder_by_its_link_and_as_dot_inside_it_has_the_same_keys(tmp_path, monkeypatch):
+    folder, link = _linked(tmp_path)
+    by_link = load_key(link, "test").sources[-1].resolve()
+    monkeypatch.chdir(link)
+    assert load_key(".", "test").sources[-1].resolve() == by_link
+
+
+@pytest.mark.parametrize("hidden", ["._val.parquet", ".parquet"])
+def test_a_hidden_file_in_data_is_no_split(tmp_path, hidden):
+    # macOS writes ._<name> beside files copied to other file systems: not Parquet, and no split.
+    from moviefib.dataset import available_splits, load_dataset
+
+    folder = make_dataset(tmp_path, {"val": question_rows(), "test": question_rows(split="test")})
+    (folder / "data" / hidden).write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert available_splits(folder) == ["val", "test"]
+    pytest.importorskip("datasets")
+    assert list(load_dataset(folder, in_memory=True)) == ["val", "test"]

@@ -108,6 +108,33 @@ def test_accuracy_by_a_label_column_is_the_breakdowns(key, tmp_path):
                                                             "1003_GAMMA": 1.0})
     with pytest.raises(UsageError, match="no breakdown 'genre'.*by=\\('genre',\\)"):
         result.group_accuracy("genre")
+    # One name is one column, not the columns q, u, e...
+    assert evaluate_key(key, [path], by="question_type", bootstrap=0).submissions[0].group_accuracy(
+        "question_type") == result.group_accuracy("question_type")
+    twice = evaluate_key(key, [path], by=("question_type", "question_type"), bootstrap=0)
+    assert twice.settings["by"] == ["question_type"]
+
+
+def test_a_label_column_named_like_a_built_in_breakdown_is_not_taken_for_it(tmp_path):
+    """And a built-in breakdown that is absent says why (the dataset has no answer counts)."""
+    from moviefib.evaluate import evaluate_key, write_submission
+    from moviefib.evaluate.errors import UsageError
+
+    rows = question_rows()
+    for i, row in enumerate(rows):
+        row["pos_group"] = "odd" if i % 2 else "even"  # a label column of the dataset, not the tags' groups
+    key = load_key(make_dataset(tmp_path, {"val": rows}), "val")
+    path = tmp_path / "sub.tsv"
+    write_submission(path, dict(zip(key.question_ids, key.answers)))
+    result = evaluate_key(key, [path], by=("pos_group",), bootstrap=0).submissions[0]
+    with pytest.raises(UsageError, match="'pos_group' is both a built-in one and a label column's"):
+        result.group_accuracy("pos_group")
+    assert set(result.group_accuracy("label:pos_group")) == {"odd", "even"}
+    plain = evaluate_key(key, [path], bootstrap=0).submissions[0]  # not asked for: the built-in, unambiguous
+    assert "noun" in plain.group_accuracy("pos_group")
+    with pytest.raises(UsageError, match="no breakdown 'frequency_band'.*needs the training answers' counts, "
+                                         "vocab/answer_counts.tsv"):  # not "evaluate with by=" (no column)
+        plain.group_accuracy("frequency_band")
 
 
 def test_frequency_bands_follow_rank(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..fileio import sha256_file
+from ..schema import ANSWER_COUNTS_FILE
 from .bootstrap import Interval, PairedComparison, accuracy_intervals, paired_comparison
 from .errors import SubmissionInvalid, UsageError
 from .human import PUBLISHED_HUMAN, HumanModeResult, PublishedHuman, compare_humans, read_human_answers
@@ -67,10 +68,14 @@ class SubmissionResult:
         (``pos_group``, ``answer_pos``, ``frequency_band``, ``movie``). The overall accuracy is
         ``summary.accuracy``. Raises UsageError naming the breakdowns there are.
         """
+        if grouping in self.breakdowns and f"label:{grouping}" in self.breakdowns:
+            # A label column named like a built-in breakdown: either answer would be a guess.
+            raise UsageError(f"breakdown {grouping!r} is both a built-in one and a label column's: ask for "
+                             f"'label:{grouping}' (the column), or read breakdowns[{grouping!r}] (the built-in)")
         name = grouping if grouping in self.breakdowns else f"label:{grouping}"
         if name not in self.breakdowns:
             raise UsageError(f"no breakdown {grouping!r} in this evaluation (have: {', '.join(self.breakdowns)}); "
-                             f"evaluate with by=({grouping!r},) to break accuracy down by that label column")
+                             + _how_to_get(grouping))
         return {g.group: g.summary.accuracy for g in self.breakdowns[name]}
 
     def to_dict(self) -> dict:
@@ -132,6 +137,18 @@ class Evaluation:
         }
 
 
+def _how_to_get(grouping) -> str:
+    """How an evaluation would have the breakdown ``grouping`` that this one lacks."""
+    if grouping == "frequency_band":  # the one built-in breakdown that may be absent
+        return f"it needs the training answers' counts, {ANSWER_COUNTS_FILE} in the dataset folder"
+    return f"evaluate with by=({grouping!r},) to break accuracy down by that label column"
+
+
+def _label_columns(by: Sequence[str] | str) -> tuple[str, ...]:
+    """``by`` as distinct column names: one name is one column, not a sequence of one-letter ones."""
+    return (by,) if isinstance(by, str) else tuple(dict.fromkeys(by))
+
+
 def _names(paths: Sequence[Path]) -> list[str]:
     names = [p.name for p in paths]
     return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
@@ -185,13 +202,14 @@ def _human_results(key: AnswerKey, human_answers, results, groups) -> tuple[Huma
 
 def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, dataset: str = "",
                  order_of: str | os.PathLike | None = None, allow_missing: bool = False,
-                 allow_invalid: bool = False, by: Sequence[str] = (),
+                 allow_invalid: bool = False, by: Sequence[str] | str = (),
                  humans: str | os.PathLike | None = None, bootstrap: int = 1000, seed: int = 0,
                  level: float = 0.95, lemma: bool = False) -> Evaluation:
     """Evaluate submission files against a loaded key (see :func:`evaluate` for the options)."""
     _check_options(submissions, bootstrap, seed, level)
     paths = [Path(p) for p in submissions]
-    groups = groupings(key, tuple(by))
+    by = _label_columns(by)
+    groups = groupings(key, by)
     human_answers = read_human_answers(humans, key) if humans is not None else None
     subs, reports = _read_all(paths, key, order_of, allow_missing=allow_missing, allow_invalid=allow_invalid)
 
@@ -227,7 +245,7 @@ def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, da
 def evaluate(dataset: str | os.PathLike, submissions: Sequence[str | os.PathLike] | str | os.PathLike,
              *, split: str = "val", key_file: str | os.PathLike | None = None,
              order_of: str | os.PathLike | None = None, allow_missing: bool = False,
-             allow_invalid: bool = False, by: Sequence[str] = (), humans: str | os.PathLike | None = None,
+             allow_invalid: bool = False, by: Sequence[str] | str = (), humans: str | os.PathLike | None = None,
              bootstrap: int = 1000, seed: int = 0, level: float = 0.95, lemma: bool = False
              ) -> Evaluation:
     """Validate and score one or more submissions on a split of a dataset folder.
@@ -240,7 +258,7 @@ def evaluate(dataset: str | os.PathLike, submissions: Sequence[str | os.PathLike
         order_of: an official FIB file; the submissions are then plain lists of answers in its row order.
         allow_missing: score missing answers as wrong instead of rejecting the submission.
         allow_invalid: score empty and multi-word answers as wrong instead of rejecting it.
-        by: label columns of the dataset to break the accuracy down by.
+        by: label columns of the dataset to break the accuracy down by (one name: that column).
         humans: a human-answer JSONL file to compare with.
         bootstrap: resamples for the confidence intervals and comparisons (0 turns them off).
         seed: the bootstrap's random seed. level: the intervals' coverage.
