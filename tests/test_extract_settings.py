@@ -213,6 +213,12 @@ def test_check_classifies_the_first_clips(tmp_path):
     assert "has no classifier" in classifier_problem(headless)
     with pytest.raises(ValueError, match="has no classifier"):
         top_classes(tmp_path / "s.h5", headless, 2)
+    for n, k in ((-1, 5), (2, 0), (2.0, 5), (True, 5)):  # n=-1 was the store's clips but the last
+        with pytest.raises(ValueError, match="expected whole numbers n >= 0 and k >= 1"):
+            top_classes(tmp_path / "s.h5", ext, n, k=k)
+    short = SimpleNamespace(name="z", classify=lambda f: f, labels=["cat", "dog"])  # 3 outputs, 2 labels
+    with pytest.raises(ValueError, match="extractor z: its classifier gives 3 classes for 2 labels"):
+        top_classes(tmp_path / "s.h5", short, 1, k=3)
 
 
 @pytest.mark.parametrize("argv, env, words", [
