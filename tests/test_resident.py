@@ -254,3 +254,43 @@ def test_recycled_buffers_give_the_same_batches_one_at_a_time(toy):
     kept = list(batches(train, order=order, batch_size=16, workers=0, collate=Collator(), seed=2, device=CPU,
                         recycle=True))
     assert kept[0]["video"].data_ptr() == kept[2]["video"].data_ptr()  # a kept batch is overwritten: the contract
+
+
+_SHARING_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch, torch.distributed as dist
+from moviefib.distributed import distributed_env
+from moviefib.features.store import open_store
+from moviefib.training.resident import FeaturePlan, ResidentFeatures
+
+class Clips:
+    def clip_ids(self):
+        return ["c00", "c03", "c04"]
+
+dist.init_process_group("gloo")
+stores = {"2d": open_store(sys.argv[1])}
+streams = ResidentFeatures(FeaturePlan.of(stores, [Clips()]), "cpu").streams(torch.device("cpu"))
+maps = [line.split()[-2] for line in Path("/proc/self/maps").read_text().splitlines()
+        if "moviefib-" in line and line.endswith("(deleted)")]
+rank = distributed_env().rank
+Path(sys.argv[2], f"{rank}.json").write_text(json.dumps({"maps": sorted(set(maps)),
+                                                         "sum": float(streams[0].features.double().sum())}))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file() or not Path("/dev/shm").is_dir(),
+                    reason="reads /proc/self/maps; shares through /dev/shm")
+def test_torchrun_processes_map_one_shared_copy(toy, tmp_path):
+    from test_ddp import torchrun
+
+    root, _ = toy
+    script = tmp_path / "share.py"
+    script.write_text(_SHARING_SCRIPT)
+    torchrun(str(script), str(root / "a.h5"), str(tmp_path), cwd=tmp_path)
+    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["maps"] and ranks[0]["maps"] == ranks[1]["maps"]  # the same files, unlinked, mapped by both
+    assert ranks[0]["sum"] == ranks[1]["sum"]
+    assert not list(Path("/dev/shm").glob(ranks[0]["maps"][0].rsplit("/", 1)[-1]))
