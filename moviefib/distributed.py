@@ -53,11 +53,13 @@ def distributed_env(environ=None) -> DistributedEnv:
     """The launch this process is part of, read from ``environ`` (default ``os.environ``).
 
     ``WORLD_SIZE`` unset or 1 is a single process, whatever ``RANK`` says. Raises :class:`LaunchError`
-    when the variables are not integers or the rank lies outside the world.
+    when the variables are not integers, the world is empty or the rank lies outside it.
     """
     environ = os.environ if environ is None else environ
     world = _integer(environ, "WORLD_SIZE", 1)
-    if world <= 1:
+    if world < 1:
+        raise LaunchError(f"WORLD_SIZE={world}: expected at least 1 process (set by torchrun)")
+    if world == 1:
         return DistributedEnv()
     rank, local = _integer(environ, "RANK", 0), _integer(environ, "LOCAL_RANK", 0)
     if not 0 <= rank < world or local < 0:

@@ -22,6 +22,8 @@ def test_reads_the_launch(environ, expected):
     ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two': expected an integer"),
     ({"WORLD_SIZE": "2", "RANK": "x"}, "RANK='x': expected an integer"),
     ({"WORLD_SIZE": "2", "RANK": "2"}, "expected 0 <= RANK < WORLD_SIZE"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0: expected at least 1 process"),
+    ({"WORLD_SIZE": "-2", "RANK": "0"}, "WORLD_SIZE=-2: expected at least 1 process"),
     ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "-1"}, "LOCAL_RANK >= 0"),
 ])
 def test_nonsense_is_one_line(environ, says):
