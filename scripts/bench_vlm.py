@@ -125,14 +125,23 @@ def kill_and_rerun(dataset: Path, videos: Path, work: Path, *, n: int, latency: 
         proc.wait()
         asked_first = set(first.requested())
     lines = out.with_name(out.name + ".replies.jsonl").read_bytes().split(b"\n")[:-1]
-    cached = {json.loads(line)["question_id"] for line in lines}
+    cached = {r["question_id"] for r in map(json.loads, lines) if "sent" not in r}  # not the sent marks
     with StandIn(latency=latency) as second:
         rerun = subprocess.run(command(second.start()), env=env, capture_output=True, text=True)
         asked_second = second.requested()
     return {"killed_after_replies": len(cached), "rerun_exit": rerun.returncode,
             "received_replies_requested_again": len(set(asked_second) & cached),
             "in_flight_requests_repeated": len((set(asked_second) & asked_first) - cached),
+            "rerun_says_repeated": _noted_repeats(rerun.stdout),
             "rerun_requests": len(asked_second), "questions": n}
+
+
+def _noted_repeats(stdout: str) -> int:
+    """The count of repeated in-flight requests the rerun reports itself (0 when it notes none)."""
+    for line in stdout.splitlines():
+        if line.startswith("note: ") and "in flight" in line:
+            return int(line.split()[1])
+    return 0
 
 
 def main() -> None:

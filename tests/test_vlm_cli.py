@@ -99,9 +99,11 @@ def test_failed_clips_are_exit_4_with_the_failure_manifest(tiny_dataset, clips, 
 
 
 def _cached_ids(cache: Path) -> set[str]:
-    """Question ids of the complete records of a reply cache (as a rerun will read it)."""
+    """Question ids of the complete reply records of a reply cache (as a rerun will read it; the
+    sent marks left aside)."""
     data = cache.read_bytes()
-    return {json.loads(line)["question_id"] for line in data[:data.rfind(b"\n") + 1].splitlines()}
+    records = [json.loads(line) for line in data[:data.rfind(b"\n") + 1].splitlines()]
+    return {r["question_id"] for r in records if "sent" not in r}
 
 
 def _command(dataset, root, url, out) -> list[str]:
@@ -148,6 +150,8 @@ def test_kill_9_mid_run_then_rerun_asks_no_received_reply_again(tiny_dataset, cl
     assert repeated == in_flight and len(repeated) <= 4  # the requests in flight at the kill, no more
     assert sorted(asked_again) == sorted(set(answers) - received)
     assert f"{len(answers) // 2} from the reply cache" in rerun.stdout
+    # The rerun counts the repeated requests itself, from the sent marks of the killed run.
+    assert f"note: {len(in_flight)} requests in flight when an earlier run stopped were sent again" in rerun.stdout
     from moviefib.evaluate import evaluate
 
     result = evaluate(tiny_dataset, [str(out)], split="val", bootstrap=0).submissions[0]

@@ -257,18 +257,21 @@ def serve_forever(port: int, latency: float, expect_frames: int | None = None) -
     server.serve_forever()
 
 
-def write_clips(dataset, split: str, root, *, size: tuple[int, int] = (160, 96), frames: int = 50) -> dict:
-    """A synthetic lossless clip file ``root/<movie>/<clip_id>.avi`` for every clip of ``split``;
-    returns ``{question_id: answer}`` of the split (what a perfect model would reply)."""
+def write_clips(dataset, split: str, root, *, size: tuple[int, int] = (160, 96), fps: int = 25) -> dict:
+    """A synthetic lossless clip file ``root/<movie>/<clip_id>.avi`` for every clip of ``split``, as
+    long as its extracted times say (so that the length check passes); returns ``{question_id:
+    answer}`` of the split (what a perfect model would reply; None in a blind split)."""
     from pathlib import Path
 
     from moviefib.dataset import read_table
     from moviefib.formats import movie_of
     from moviefib.video import write_synthetic_video
 
-    table = read_table(dataset, split, columns=["question_id", "clip_id", "answer"])
-    for clip_id in dict.fromkeys(table.column("clip_id").to_pylist()):
+    table = read_table(dataset, split, columns=["question_id", "clip_id", "answer", "start_extracted",
+                                                "end_extracted"]).to_pylist()
+    lengths = {r["clip_id"]: r["end_extracted"] - r["start_extracted"] for r in table}
+    for clip_id, seconds in lengths.items():
         folder = Path(root) / movie_of(clip_id)
         folder.mkdir(parents=True, exist_ok=True)
-        write_synthetic_video(folder / f"{clip_id}.avi", frames, size=size)
-    return dict(zip(table.column("question_id").to_pylist(), table.column("answer").to_pylist()))
+        write_synthetic_video(folder / f"{clip_id}.avi", max(1, round(seconds * fps)), fps=fps, size=size)
+    return {r["question_id"]: r["answer"] for r in table}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
-from urllib.parse import urlsplit
 
 from . import EXIT_INVALID, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, EXIT_USAGE, CLIError
 
@@ -24,7 +25,8 @@ the rest), OUT.settings.json (model, endpoint, prompt, frames, counts; never the
 OUT.failures.jsonl (clips that failed to decode).
 
 the API key is read from the variable named by --api-key-env (default OPENAI_API_KEY); unset, no
-key is sent (a local vLLM server started without --api-key).
+key is sent (a local vLLM server started without --api-key); a variable named with --api-key-env
+must be set.
 
 exit status: 0 done; 2 usage error; 3 invalid input (dataset, split, video root, prompt file, a
 damaged reply cache, a request the endpoint refuses as invalid); 4 done, but some clips failed to
@@ -47,8 +49,9 @@ def register(subparsers) -> None:
                    help="the API's base URL, e.g. http://localhost:8000/v1")
     p.add_argument("--model", required=True, help="the model name the endpoint serves")
     p.add_argument("--out", required=True, metavar="FILE", help="the submission (TSV; JSON with .json)")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
-                   help="environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="environment variable holding the API key, which must then be set (default: "
+                        "OPENAI_API_KEY, if set)")
     p.add_argument("--prompt-file", metavar="FILE", help="a prompt template instead of the built-in one")
     p.add_argument("--frames", type=int, default=8, metavar="N", help="frames per question (default 8)")
     p.add_argument("--frame-size", type=int, default=512, metavar="PX",
@@ -76,7 +79,9 @@ def _config(args):
     from ..vlm.prompt import PromptError, default_prompt, load_prompt
     from ..vlm.run import VLMConfig
 
-    _check_endpoint(args.endpoint)
+    key_env = args.api_key_env or "OPENAI_API_KEY"
+    if args.api_key_env is not None and not os.environ.get(key_env, "").strip():
+        raise CLIError(f"--api-key-env {key_env}: the variable is not set (or empty)", EXIT_USAGE)
     try:
         prompt = load_prompt(args.prompt_file) if args.prompt_file else default_prompt()
     except PromptError as exc:
@@ -87,19 +92,9 @@ def _config(args):
             frames=FrameSpec(args.frames, args.frame_size, args.jpeg_quality, args.decoder),
             retry=RetryPolicy(attempts=args.retries, base=args.backoff, timeout=args.timeout),
             concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature,
-            api_key_env=args.api_key_env, movies=args.movies, decoders=args.decoders)
+            api_key_env=key_env, movies=args.movies, decoders=args.decoders)
     except ValueError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
-
-
-def _check_endpoint(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CLIError(f"--endpoint {url!r}: expected an http(s) URL such as http://localhost:8000/v1",
-                       EXIT_USAGE)
-    if parts.username or parts.password:
-        raise CLIError("--endpoint: holds a user name or password; give the key in the environment "
-                       "(--api-key-env) instead", EXIT_USAGE)
 
 
 def _require_extra(decoder: str) -> None:
@@ -118,6 +113,9 @@ def _require_extra(decoder: str) -> None:
 def run(args) -> int:
     config = _config(args)
     _require_extra(args.decoder)
+    if not getattr(args, "verbose", False):  # a line per request would bury the bar and the errors
+        for name in ("httpx", "httpx2", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     bar = _Progress(enabled=not args.no_progress)
     try:
         summary = _predict(args, config, bar)
@@ -129,6 +127,13 @@ def run(args) -> int:
           f"written as '?' (scored wrong); settings in {summary.settings_path}")
     if summary.retries:
         print("retried: " + ", ".join(f"{k} x {v}" for k, v in sorted(summary.retries.items())))
+    for n, what in ((summary.repeated, "requests in flight when an earlier run stopped were sent again"),
+                    (summary.stale, "cached replies were for other settings (model, prompt, frames or "
+                                    "video) and were not reused: asked again"),
+                    (summary.cut, "replies were cut at --max-tokens (finish_reason length)"),
+                    (summary.short_warnings, "clips are somewhat short or cut (kept; see the warnings)")):
+        if n:
+            print(f"note: {n} {what}")
     if summary.failures_path:
         print(f"failures ({len(summary.failures)} clips) listed in {summary.failures_path}", file=sys.stderr)
         return EXIT_PARTIAL

@@ -6,6 +6,11 @@ is appended with one ``write`` on a file opened for appending, as soon as its re
 killed at any moment (``kill -9`` included) leaves every reply it received on disk, whole; the file is
 fsynced every :data:`FSYNC_SECONDS` and when the run ends (a power cut may lose the last second).
 
+Before a request is sent, a **sent mark** ``{"sent": question id, "fingerprint": ...}`` is appended
+the same way. A rerun that finds a mark without its reply knows that request was in flight when the
+earlier run stopped: it is asked again and counted (:attr:`ReplyCache.in_flight`), so the number of
+repeated requests is reported, not guessed.
+
 Reading: a last line cut short by a kill (no newline, not JSON) is dropped and the file truncated
 there, with a warning; a last record missing only its newline is kept. Any other line that is not a
 record is a :class:`CacheError` naming the file and the line: a cache edited by hand is not guessed at.
@@ -24,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -76,7 +82,9 @@ class ReplyCache:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.records: dict[tuple[str, str], CachedReply] = _read(self.path)
+        self.records: dict[tuple[str, str], CachedReply] = {}
+        self._sent: set[tuple[str, str]] = set()
+        _read(self.path, self.records, self._sent)
         self._lock = threading.Lock()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._synced = time.monotonic()
@@ -84,17 +92,31 @@ class ReplyCache:
     def get(self, question_id: str, fingerprint: str) -> CachedReply | None:
         return self.records.get((question_id, fingerprint))
 
+    def in_flight(self, question_id: str, fingerprint: str) -> bool:
+        """Whether an earlier run sent this request and was stopped before its reply came."""
+        key = (question_id, fingerprint)
+        return key in self._sent and key not in self.records
+
+    def mark_sent(self, question_id: str, fingerprint: str) -> None:
+        """Write the sent mark of a request about to go out."""
+        self._write({"sent": question_id, "fingerprint": fingerprint})
+
     def append(self, record: CachedReply) -> None:
         """Write ``record`` (one ``write`` call: whole or not at all after a kill) and keep it."""
-        line = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode("utf-8")
+        if self._write(asdict(record)):
+            self.records[(record.question_id, record.fingerprint)] = record
+
+    def _write(self, obj: dict) -> bool:
+        # ASCII JSON: a reply holding a lone surrogate (valid JSON, not UTF-8) is kept as it came.
+        line = (json.dumps(obj) + "\n").encode("ascii")
         with self._lock:
             if self._fd < 0:  # a reply arriving after Ctrl-C closed the cache: asked again next run
-                return
+                return False
             os.write(self._fd, line)
-            self.records[(record.question_id, record.fingerprint)] = record
             if time.monotonic() - self._synced >= FSYNC_SECONDS:
                 os.fsync(self._fd)
                 self._synced = time.monotonic()
+            return True
 
     def close(self) -> None:
         with self._lock:
@@ -110,27 +132,33 @@ class ReplyCache:
         self.close()
 
 
-def _read(path: Path) -> dict[tuple[str, str], CachedReply]:
-    """The records of an existing cache (none when absent); a torn last line is cut off."""
+def _read(path: Path, records: dict[tuple[str, str], CachedReply], sent: set[tuple[str, str]]) -> None:
+    """Fill ``records`` and ``sent`` from an existing cache (none when absent); a torn last line is cut off."""
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a pipe would block the read, a folder cannot be appended to
+            raise CacheError(f"{path}: the reply cache is not a regular file; move it away")
         data = path.read_bytes()
     except FileNotFoundError:
-        return {}
+        return
     except OSError as exc:
         raise CacheError(f"{path}: cannot read the reply cache: {exc.strerror or exc}") from None
     lines = data.split(b"\n")
     tail = lines.pop()  # after the last newline: b"" when the file ends whole
-    records = {}
     for number, raw in enumerate(lines, start=1):
-        record = _record(raw, path, number)
-        records[(record.question_id, record.fingerprint)] = record
+        _keep(_record(raw, path, number), records, sent)
     if tail:
-        _mend_tail(path, tail, len(data) - len(tail), len(lines) + 1, records)
-    return records
+        _mend_tail(path, tail, len(data) - len(tail), len(lines) + 1, records, sent)
 
 
-def _mend_tail(path: Path, tail: bytes, offset: int, number: int,
-               records: dict[tuple[str, str], CachedReply]) -> None:
+def _keep(record: CachedReply | tuple[str, str], records: dict, sent: set) -> None:
+    if isinstance(record, CachedReply):
+        records[(record.question_id, record.fingerprint)] = record
+    else:
+        sent.add(record)
+
+
+def _mend_tail(path: Path, tail: bytes, offset: int, number: int, records: dict, sent: set) -> None:
     """A last line without its newline: a whole record gets the newline, a torn one is cut off."""
     try:
         record = _record(tail, path, number)
@@ -140,17 +168,21 @@ def _mend_tail(path: Path, tail: bytes, offset: int, number: int,
         with open(path, "r+b") as fh:
             fh.truncate(offset)
         return
-    records[(record.question_id, record.fingerprint)] = record
+    _keep(record, records, sent)
     with open(path, "ab") as fh:
         fh.write(b"\n")
 
 
-def _record(raw: bytes, path: Path, number: int) -> CachedReply:
+def _record(raw: bytes, path: Path, number: int) -> CachedReply | tuple[str, str]:
+    """The reply record of one line, or the (question id, fingerprint) of a sent mark."""
     try:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CacheError(f"{path}: line {number}: not a reply record ({exc}); a reply cache is written "
                          f"by predict-vlm only: move it away to start afresh") from None
+    if isinstance(obj, dict) and set(obj) == {"sent", "fingerprint"} and all(
+            isinstance(v, str) for v in obj.values()):
+        return obj["sent"], obj["fingerprint"]
     if not isinstance(obj, dict) or set(obj) != set(_FIELDS):
         raise CacheError(f"{path}: line {number}: not a reply record (expected the keys "
                          f"{', '.join(_FIELDS)})")

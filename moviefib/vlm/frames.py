@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..video import Segment, Uniform, sample, sampling_to_dict
+from ..video import DecodedSpan, Segment, Uniform, sample, sampling_to_dict
 
 MAX_FRAMES = 256
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -72,13 +72,15 @@ class ClipFrames:
     size: tuple[int, int]
 
 
-def clip_frames(path: str, spec: FrameSpec, *, segment: Segment | None = None) -> ClipFrames:
+def clip_frames(path: str, spec: FrameSpec, *, segment: Segment | None = None,
+                span: DecodedSpan | None = None) -> ClipFrames:
     """Sample and encode the frames of the clip at ``path`` (cut at ``segment`` when given).
 
-    Raises :class:`~moviefib.video.VideoError` (naming the file) when it cannot be decoded.
+    ``span`` is filled in with what was decoded (the clip is then decoded to its end), for the length
+    check. Raises :class:`~moviefib.video.VideoError` (naming the file) when it cannot be decoded.
     """
     urls, times, size = [], [], (0, 0)
-    for step, frames in sample(path, spec.sampling, segment=segment, backend=spec.backend):
+    for step, frames in sample(path, spec.sampling, segment=segment, backend=spec.backend, span=span):
         url, size = jpeg_data_url(frames[0], max_side=spec.max_side, quality=spec.quality)
         urls.append(url)
         times.append(round(step.time, 3))

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..fileio import atomic_write, exclusive_lock
 from .cache import CachedReply, ReplyCache, request_fingerprint
-from .client import ChatClient, RetryPolicy
+from .client import ChatClient, RetryPolicy, endpoint_problem, shown_endpoint
 from .frames import FrameSpec
 from .parse import PARSE_RULE_VERSION, UNPARSED_ANSWER, parse_reply
 from .prompt import Prompt, default_prompt
@@ -91,6 +91,9 @@ class VLMConfig:
             raise ValueError(f"temperature must be 0 to 2, not {self.temperature}")
         if not self.model.strip():
             raise ValueError("the model name is empty")
+        problem = endpoint_problem(self.endpoint)
+        if problem is not None:
+            raise ValueError(f"endpoint {shown_endpoint(self.endpoint)!r}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,12 @@ class VLMSummary:
         failures: the clips that failed, as extraction reports them.
         retries: failed attempts by kind (``429``, ``500``, ``timeout``, ``connection``, ``malformed``).
         seconds: wall time.
+        repeated: questions asked again because their request was in flight when an earlier run
+            stopped (sent, no reply received; at most its concurrency).
+        stale: questions whose cached reply was for other settings (model, prompt, frames, video) and
+            were asked again.
+        cut: replies the server cut at ``max_tokens`` (``finish_reason`` ``length``).
+        short_warnings: clips kept with a warning about their length (somewhat short, or a file cut).
     """
 
     output: str
@@ -122,6 +131,10 @@ class VLMSummary:
     failures: tuple
     retries: dict[str, int]
     seconds: float
+    repeated: int = 0
+    stale: int = 0
+    cut: int = 0
+    short_warnings: int = 0
 
     @property
     def questions_per_s(self) -> float:
@@ -152,36 +165,71 @@ def predict_vlm(dataset: str | os.PathLike, *, split: str, video_root: str | os.
     :class:`~moviefib.vlm.client.RequestRefused` when the endpoint refuses a request.
     """
     t0 = time.perf_counter()
+    key = _api_key(config)
     questions = read_questions(dataset, split)
     sources = clip_sources(questions, video_root, movies=config.movies)
     paths = output_paths(out)
+    _check_outputs(out, paths, dataset)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(paths["lock"], what=f"{out} is being written by another predict-vlm run"), \
             ReplyCache(paths["cache"]) as cache:
         plan = _plan(questions, sources, config, cache)
         if on_start:
             on_start(len(questions), plan.reused)
-        client = ChatClient(endpoint=config.endpoint, model=config.model, api_key=_api_key(config),
+        client = ChatClient(endpoint=config.endpoint, model=config.model, api_key=key,
                             retry=config.retry, max_tokens=config.max_tokens,
                             temperature=config.temperature, sleep=sleep)
         asked = _ask_all(plan, client=client, cache=cache, config=config, on_answer=on_answer)
         answers, counts = _answers(questions, plan, cache)
         failures_path = _write_failures(paths["failures"], asked.failures)
+        _refuse_without_video(counts, asked.failures, video_root, failures_path)
         from ..evaluate.submission import write_submission
 
         write_submission(out, answers)
         summary = VLMSummary(str(out), str(paths["settings"]), str(paths["cache"]), failures_path,
                              len(questions), asked.asked, plan.reused, counts["unparsed"],
                              counts["no_video"], tuple(asked.failures), dict(asked.retries),
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, plan.repeated, plan.stale, counts["cut"],
+                             asked.short_warnings)
         atomic_write(paths["settings"], json.dumps(
             _settings(dataset, split, video_root, config, summary, counts), indent=1) + "\n")
     return summary
 
 
+class OutputError(ValueError):
+    """An output path that cannot be written as a file: names it and says why."""
+
+
+def _check_outputs(out, paths: dict[str, Path], dataset) -> None:
+    """Before any request: every output is a regular file or absent (a folder, a device such as
+    ``/dev/null`` or a pipe would be replaced by the atomic write, or fail only after the whole run),
+    and the submission is not inside the dataset folder (it would replace a split's table)."""
+    for kind, path in (("submission", Path(out)), *paths.items()):
+        if path.exists() and not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file (a device, a pipe)"
+            raise OutputError(f"{path}: {what}; the {kind} is written as a regular file here (--out "
+                              f"names the submission file)")
+    inside = Path(dataset).resolve()
+    if inside == Path(out).resolve().parent or inside in Path(out).resolve().parents:
+        raise OutputError(f"{out}: inside the dataset folder {dataset}; write the submission elsewhere")
+
+
+def _refuse_without_video(counts: Counter, failures: list, video_root, failures_path: str | None) -> None:
+    """No clip of the split could be read at all: a wrong video root, not a run to score."""
+    if failures and counts["answered"] + counts["unparsed"] == 0:
+        raise OutputError(f"video root {video_root}: none of the {len(failures)} clips of the split could "
+                          f"be read (first: {failures[0].reason}; all in {failures_path}); no submission "
+                          f"written. Is --video-root right (--movies for whole movies)?")
+
+
 def _api_key(config: VLMConfig) -> str:
-    """The key from the environment (never stored anywhere by this module)."""
-    return os.environ.get(config.api_key_env) or NO_KEY
+    """The key from the environment (never stored anywhere by this module); ValueError, without the
+    value, for one that no HTTP header can carry (a space, a line break, a non-ASCII character)."""
+    value = os.environ.get(config.api_key_env, "").strip()
+    if any(not 33 <= ord(c) < 127 for c in value):
+        raise ValueError(f"the API key in ${config.api_key_env} holds a space, a control or a non-ASCII "
+                         f"character (its value is not shown)")
+    return value or NO_KEY
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -205,6 +253,8 @@ class _Plan:
     fingerprints: dict[str, str]
     failed: list  # Failure records of clips whose file cannot even be read
     reused: int = 0
+    repeated: int = 0  # sent by an earlier run that stopped before the reply came
+    stale: int = 0  # a reply cached for other settings only
 
 
 def _plan(questions: list[Question], sources: dict, config: VLMConfig, cache: ReplyCache) -> _Plan:
@@ -215,22 +265,26 @@ def _plan(questions: list[Question], sources: dict, config: VLMConfig, cache: Re
     for q in questions:
         by_clip.setdefault(q.clip_id, []).append(q)
     plan = _Plan([], {}, [])
+    cached_ids = {qid for qid, _ in cache.records}
     for clip_id, qs in by_clip.items():
         clip = sources[clip_id]
         try:
             identity = source_identity(clip.path)
         except OSError as exc:  # absent, a folder, a pipe: named as extraction names it
             reason = "no such file" if not os.path.lexists(clip.path) else (exc.strerror or str(exc))
-            plan.failed.append(Failure(clip.clip_id, clip.path, f"{clip.path}: {reason}"))
+            reason = reason if reason.startswith(clip.path) else f"{clip.path}: {reason}"
+            plan.failed.append(Failure(clip.clip_id, clip.path, reason))
             continue
         jobs = []
         for q in qs:
             job = _job(q, clip, identity, config)
             plan.fingerprints[q.question_id] = job.fingerprint
-            if cache.get(q.question_id, job.fingerprint) is None:
-                jobs.append(job)
-            else:
+            if cache.get(q.question_id, job.fingerprint) is not None:
                 plan.reused += 1
+                continue
+            jobs.append(job)
+            plan.repeated += cache.in_flight(q.question_id, job.fingerprint)
+            plan.stale += q.question_id in cached_ids
         if jobs:
             plan.todo.append((clip, jobs))
     return plan
@@ -255,6 +309,7 @@ class _Asked:
     asked: int = 0
     failures: list = field(default_factory=list)
     retries: Counter = field(default_factory=Counter)
+    short_warnings: int = 0
 
 
 def _ask_all(plan: _Plan, *, client: ChatClient, cache: ReplyCache, config: VLMConfig,
@@ -269,6 +324,7 @@ def _ask_all(plan: _Plan, *, client: ChatClient, cache: ReplyCache, config: VLMC
 
     def send(job: _Job, urls: tuple[str, ...]) -> None:
         content = [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+        cache.mark_sent(job.question.question_id, job.fingerprint)
         reply = client.ask(question_id=job.question.question_id,
                            content=[*content, {"type": "text", "text": job.text}])
         parsed = parse_reply(reply.text)
@@ -281,31 +337,44 @@ def _ask_all(plan: _Plan, *, client: ChatClient, cache: ReplyCache, config: VLMC
                 on_answer()
 
     with _Workers(config.concurrency, send) as workers:
-        for clip, jobs, frames in _decoded(plan.todo, config):
-            if isinstance(frames, VideoError):
-                result.failures.append(Failure(clip.clip_id, clip.path, str(frames)))
-                log.debug("failed: %s: %s", clip.clip_id, frames)
+        for clip, jobs, decoded in _decoded(plan.todo, config):
+            if isinstance(decoded, VideoError):
+                result.failures.append(Failure(clip.clip_id, clip.path, str(decoded)))
+                log.debug("failed: %s: %s", clip.clip_id, decoded)
                 continue
+            frames, verdict = decoded
+            if verdict.status == "short":  # cut short: its frames would not span the clip asked about
+                result.failures.append(Failure(clip.clip_id, clip.path, verdict.reason or "", verdict.decoded,
+                                               verdict.expected, verdict.expected_from))
+                continue
+            if verdict.status == "warn":
+                result.short_warnings += 1
+                log.warning("%s", verdict.reason)
             for job in jobs:
                 workers.put(job, frames.urls)
     return result
 
 
 def _decoded(todo: list, config: VLMConfig):
-    """``(clip, jobs, ClipFrames or the VideoError)`` in the order of ``todo``, decoded by
-    ``config.decoders`` threads a few clips ahead (PyAV decodes and converts frames without the GIL:
-    one thread would cap a run at the decoding speed of one core)."""
+    """``(clip, jobs, (ClipFrames, LengthVerdict) or the VideoError)`` in the order of ``todo``, decoded
+    by ``config.decoders`` threads a few clips ahead (PyAV decodes and converts frames without the GIL:
+    one thread would cap a run at the decoding speed of one core). The length is judged by the rule
+    of extraction (:func:`moviefib.features.workers.judge_clip`: against the clip's extracted times)."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..video import VideoError
+    from ..features.workers import judge_clip
+    from ..integrity import DurationTolerance
+    from ..video import DecodedSpan, VideoError
     from .frames import clip_frames
 
     def decode(clip):
+        span = DecodedSpan()
         try:
-            return clip_frames(clip.path, config.frames, segment=clip.segment)
+            frames = clip_frames(clip.path, config.frames, segment=clip.segment, span=span)
         except VideoError as exc:
             return exc
+        return frames, judge_clip(clip, span, DurationTolerance())
 
     ahead: deque = deque()
     items = iter(todo)
@@ -392,7 +461,7 @@ def _answers(questions: list[Question], plan: _Plan, cache: ReplyCache) -> tuple
     """The submission's answers in the split's order, and the counts by outcome. Cached replies are
     parsed again with the current rule (the raw reply is what the cache keeps)."""
     answers: dict[str, str] = {}
-    counts: Counter = Counter({"unparsed": 0, "no_video": 0})
+    counts: Counter = Counter({"answered": 0, "unparsed": 0, "no_video": 0, "cut": 0})
     for q in questions:
         fp = plan.fingerprints.get(q.question_id)
         record = None if fp is None else cache.get(q.question_id, fp)
@@ -402,6 +471,7 @@ def _answers(questions: list[Question], plan: _Plan, cache: ReplyCache) -> tuple
             continue
         parsed = parse_reply(record.reply)
         answers[q.question_id] = parsed.submitted
+        counts["cut"] += record.finish_reason == "length"
         counts["unparsed" if parsed.answer is None else "answered"] += 1
         counts[f"rule: {parsed.rule}"] += 1
     return answers, counts
@@ -429,13 +499,15 @@ def _settings(dataset, split: str, video_root, config: VLMConfig, summary: VLMSu
     return {
         "format": SETTINGS_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dataset": str(dataset), "split": split, "video_root": str(video_root), "movies": config.movies,
-        "model": config.model, "endpoint": config.endpoint,
+        "model": config.model, "endpoint": shown_endpoint(config.endpoint),
         "api_key_env": config.api_key_env, "api_key_set": bool(os.environ.get(config.api_key_env)),
         "prompt": config.prompt.to_dict(), "frames": config.frames.to_dict(),
         "parse_rule": PARSE_RULE_VERSION, "unparsed_answer": UNPARSED_ANSWER,
         "generation": {"max_tokens": config.max_tokens, "temperature": config.temperature},
         "concurrency": config.concurrency, "decoders": config.decoders, "retry": config.retry.to_dict(),
         "counts": {"questions": summary.questions, "asked": summary.asked, "reused": summary.reused,
+                   "repeated_in_flight": summary.repeated, "stale_cached": summary.stale,
+                   "short_warnings": summary.short_warnings,
                    **dict(sorted(counts.items())), "failed_clips": len(summary.failures),
                    "retries": summary.retries},
         "reply_cache": summary.cache_path, "failures": summary.failures_path,
