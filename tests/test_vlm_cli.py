@@ -55,14 +55,22 @@ def test_the_command_writes_a_submission_and_says_what_it_did(tiny_dataset, clip
     ({"--concurrency": "0"}, EXIT_USAGE, "concurrency"),
     ({"--endpoint": "localhost:8000"}, EXIT_USAGE, "http(s) URL"),
     ({"--endpoint": "http://user:pw@localhost:8000/v1"}, EXIT_USAGE, "password"),
+    ({"--endpoint": "http://127.0.0.1:abc/v1"}, EXIT_USAGE, "not a URL"),
+    ({"--endpoint": "http://[::1/v1"}, EXIT_USAGE, "not a URL"),
+    ({"--endpoint": "http://local host:8000/v1"}, EXIT_USAGE, "space"),
+    ({"--api-key-env": "MOVIEFIB_TEST_NO_SUCH_KEY"}, EXIT_USAGE, "MOVIEFIB_TEST_NO_SUCH_KEY: the variable is not set"),
+    ({"--out": "OUTDIR"}, EXIT_INVALID, "a folder"),
+    ({"--video-root": "EMPTY"}, EXIT_INVALID, "none of the"),
 ])
 def test_bad_inputs_are_one_line_errors(tiny_dataset, clips, tmp_path, capsys, change, code, words):
     root, _ = clips
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("no placeholder")
+    (tmp_path / "OUTDIR").mkdir()
+    (tmp_path / "EMPTY").mkdir()
     argv = _argv(tiny_dataset, root, "http://127.0.0.1:9/v1", tmp_path / "v.tsv")
     for flag, value in change.items():
-        value = str(prompt) if value == "PROMPT" else value
+        value = str(prompt) if value == "PROMPT" else str(tmp_path / value) if value.isupper() else value
         if flag in argv:
             argv[argv.index(flag) + 1] = value
         else:
@@ -145,6 +153,7 @@ def test_kill_9_mid_run_then_rerun_asks_no_received_reply_again(tiny_dataset, cl
                                capture_output=True, text=True, timeout=600)
         asked_again = second.requested()
     assert rerun.returncode == EXIT_OK, rerun.stderr
+    assert "HTTP Request" not in rerun.stderr  # the HTTP library's line per request is not shown
     assert not set(asked_again) & received  # no received reply requested again
     repeated = set(asked_again) & in_flight
     assert repeated == in_flight and len(repeated) <= 4  # the requests in flight at the kill, no more

@@ -7,7 +7,7 @@ import os
 from collections import Counter
 
 import pytest
-from vlm_standin import StandIn, style_of, write_clips
+from vlm_standin import StandIn, reply_text, style_of, write_clips
 
 from moviefib.vlm import FrameSpec, RetryPolicy, VLMConfig, output_paths, predict_vlm
 from moviefib.vlm.client import EndpointUnavailable, RequestRefused
@@ -90,6 +90,7 @@ def test_a_rerun_asks_nothing_and_new_settings_ask_again(tiny_dataset, clips, tm
         other = predict_vlm(tiny_dataset, split="val", video_root=root, out=out,
                             config=_config(url, frames=FrameSpec(n=3, max_side=64)))
         assert other.asked == len(answers) and len(server.records) == 2 * len(answers)
+        assert other.stale == len(answers) and other.repeated == 0  # said, not silent
 
 
 def test_a_timed_out_request_is_retried(tiny_dataset, clips, tmp_path):
@@ -165,3 +166,136 @@ def test_real_videos_as_clips(tiny_dataset, shared_videos, tmp_path):
                               config=_config(server.start(), frames=FrameSpec(n=6, max_side=256)))
         assert server.problems == [] and {r.max_side for r in server.records} == {256}
     assert summary.asked == len(answers) and summary.failures_path is None
+
+
+def test_bodies_as_odd_servers_send_them_are_read_by_what_they_are(tiny_dataset, clips, tmp_path):
+    """Content as a list of parts, an event stream nobody asked for, content null: read, not retried."""
+    root, answers = clips
+    faults = {1: "parts", 2: "sse", 3: "null", 4: "parts", 5: "sse"}
+    with StandIn(answers=answers, faults=faults) as server:
+        out = tmp_path / "v.tsv"
+        summary = predict_vlm(tiny_dataset, split="val", video_root=root, out=out,
+                              config=_config(server.start(), concurrency=1))
+        assert len(server.records) == len(answers)  # none of them retried
+    assert summary.retries == {} and summary.asked == len(answers)
+    records = [json.loads(line) for line in open(summary.cache_path)]
+    by_number = [r for r in records if "sent" not in r][:5]
+    assert by_number[2]["reply"] is None and by_number[2]["rule"].startswith("unparsed")
+    for r in (by_number[0], by_number[1], by_number[3], by_number[4]):
+        assert r["reply"] == reply_text(r["question_id"], answers[r["question_id"]])
+    assert _evaluate(tiny_dataset, out).validation.ok
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("html", "a reply of type text/html, not JSON"),
+    ("huge", "a reply of more than 4 MiB"),
+])
+def test_a_body_that_is_no_completion_and_will_not_become_one_stops_at_once(tiny_dataset, clips, tmp_path,
+                                                                            fault, words):
+    root, answers = clips
+    with StandIn(answers=answers, every={fault: 1}) as server:
+        with pytest.raises(RequestRefused, match=words) as info:
+            predict_vlm(tiny_dataset, split="val", video_root=root, out=tmp_path / "v.tsv",
+                        config=_config(server.start(), concurrency=1))
+        assert len(server.records) == 1 and info.value.status == 200
+    assert "\n" not in str(info.value) and not (tmp_path / "v.tsv").exists()
+
+
+def test_a_server_that_echoes_the_key_does_not_get_it_into_the_message(tiny_dataset, clips, tmp_path, monkeypatch):
+    root, answers = clips
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with StandIn(answers=answers, every={"echo_key": 1}) as server:
+        with pytest.raises(RequestRefused, match=r"HTTP 400: bad header Bearer \*\*\*") as info:
+            predict_vlm(tiny_dataset, split="val", video_root=root, out=tmp_path / "v.tsv",
+                        config=_config(server.start(), concurrency=1))
+    assert SECRET not in str(info.value)
+
+
+def test_a_key_no_header_can_carry_is_refused_without_showing_it(tiny_dataset, clips, tmp_path, monkeypatch):
+    root, _ = clips
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET + "\r\nX-Other: 1")  # two lines pasted into the variable
+    with pytest.raises(ValueError, match=r"\$OPENAI_API_KEY holds a space, a control") as info:
+        predict_vlm(tiny_dataset, split="val", video_root=root, out=tmp_path / "v.tsv",
+                    config=_config("http://127.0.0.1:9/v1"))
+    assert SECRET not in str(info.value)
+
+
+def test_a_huge_retry_after_is_cut_to_the_cap_not_slept_nor_given_up_on(tiny_dataset, clips, tmp_path):
+    root, answers = clips
+    waits = []
+    with StandIn(answers=answers, faults={1: "429", 2: "429"}, retry_after="99999999") as server:
+        summary = predict_vlm(tiny_dataset, split="val", video_root=root, out=tmp_path / "v.tsv",
+                              config=_config(server.start(), concurrency=1,
+                                             retry=RetryPolicy(base=0.001, max_retry_after=30.0)),
+                              sleep=waits.append)
+    assert waits == [30.0, 30.0] and summary.retries == {"429": 2} and summary.asked == len(answers)
+
+
+def test_endless_429s_end_after_the_attempts_naming_the_endpoint(tiny_dataset, clips, tmp_path):
+    root, answers = clips
+    waits = []
+    with StandIn(answers=answers, every={"429": 1}, retry_after="garbage") as server:
+        url = server.start()
+        with pytest.raises(EndpointUnavailable, match=rf"^{url}: no reply .* after 4 attempts \(last: HTTP 429"):
+            predict_vlm(tiny_dataset, split="val", video_root=root, out=tmp_path / "v.tsv",
+                        config=_config(url, concurrency=1, retry=RetryPolicy(attempts=4, base=0.5, cap=1.0)),
+                        sleep=waits.append)
+    assert len(waits) == 3 and all(0.25 <= w <= 1.0 for w in waits)  # garbage Retry-After: the back-off
+
+
+def test_a_clip_clearly_shorter_than_its_times_is_a_failure_as_extraction_judges_it(tiny_dataset, clips, tmp_path):
+    import shutil
+
+    from moviefib.video import write_synthetic_video
+
+    src, answers = clips
+    root = tmp_path / "videos"
+    shutil.copytree(src, root)
+    short = sorted(root.rglob("*.avi"))[0]
+    write_synthetic_video(short, 10, size=(160, 96))  # 0.4 s of a clip of 2 s or more
+    with StandIn(answers=answers) as server:
+        summary = predict_vlm(tiny_dataset, split="val", video_root=root, out=tmp_path / "v.tsv",
+                              config=_config(server.start()))
+    [record] = [json.loads(line) for line in open(summary.failures_path)]
+    assert record["clip_id"] == short.stem and "short" in record["reason"]
+    assert record["decoded"] == pytest.approx(0.4, abs=0.05) and record["expected"] >= 2.0
+    assert summary.no_video > 0 and summary.asked == len(answers) - summary.no_video
+
+
+def test_no_clip_at_all_is_an_error_and_no_submission(tiny_dataset, tmp_path):
+    from moviefib.vlm.run import OutputError
+
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "v.tsv"
+    with pytest.raises(OutputError, match=r"none of the \d+ clips of the split could be read .*--video-root"):
+        predict_vlm(tiny_dataset, split="val", video_root=tmp_path / "empty", out=out,
+                    config=_config("http://127.0.0.1:9/v1"))
+    assert not out.exists() and output_paths(out)["failures"].is_file()
+
+
+@pytest.mark.parametrize("make", ["folder", "fifo", "cache folder", "cache fifo", "in dataset"])
+def test_outputs_that_are_not_files_are_refused_before_any_request(tiny_dataset, clips, tmp_path, make):
+    from moviefib.vlm.cache import CacheError
+    from moviefib.vlm.run import OutputError
+
+    root, answers = clips
+    out = tiny_dataset / "vlm.tsv" if make == "in dataset" else tmp_path / "v.tsv"
+    target = output_paths(out)["cache"] if make.startswith("cache") else out
+    if make.endswith("folder"):
+        target.mkdir()
+    elif make.endswith("fifo"):
+        os.mkfifo(target)
+    with StandIn(answers=answers) as server:
+        with pytest.raises((OutputError, CacheError), match="a folder|not a regular file|inside the dataset"):
+            predict_vlm(tiny_dataset, split="val", video_root=root, out=out, config=_config(server.start()))
+        assert server.records == []
+    assert not out.is_file()
+
+
+def test_a_reply_holding_a_lone_surrogate_is_kept_and_unparsed(tiny_dataset, clips, tmp_path):
+    from moviefib.vlm.cache import CachedReply, ReplyCache
+
+    path = tmp_path / "r.jsonl"
+    with ReplyCache(path) as cache:
+        cache.append(CachedReply("q1", "f", "door\ud83d", None, "unparsed", "stop", "m", 1))
+    assert ReplyCache(path).get("q1", "f").reply == "door\ud83d"

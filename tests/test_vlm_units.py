@@ -155,3 +155,106 @@ def test_backoff_doubles_up_to_its_cap_and_bad_policies_are_refused():
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError, match="timeout"):
         RetryPolicy(timeout=0)
+
+
+@pytest.mark.parametrize("reply, word", [
+    ("door.\nExplanation: the man opens it.", "door"),  # a trailing explanation
+    ('Door\n\nExplanation: he opens the "front" door', "door"),
+    ("window\n\nActually, the answer is door.", "door"),  # the last lead-in before the first line
+    ("The answer is door. The man opens the door.", "door"),
+    ("Door.</s>", "door"), ("door<|im_end|>", "door"), ("<answer>door</answer>", "door"),  # template leaks
+    ("\\boxed{door}", "door"), ("The answer is $\\boxed{door}$.", "door"),
+    ("the man opens it, so door </think>\n\n**Door**", "door"),  # </think> without its opening tag
+    ("- door", "door"), ("\u200bdoor\u200b", "door"), ("\uff44\uff4f\uff4f\uff52", "door"),
+    ("cafe\u0301", "caf\u00e9"), ("Sure! Here is the answer:\n\n**door**", "door"), ("T-Shirt", "t-shirt"),
+])
+def test_parse_rule_2_reads_what_models_really_send(reply, word):
+    assert parse_reply(reply).answer == word
+
+
+@pytest.mark.parametrize("reply", ["door\ud83d", "\ud83d", "<think>x</think>", "</think>", "_____",
+                                   "**_____**", "The answer is _____.", "\u200b"])
+def test_lone_surrogates_reasoning_only_and_the_blank_itself_are_unparsed(reply):
+    assert parse_reply(reply).answer is None
+
+
+def test_every_reduced_word_is_one_the_evaluator_accepts(tiny_dataset, tmp_path):
+    from moviefib.dataset import read_table
+    from moviefib.evaluate import evaluate, write_submission
+
+    replies = ["**door**", "Answer: door", "<think>x</think>door", "caf\u00e9", "t-shirt", "don\u2019t", "42",
+               "", " ", "_____", "door\ud83d", "\u200bdoor", "Door.</s>", "a red car", None, "x\x85y", "\u3000door"]
+    ids = read_table(tiny_dataset, "val", columns=["question_id"]).column(0).to_pylist()
+    answers = {q: parse_reply(replies[i % len(replies)]).submitted for i, q in enumerate(ids)}
+    sub = write_submission(tmp_path / "sub.tsv", answers)
+    result = evaluate(tiny_dataset, [str(sub)], split="val", bootstrap=0).submissions[0]
+    assert result.validation.ok and not result.validation.counts
+
+
+def test_a_completion_body_is_read_by_what_it_is():
+    from moviefib.vlm.replies import NotACompletion, read_completion
+
+    def completion(content):
+        return json.dumps({"model": "m", "choices": [{"finish_reason": "stop",
+                                                      "message": {"content": content}}]}).encode()
+
+    assert read_completion(completion("door"), "application/json").text == "door"
+    parts = [{"type": "text", "text": "do"}, {"type": "image_url"}, {"type": "text", "text": "or"}]
+    assert read_completion(completion(parts), "application/json").text == "door"
+    assert read_completion(completion(None), "application/json").text is None
+    events = b'data: {"choices":[{"delta":{"content":"do"}}]}\n\ndata: {"choices":[{"delta":' \
+             b'{"content":"or"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    got = read_completion(events, "text/event-stream")
+    assert (got.text, got.finish_reason) == ("door", "stop")
+    for body, kind, retry in ((b"<html>Welcome</html>", "text/html", False),
+                              (b'{"choices": [{"mess', "application/json", True),
+                              (b'{"choices": []}', "application/json", True),
+                              (b'{"error": {"message": "overloaded"}}', "application/json", True),
+                              (completion(42), "application/json", True),
+                              (b"data: not json\n\n", "text/event-stream", True)):
+        with pytest.raises(NotACompletion) as info:
+            read_completion(body, kind)
+        assert info.value.retry is retry and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("url, words", [
+    ("localhost:8000", "http(s) URL"), ("ftp://host/v1", "http(s) URL"), ("http://host:abc/v1", "not a URL"),
+    ("http://host:99999/v1", "not a URL"), ("http://[::1/v1", "not a URL"), ("http://ho st/v1", "space"),
+    ("http://host/v1\n", "control"), ("", "empty"), ("http://u:pw@host/v1", "password"),
+    ("http://host/v1/chat/completions", "base URL"),
+])
+def test_endpoints_that_are_not_an_api_base_are_refused(url, words):
+    from moviefib.vlm.client import endpoint_problem
+
+    assert words in endpoint_problem(url)
+
+
+def test_endpoints_are_shown_without_credentials():
+    from moviefib.vlm.client import endpoint_problem, shown_endpoint
+
+    assert endpoint_problem("https://h.example/v1?api-version=2024-06-01") is None
+    assert shown_endpoint("https://u:pw@h/v1") == "https://***@h/v1"
+    assert shown_endpoint("https://h/v1?key=SECRET&api-version=2") == "https://h/v1?key=***&api-version=2"
+    assert shown_endpoint("http://[::1/v1") == ""
+
+
+def test_sent_marks_tell_a_rerun_which_requests_were_in_flight(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with ReplyCache(path) as cache:
+        cache.mark_sent("q1", "f")
+        cache.append(_record("q1"))
+        cache.mark_sent("q2", "f")  # killed before its reply
+    cache = ReplyCache(path)
+    cache.close()
+    assert cache.in_flight("q2", "f") and not cache.in_flight("q1", "f") and not cache.in_flight("q2", "g")
+    assert set(cache.records) == {("q1", "f")}
+
+
+@pytest.mark.parametrize("make", ["folder", "fifo"])
+def test_a_reply_cache_that_is_not_a_file_is_refused_not_read(tmp_path, make):
+    import os
+
+    path = tmp_path / "r.jsonl"
+    path.mkdir() if make == "folder" else os.mkfifo(path)  # a FIFO would block the read forever
+    with pytest.raises(CacheError, match="not a regular file"):
+        ReplyCache(path)

@@ -12,8 +12,13 @@ question id: a bare word, ``The answer is: word.``, ``"Word"``, ``**word**`` and
 cannot be reduced to one). Faults come deterministically by request number (1-based, in arrival
 order): ``faults={3: "429", 5: "500", 8: "timeout", 9: "malformed"}`` and/or ``every={"429": 7}``.
 ``timeout`` holds the request for ``hang_seconds`` before answering; ``429`` carries ``Retry-After``.
+Bodies as odd servers send them, on the same terms: ``parts`` (the content as a list of text parts),
+``sse`` (an event stream though none was asked for), ``null`` (content null: a reasoning model out of
+tokens), ``html`` (a web server's page with status 200), ``huge`` (a 5 MiB reply) and ``echo_key``
+(a 400 whose message repeats the Authorization header, as careless servers do).
 
-``gate_after=N``: after N replies, further requests are held (their questions listed in ``held``) until
+``gate_after=N``: after N requests let through (so N replies, without faults), further requests are
+held (their questions listed in ``held``) until
 :meth:`StandIn.release` — a deterministic moment to kill a client with its requests in flight.
 """
 
@@ -30,6 +35,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STYLES = ("bare", "answer_is", "quoted", "bold", "several")
+ODD_BODIES = ("parts", "sse", "null", "html", "huge", "echo_key")
+
+
+def _completion(number: int, model: str, content) -> dict:
+    return {"id": f"chatcmpl-{number}", "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103}}
 
 
 def style_of(question_id: str) -> str:
@@ -75,6 +88,7 @@ class StandIn:
         self.problems: list[str] = []
         self.held: list[str | None] = []  # questions of the requests held at the gate
         self.replied = 0
+        self.admitted = 0  # requests let through the gate (counted as they pass it: no race)
         self._lock = threading.Lock()
         self._gate = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -130,9 +144,11 @@ class StandIn:
 
     def _wait_gate(self, question_id: str | None) -> None:
         with self._lock:
-            gated = self.gate_after is not None and self.replied >= self.gate_after
+            gated = self.gate_after is not None and self.admitted >= self.gate_after
             if gated:
                 self.held.append(question_id)
+            else:
+                self.admitted += 1
         if gated:
             self._gate.wait()
 
@@ -177,15 +193,29 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(s.latency)
         if rec.outcome == "malformed":
             return self._send_raw(200, b'{"id": "chatcmpl-1", "choices": [{"message": ')
+        if rec.outcome in ODD_BODIES:
+            return self._send_odd(rec)
         with s._lock:
             s.replied += 1
         word = s.answers.get(qid or "", "door")
-        self._send(200, {
-            "id": f"chatcmpl-{rec.number}", "object": "chat.completion", "created": int(time.time()),
-            "model": s.model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": reply_text(qid or "", word)}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103}})
+        self._send(200, _completion(rec.number, s.model, reply_text(qid or "", word)))
+
+    def _send_odd(self, rec: Record) -> None:
+        s = self.standin
+        if rec.outcome == "html":
+            return self._send_raw(200, b"<html><body>Welcome to nginx!</body></html>", content_type="text/html")
+        if rec.outcome == "echo_key":
+            return self._send(400, {"error": {"message": f"bad header {self.headers.get('Authorization')}"}})
+        with s._lock:
+            s.replied += 1
+        text = reply_text(rec.question_id or "", s.answers.get(rec.question_id or "", "door"))
+        if rec.outcome == "sse":
+            events = [{"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                      for piece in (text[:2], text[2:])]
+            body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+            return self._send_raw(200, body.encode(), content_type="text/event-stream")
+        content = {"parts": [{"type": "text", "text": text}], "null": None, "huge": "door " * (1 << 20)}
+        self._send(200, _completion(rec.number, s.model, content[rec.outcome]))
 
     def _check(self, body: bytes, rec: Record) -> str | None:
         """Why the request breaks the rules of a strict server, or None."""
@@ -235,10 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, obj: dict, headers: dict | None = None) -> None:
         self._send_raw(status, json.dumps(obj).encode(), headers)
 
-    def _send_raw(self, status: int, data: bytes, headers: dict | None = None) -> None:
+    def _send_raw(self, status: int, data: bytes, headers: dict | None = None,
+                  content_type: str = "application/json") -> None:
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)

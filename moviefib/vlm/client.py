@@ -148,11 +148,12 @@ _SECRET_QUERY = ("key", "token", "secret", "sig", "password", "auth")
 
 def shown_endpoint(url: str) -> str:
     """``url`` as written to files and messages: a user name and password replaced by ``***``, and
-    the values of query fields that look like credentials (``?key=...``, ``&sig=...``) too."""
+    the values of query fields that look like credentials (``?key=...``, ``&sig=...``) too; empty
+    for a string that is not a URL."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return "(an endpoint that is not a URL)"
+        return ""  # not a URL: nothing of it is shown
     if "@" in parts.netloc:
         parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
     if parts.query:

@@ -93,7 +93,8 @@ class VLMConfig:
             raise ValueError("the model name is empty")
         problem = endpoint_problem(self.endpoint)
         if problem is not None:
-            raise ValueError(f"endpoint {shown_endpoint(self.endpoint)!r}: {problem}")
+            shown = shown_endpoint(self.endpoint)
+            raise ValueError(f"endpoint {shown!r}: {problem}" if shown else f"endpoint: {problem}")
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,9 @@ def _check_outputs(out, paths: dict[str, Path], dataset) -> None:
             what = "a folder" if path.is_dir() else "not a regular file (a device, a pipe)"
             raise OutputError(f"{path}: {what}; the {kind} is written as a regular file here (--out "
                               f"names the submission file)")
+    folder = next(p for p in Path(out).absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise OutputError(f"{out}: {folder} is a file, not a folder")
     inside = Path(dataset).resolve()
     if inside == Path(out).resolve().parent or inside in Path(out).resolve().parents:
         raise OutputError(f"{out}: inside the dataset folder {dataset}; write the submission elsewhere")
