@@ -187,6 +187,13 @@ def _(ctx):
     return train_argv(ctx, recipe=ctx.tmp)
 
 
+@case("recipe_is_a_fifo", EXIT_INVALID, "a named pipe (FIFO), not a recipe file")
+def _(ctx):
+    path = ctx.tmp / "pipe.toml"
+    os.mkfifo(path)  # reading it would block for good
+    return train_argv(ctx, recipe=path)
+
+
 @case("recipe_not_toml", EXIT_INVALID, "not valid TOML")
 def _(ctx):
     return train_argv(ctx, recipe=_recipe(ctx, "[train]\nlr = \n"))

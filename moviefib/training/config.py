@@ -235,9 +235,27 @@ def apply_override(raw: Raw, assignment: str) -> tuple[str, str]:
     return section, name
 
 
+def _special_kind(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (a FIFO would block the read
+    for good), else None; a packaged recipe inside an archive is no file system path and is a file."""
+    from ..video import special_file_kind
+
+    if not isinstance(path, Path):
+        return None
+    try:
+        return special_file_kind(path.stat().st_mode)
+    except FileNotFoundError:
+        return None  # said below, as the reader finds it
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from None
+
+
 def _read_recipe(path: Path) -> dict:
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a recipe (give a recipe's name or its .toml file)")
+    kind = _special_kind(path)
+    if kind:
+        raise ConfigError(f"{path}: {kind}, not a recipe file")
     try:
         # utf-8-sig: a byte-order mark (Windows editors add one) is dropped, not "Invalid statement".
         return tomllib.loads(path.read_text(encoding="utf-8-sig"))
@@ -249,6 +267,8 @@ def _read_recipe(path: Path) -> dict:
         raise ConfigError(f"{path}: not a TOML recipe (not UTF-8 text: invalid byte at offset {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:  # an I/O error, a name too long, a loop of links: the file cannot be read
+        raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from None
 
 
 # ----------------------------------------------------------------------------------------------- building
