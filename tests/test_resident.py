@@ -44,9 +44,12 @@ def _stream(rng, n_clips: int, most: int, dim: int, ties: bool) -> list:
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
+    return write_resident_toy(tmp_path_factory.mktemp("resident"))
+
+
+def write_resident_toy(root: Path) -> tuple[Path, list]:
     """Two stores (2D: up to 60 steps of 5-d; 3D: up to 20 of 7-d, so either can set the clock) of
     24 clips, and 90 questions of 0-6 words a side on them."""
-    root = tmp_path_factory.mktemp("resident")
     rng = np.random.default_rng(7)
     write_store(root / "a.h5", _stream(rng, 24, 60, 5, ties=True), {})
     write_store(root / "b.h5", _stream(rng, 24, 20, 7, ties=False), {})
@@ -186,15 +189,28 @@ def test_video_stays_float16_until_the_device(toy):
     assert all(st.features.dtype == torch.float16 for st in train.resident.features.streams(CPU))
 
 
+def thread_agree(n: int):
+    """``share_host_arrays``' ``agree`` for ``n`` threads standing for a node's processes."""
+    barrier, said = threading.Barrier(n, timeout=60), []
+
+    def agree(problem):
+        if problem is not None:
+            said.append(problem)
+        barrier.wait()
+        first = said[0] if said else None
+        barrier.wait()
+        return first
+    return agree
+
+
 def test_a_node_shares_one_host_copy(toy, tmp_path):
     stores, train, val = _datasets(toy)
     plan = FeaturePlan.of(stores, [train, val])
-    barrier = threading.Barrier(2)
+    agree = thread_agree(2)
     got: dict[int, tuple] = {}
 
     def rank(local_rank: int) -> None:
-        got[local_rank] = share_host_arrays(plan, local_rank=local_rank, token="t1", barrier=barrier.wait,
-                                            folder=tmp_path)
+        got[local_rank] = share_host_arrays(plan, local_rank=local_rank, token="t1", agree=agree, folder=tmp_path)
 
     threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
     for t in threads:

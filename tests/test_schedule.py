@@ -74,7 +74,7 @@ def test_warm_up_sets_both_groups_from_the_effective_rates():
 
 
 def test_no_warm_up_leaves_the_rates_alone():
-    """Without a warm-up the optimiser's rates are not touched (a resumed run keeps what it saved)."""
+    """Without a warm-up the optimiser's rates are not touched (make_engine and a resume set them)."""
     opt = _Optimizer(0.123, 0.456)
     warm_up(opt, _train(lr_scaling="linear", batch_size=48), step=0, steps_per_epoch=4)
     assert [g["lr"] for g in opt.param_groups] == [0.123, 0.456]

@@ -305,11 +305,11 @@ class FeatureStore:
         finite like :meth:`get`: StoreError naming the first clip with a NaN or infinite value."""
         h5 = self._file()
         got = ClipFeatures(features=h5["features"][start:stop], timestamps=h5["timestamps"][start:stop])
-        bad = ~np.isfinite(got.features).all(axis=1) | ~np.isfinite(got.timestamps)
-        if bad.any():
-            row = start + int(np.flatnonzero(bad)[0])
-            clip = self._ids[int(np.searchsorted(self._offsets, row, side="right")) - 1]
-            raise StoreError(f"{self.path}: damaged feature store: clip {clip} holds NaN or infinite values")
+        bad = _bad_rows(got)
+        if bad is not None:
+            row, why = bad
+            clip = self._ids[int(np.searchsorted(self._offsets, start + row, side="right")) - 1]
+            raise StoreError(f"{self.path}: {why.format(clip=clip)}")
         return got
 
     def clip_ids(self) -> list[str]:
@@ -338,8 +338,9 @@ class FeatureStore:
         got = ClipFeatures(features=h5["features"][a:b], timestamps=h5["timestamps"][a:b])
         # The writer refuses non-finite values; a store damaged or written elsewhere is checked on read,
         # so that NaN never reaches a model (training ran on them, exit 0).
-        if not (np.isfinite(got.features).all() and np.isfinite(got.timestamps).all()):
-            raise StoreError(f"{self.path}: damaged feature store: clip {clip_id} holds NaN or infinite values")
+        bad = _bad_rows(got)
+        if bad is not None:
+            raise StoreError(f"{self.path}: {bad[1].format(clip=clip_id)}")
         return got
 
     def record(self, clip_id: str) -> ClipRecord | None:
@@ -389,6 +390,26 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, clips={len(self._ids)}, dim={self.dim})"
+
+
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _bad_rows(got: ClipFeatures) -> tuple[int, str] | None:
+    """The first row (of ``got``) that no model may read, and why (``{clip}`` to fill in): a NaN or
+    infinite value, or, in a store of wider floats written elsewhere, a value beyond float16's range
+    (65504), which both data paths, holding features as float16 as the writer does, would turn into
+    infinity."""
+    feats = got.features
+    bad = ~np.isfinite(feats).all(axis=1) | ~np.isfinite(got.timestamps)
+    if bad.any():
+        return int(np.flatnonzero(bad)[0]), "damaged feature store: clip {clip} holds NaN or infinite values"
+    if feats.dtype != np.float16 and feats.size:
+        wide = (np.abs(feats) > _FLOAT16_MAX).any(axis=1)
+        if wide.any():
+            return int(np.flatnonzero(wide)[0]), ("clip {clip} holds values beyond float16's range (|x| > 65504), "
+                                                  "which training, holding features as float16, reads as infinity")
+    return None
 
 
 def _layout_problem(h5, ids: list[str], offsets: np.ndarray) -> str | None:

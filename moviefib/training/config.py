@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 # No optimiser learns at a higher rate, and 1e300 overflowed Adam's float32 state (a torch traceback).
 MAX_LR = 1000.0
+MAX_SEED = 2**32 - 1
 MISSING_POLICIES = ("error", "skip")
 # The answer vocabulary: "paper" = answers seen more than data.min_count times, "topk" = the top_k most frequent.
 ANSWER_PRESETS = ("paper", "topk")
@@ -111,7 +112,9 @@ class TrainSection:
     out_dir: str | None = setting(None, OPTIONAL_TEXT)
     device: str = setting("auto", Rule("str", check=device_problem))  # auto, cpu, cuda, cuda:1...
     amp: bool = setting(True, FLAG)  # float16 autocast + gradient scaling on GPU (ignored on CPU)
-    seed: int = setting(0, COUNT)
+    # Epoch e reseeds torch with seed * 1000 + e (loop.epoch_seed), which must fit its 64-bit seed: a
+    # seed past 2**32 - 1 was a torch traceback in the first epoch.
+    seed: int = setting(0, Rule("int", minimum=0, maximum=MAX_SEED, words=f"an integer from 0 to {MAX_SEED}"))
     batch_size: int = setting(24, SIZE)  # the global batch: under torchrun, split over the processes
     eval_batch_size: int = setting(256, SIZE)
     lr: float = setting(2e-4, _LR)
@@ -297,7 +300,17 @@ def _build(raw: Raw, origins: Origins) -> TrainingConfig:
         except SettingError as exc:
             raise ConfigError(f"{origins.get((section, exc.key), 'config')}: {exc}") from None
     _check_effective_lr(sections["train"], origins)
+    _check_warmup(sections["train"], origins)
     return TrainingConfig(model=model, **sections)
+
+
+def _check_warmup(cfg: TrainSection, origins: Origins) -> None:
+    """A warm-up longer than the run never reaches the rate the run asks for (and one of 1e308 epochs
+    overflowed when counted in steps, in the first batch)."""
+    if cfg.warmup_epochs > cfg.epochs:
+        where = origins.get(("train", "warmup_epochs"), "config")
+        raise ConfigError(f"{where}: train.warmup_epochs = {cfg.warmup_epochs:g}: expected at most train.epochs "
+                          f"({cfg.epochs}): a longer warm-up never reaches the full learning rate")
 
 
 def _check_effective_lr(cfg: TrainSection, origins: Origins) -> None:

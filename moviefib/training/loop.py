@@ -85,11 +85,13 @@ def autocast(device, amp: bool):
 
 def make_loader(dataset, *, order, batch_size: int, workers: int, collate, seed: int, device=None):
     """The lazy path: a DataLoader reading ``dataset``'s questions in ``order`` (a sampler), with the
-    training draws of ``seed``."""
+    training draws of ``seed``. Its own generator: without one, each iteration draws its workers' base
+    seed from torch's global generator, which shifted the model's dropout masks against the resident
+    path's (the same batches, another training)."""
     return torch.utils.data.DataLoader(
         dataset.reseeded(seed), batch_size=batch_size, sampler=order, num_workers=workers, collate_fn=collate,
         drop_last=False, pin_memory=device is not None and device.type == "cuda", persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None)
+        prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(seed))
 
 
 def batches(dataset, *, order, batch_size: int, workers: int, collate: Collator, seed: int, device,

@@ -23,6 +23,7 @@ Models that tokenise raw words (MiniLM's ``tokenize``) keep the lazy path.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import os
@@ -36,7 +37,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..devices import DeviceUnavailableError
 from ..distributed import distributed_env
+from ..features.store import StoreError
 
 if TYPE_CHECKING:
     from ..data import FIBDataset
@@ -49,6 +52,8 @@ GIB = 2**30
 AUTO_BUDGET_SHARE = 0.5
 # Rows read from a store at once while loading: about 64 MB of 1024-d float16 steps.
 _BLOCK_ROWS = 32768
+# The files a node's processes share the features through (shared_folder): prefix, launch token, array.
+_SHARED_PREFIX = "moviefib-shm-"
 
 
 # ----------------------------------------------------------------------------------------------- plan
@@ -118,6 +123,10 @@ class FeaturePlan:
         return sum(p.rows * (2 * p.dim + 8) for p in self.streams)
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB / 10 else f"{nbytes / 2**20:.2f} MiB"
+
+
 def available_memory() -> int:
     """Bytes of RAM available to a new allocation (Linux: MemAvailable, else the free pages)."""
     try:
@@ -133,6 +142,22 @@ def residency(nbytes: int, *, budget_gib: float | None, device: torch.device) ->
     """Where a run's resident features go: ``"cuda"`` (the GPU of each process), ``"cpu"``, or None
     for the lazy path. ``budget_gib`` (``data.memory_budget``) bounds them in GiB (0: always lazy);
     None: at most :data:`AUTO_BUDGET_SHARE` of the GPU's memory on CUDA, else of the RAM available."""
+    where = _within_budget(nbytes, budget_gib=budget_gib, device=device)
+    if where == "cpu" and distributed_env().distributed:
+        # Under torchrun the node's copy goes to shared memory: files a killed launch left there are
+        # removed first, and features that do not fit what is free there are read lazily (a tmpfs
+        # filling up while it is written kills the process).
+        root = shared_folder()
+        remove_stale_files(root)
+        room = shared_room(root)
+        if room is not None and nbytes > room:
+            log.warning("features read lazily: %.2f GiB do not fit the %.2f GiB free in %s", nbytes / GIB,
+                        room / GIB, root)
+            return None
+    return where
+
+
+def _within_budget(nbytes: int, *, budget_gib: float | None, device: torch.device) -> str | None:
     if budget_gib is not None:
         return (device.type if device.type == "cuda" else "cpu") if nbytes <= budget_gib * GIB else None
     if device.type == "cuda":
@@ -187,37 +212,120 @@ def _host_arrays(plan: FeaturePlan, make: Callable[[str, tuple, np.dtype], np.nd
     return feats, ts
 
 
-def share_host_arrays(plan: FeaturePlan, *, local_rank: int, token: str, barrier: Callable[[], None],
+class ResidentMemoryError(DeviceUnavailableError):
+    """The memory the features were to be held in cannot take them: the node's shared memory under
+    torchrun (no room, a folder that cannot be written; said on every process), the RAM or the GPU
+    (a ``data.memory_budget`` above what is there). A resource of the machine (exit 5)."""
+
+
+def shared_folder(folder: str | os.PathLike | None = None) -> Path:
+    """Where a node's processes share the features: ``/dev/shm``, else the temporary folder."""
+    return Path(folder or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()))
+
+
+def shared_room(folder: Path) -> int | None:
+    """Bytes free in ``folder`` (None when it cannot be asked)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def remove_stale_files(folder: Path) -> list[Path]:
+    """Remove the shared files that a killed launch left (no live process holds their lock; a launch
+    holds it from creation until it unlinks them), so that they stop taking the node's memory."""
+    removed = []
+    for path in folder.glob(f"{_SHARED_PREFIX}*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live launch holds it
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    if removed:
+        log.warning("removed %d shared-memory files a killed run left in %s", len(removed), folder)
+    return removed
+
+
+def _create_shared(path: Path, nbytes: int) -> int:
+    """Create ``path`` with ``nbytes`` allocated, locked (see :func:`remove_stale_files`); its fd. The
+    space is allocated now: a tmpfs that fills while the mapping is written kills the process with
+    SIGBUS, where ``posix_fallocate`` says ENOSPC."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if nbytes:
+            os.posix_fallocate(fd, 0, nbytes)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    return fd
+
+
+def _fill_shared(plan: FeaturePlan, root: Path, token: str, paths: list[Path], fds: list[int]) -> tuple[list, list]:
+    """Local rank 0's part: the files created, allocated and filled (paths and fds appended to)."""
+    def make(name, shape, dtype):
+        paths.append(root / f"{_SHARED_PREFIX}{token}-{name}")
+        fds.append(_create_shared(paths[-1], int(np.prod(shape)) * np.dtype(dtype).itemsize))
+        return np.memmap(paths[-1], dtype=dtype, mode="r+", shape=shape)
+
+    arrays = _host_arrays(plan, make)
+    _fill(plan, *arrays)
+    return arrays
+
+
+def share_host_arrays(plan: FeaturePlan, *, local_rank: int, token: str,
+                      agree: Callable[[tuple[str, str] | None], tuple[str, str] | None],
                       folder: str | os.PathLike | None = None) -> tuple[list, list]:
     """The planned arrays, one copy per node: the node's local rank 0 fills files in shared memory
-    (``/dev/shm``) that every local process maps; the files are unlinked once all have mapped them
-    (the mappings stay). ``token`` names this launch's files (the same on every process);
-    ``barrier`` waits for every process."""
-    root = Path(folder or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()))
-    paths: list[Path] = []
-
-    def mapped(mode: str):
-        def make(name, shape, dtype):
-            paths.append(root / f"moviefib-{token}-{name}")
-            return np.memmap(paths[-1], dtype=dtype, mode=mode, shape=shape)
-        return make
-
+    (:func:`shared_folder`) that every local process maps; the files are unlinked once all have mapped
+    them (the mappings stay). ``token`` names this launch's files (the same on every process).
+    ``agree`` waits for every process and gives each the first problem any process met (``(kind,
+    message)``, or None): a store that cannot be read or no room, said by every process (the others
+    would wait for good at the next collective call otherwise)."""
+    root, paths, fds, problem = shared_folder(folder), [], [], None
     if local_rank == 0:
+        remove_stale_files(root)
         try:
-            arrays = _host_arrays(plan, mapped("w+"))
-            _fill(plan, *arrays)
-        except BaseException:
-            for p in paths:
-                p.unlink(missing_ok=True)
-            raise
-    barrier()
+            arrays = _fill_shared(plan, root, token, paths, fds)
+        except StoreError as exc:
+            problem = ("store", str(exc))
+        except OSError as exc:  # ENOSPC from posix_fallocate, a folder that cannot be written
+            problem = ("memory", f"{root}: cannot hold the features shared by this node's processes "
+                                 f"({_size(plan.nbytes)}: {exc.strerror or exc}); lower "
+                                 f"data.memory_budget (0: read them lazily) or give {root} more room")
+        if problem is not None:
+            _release(paths, fds)
+    problem = agree(problem)
+    if problem is not None:
+        _release(paths, fds)
+        raise (StoreError if problem[0] == "store" else ResidentMemoryError)(problem[1])
     if local_rank != 0:
-        arrays = _host_arrays(plan, mapped("r+"))
-    barrier()
-    if local_rank == 0:
-        for p in paths:
-            p.unlink(missing_ok=True)
+        arrays = _host_arrays(plan, lambda name, shape, dtype: np.memmap(
+            root / f"{_SHARED_PREFIX}{token}-{name}", dtype=dtype, mode="r+", shape=shape))
+    agree(None)
+    _release(paths, fds)
     return arrays
+
+
+def _release(paths: list[Path], fds: list[int]) -> None:
+    """Unlink the shared files and drop their locks (the mappings stay)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+    for fd in fds:
+        os.close(fd)
+    paths.clear()
+    fds.clear()
 
 
 def _launch_token() -> str:
@@ -229,21 +337,34 @@ def _launch_token() -> str:
     return box[0]
 
 
+def _first_problem(problem: tuple[str, str] | None) -> tuple[str, str] | None:
+    """Every process's problem gathered (a barrier too): the first one met, for all to raise."""
+    import torch.distributed as dist
+
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, problem)
+    return next((p for p in every if p is not None), None)
+
+
 def _load_arrays(plan: FeaturePlan, where: str, device: torch.device) -> tuple[list, list]:
     """The filled arrays of ``plan``: on the GPU, shared between a node's processes, or private."""
     import torch.distributed as dist
 
     env = distributed_env()
-    if where == "cuda":
-        feats = [torch.empty((sp.rows + 1, sp.dim), dtype=torch.float16, device=device) for sp in plan.streams]
-        ts = [np.empty(sp.rows, dtype=np.float64) for sp in plan.streams]
-        _fill(plan, feats, ts)
-        return feats, ts
-    if env.distributed and dist.is_available() and dist.is_initialized():
-        return share_host_arrays(plan, local_rank=env.local_rank, token=_launch_token(), barrier=dist.barrier)
-    arrays = _host_arrays(plan, lambda _name, shape, dtype: np.empty(shape, dtype=dtype))
-    _fill(plan, *arrays)
-    return arrays
+    if env.distributed and where == "cpu" and dist.is_available() and dist.is_initialized():
+        return share_host_arrays(plan, local_rank=env.local_rank, token=_launch_token(), agree=_first_problem)
+    try:
+        if where == "cuda":
+            feats = [torch.empty((sp.rows + 1, sp.dim), dtype=torch.float16, device=device) for sp in plan.streams]
+            ts = [np.empty(sp.rows, dtype=np.float64) for sp in plan.streams]
+        else:
+            feats, ts = _host_arrays(plan, lambda _name, shape, dtype: np.empty(shape, dtype=dtype))
+    except (MemoryError, torch.cuda.OutOfMemoryError):  # a budget above what is there
+        raise ResidentMemoryError(f"cannot hold the features in {'GPU memory' if where == 'cuda' else 'RAM'} "
+                                  f"({_size(plan.nbytes)}: out of memory); lower data.memory_budget "
+                                  f"(0: read them lazily)") from None
+    _fill(plan, feats, ts)
+    return feats, ts
 
 
 class ResidentFeatures:

@@ -34,8 +34,8 @@ from .ddp import per_rank_batch, process_group
 from .inputs import RunData, prepare_data
 from .loop import Engine, EpochFigures, gold_indices, make_engine, seed_everything, train_epoch, validate
 from .progress import ProgressBar, TrainProgress
-from .schedule import effective_lr
-from .tensorboard import EpochLog, check_available, open_epoch_log
+from .schedule import effective_lr, set_rates
+from .tensorboard import EpochLog, check_available, open_epoch_log, prepare_log_dir
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ def _set_up(cfg: TrainSection, env: DistributedEnv) -> dict | None:
         raise ConfigError("no output folder given (train.out_dir)")
     prepare_out_dir(Path(cfg.out_dir))
     check_available(cfg.log_dir)
+    if env.is_main:  # rank 0 writes the logs
+        prepare_log_dir(cfg.log_dir)
     per_rank_batch(cfg.batch_size, env.world)
     resume = read_checkpoint(cfg.resume, resume=True) if cfg.resume else None
     seed_everything(cfg.seed)
@@ -166,6 +168,7 @@ def _resume(engine: Engine, ckpt: dict, config: TrainingConfig, data: RunData) -
     check_state(Path(where), engine.model, ckpt["state_dict"])
     engine.model.load_state_dict(ckpt["state_dict"])
     engine.optimizer.load_state_dict(ckpt["optimizer"])
+    set_rates(engine.optimizer, config.train)  # this config's rates, not the saved run's (see schedule)
     if ckpt.get("scaler"):  # empty when saved without mixed precision
         engine.scaler.load_state_dict(ckpt["scaler"])
     history = tuple(ckpt["history"])

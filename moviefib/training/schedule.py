@@ -13,6 +13,10 @@ A large learning rate from the first step can throw a fresh model far off; ``tra
 (0: none) ramps the rate linearly over that many epochs' steps, step ``s`` at ``(s + 1) / steps`` of
 the full rate (Goyal et al., 2017, used it with the linear rule).
 
+A run resumed from ``last.pt`` trains at the rates of the config it is resumed with
+(:func:`set_rates`: a changed ``train.lr``, ``lr_scaling`` or batch takes effect, as ``metrics.json``
+says), its warm-up going on from the step reached; the optimiser's other state is the saved one.
+
 Torch-free: the optimiser is only handed its parameter groups and has their ``lr`` set.
 """
 
@@ -78,12 +82,17 @@ def warmup_factor(step: int, steps: int) -> float:
     return 1.0 if step >= steps else (step + 1) / steps
 
 
-def warm_up(optimizer, cfg: TrainSection, *, step: int, steps_per_epoch: int) -> None:
-    """Set the rates of :func:`param_groups`' groups for 0-based global ``step``; nothing without a
-    warm-up, so the rates a run resumed from ``last.pt`` saved are left as they were."""
-    steps = warmup_steps(cfg, steps_per_epoch)
-    if steps == 0:
-        return
-    rates, factor = effective_lr(cfg), warmup_factor(step, steps)
+def set_rates(optimizer, cfg: TrainSection, *, factor: float = 1.0) -> None:
+    """Set :func:`param_groups`' groups to ``cfg``'s effective rates times ``factor``: on resuming,
+    the optimiser's saved state carries the saved run's rates, which ``cfg`` may have changed."""
+    rates = effective_lr(cfg)
     for group, rate in zip(optimizer.param_groups, (rates.lr, rates.head_lr), strict=True):
         group["lr"] = rate * factor
+
+
+def warm_up(optimizer, cfg: TrainSection, *, step: int, steps_per_epoch: int) -> None:
+    """Set the rates of :func:`param_groups`' groups for 0-based global ``step``; nothing without a
+    warm-up (the rates are those :func:`param_groups` or :func:`set_rates` set)."""
+    steps = warmup_steps(cfg, steps_per_epoch)
+    if steps:
+        set_rates(optimizer, cfg, factor=warmup_factor(step, steps))

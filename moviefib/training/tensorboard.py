@@ -3,17 +3,23 @@
 One scalar per figure of each epoch's line of the history (:data:`SCALARS`), at step = the epoch
 (1-based), flushed after every epoch so a running TensorBoard shows it. Written with torch's
 ``SummaryWriter``, which needs the ``tensorboard`` package (the ``tensorboard`` extra): a run asking
-for logs without it is refused before any work (:func:`check_available`). A resumed run appends a new
+for logs without it (or with one that does not import) is refused before any work
+(:func:`check_available`), as is a ``log_dir`` that cannot be a folder of files (a file, a named
+pipe, a path below a file, a place that cannot be written): :func:`prepare_log_dir`. A relative
+``log_dir`` is relative to the current folder (as ``train.out_dir``). A resumed run appends a new
 event file to the same folder, dropping any events past the epoch it resumes after.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..models.registry import ModelUnavailableError
+from .config import ConfigError
 
 EXTRA = "tensorboard"
 # metrics.json history key -> TensorBoard tag.
@@ -27,11 +33,43 @@ class TensorBoardUnavailableError(ModelUnavailableError):
 
 
 def check_available(log_dir: str | None) -> None:
-    """Refuse a ``log_dir`` this install cannot write (checked without importing tensorboard)."""
-    if log_dir and importlib.util.find_spec("tensorboard") is None:
+    """Refuse a ``log_dir`` this install cannot write: no tensorboard package, or one whose writer does
+    not import (a broken install would otherwise fail after the data is read)."""
+    if not log_dir:
+        return
+    if importlib.util.find_spec("tensorboard") is None:
         raise TensorBoardUnavailableError(
             f"train.log_dir = {log_dir!r}: TensorBoard logs need the tensorboard package, which this install "
             f"lacks: pip install 'moviefib[{EXTRA}]'")
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError as exc:
+        raise TensorBoardUnavailableError(
+            f"train.log_dir = {log_dir!r}: TensorBoard's writer does not import ({exc}): reinstall "
+            f"'moviefib[{EXTRA}]'") from None
+
+
+def prepare_log_dir(log_dir: str | None) -> None:
+    """Create ``log_dir`` and make sure files can be written in it, before any work (SummaryWriter
+    would raise a bare FileExistsError after the data is read)."""
+    if not log_dir:
+        return
+    from ..fileio import file_in_the_way
+    from ..video import special_file_kind
+
+    path = Path(log_dir)
+    if path.exists() and not path.is_dir():
+        kind = special_file_kind(path.stat().st_mode) or "a file"
+        raise ConfigError(f"train.log_dir = {log_dir!r}: is {kind}, not a folder for TensorBoard's event files")
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise ConfigError(f"train.log_dir = {log_dir!r}: {blocker} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"train.log_dir = {log_dir!r}: cannot write there ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
