@@ -313,8 +313,9 @@ def share_host_arrays(plan: FeaturePlan, *, local_rank: int, token: str,
     if local_rank != 0:
         arrays = _host_arrays(plan, lambda name, shape, dtype: np.memmap(
             root / f"{_SHARED_PREFIX}{token}-{name}", dtype=dtype, mode="r+", shape=shape))
-    agree(None)
+    agree(None)  # every process has mapped them
     _release(paths, fds)
+    agree(None)  # and on return, on every process, the files are gone
     return arrays
 
 
