@@ -299,3 +299,36 @@ def test_a_reply_holding_a_lone_surrogate_is_kept_and_unparsed(tiny_dataset, cli
     with ReplyCache(path) as cache:
         cache.append(CachedReply("q1", "f", "door\ud83d", None, "unparsed", "stop", "m", 1))
     assert ReplyCache(path).get("q1", "f").reply == "door\ud83d"
+
+
+def test_an_out_of_another_dataset_or_split_or_no_run_is_never_replaced(tiny_dataset, clips, tmp_path):
+    import shutil
+
+    from moviefib.vlm.run import OutputError
+
+    root, answers = clips
+    out = tmp_path / "v.tsv"
+    with StandIn(answers=answers) as server:
+        url = server.start()
+        predict_vlm(tiny_dataset, split="val", video_root=root, out=out, config=_config(url))
+        first = out.read_bytes()
+        other = tmp_path / "other_dataset"
+        shutil.copytree(tiny_dataset, other)
+        with pytest.raises(OutputError, match=r"v.tsv: written by predict-vlm for .*split 'val'.*another --out"):
+            predict_vlm(other, split="val", video_root=root, out=out, config=_config(url))
+        settings = output_paths(out)["settings"]
+        recorded = json.loads(settings.read_text())
+        settings.write_text(json.dumps({**recorded, "split": "test"}))
+        with pytest.raises(OutputError, match=r"split 'test'"):
+            predict_vlm(tiny_dataset, split="val", video_root=root, out=out, config=_config(url))
+        settings.write_text(json.dumps(recorded))
+        link = tmp_path / "link_to_dataset"
+        link.symlink_to(tiny_dataset)  # the same dataset by another name: a rerun, nothing asked
+        assert predict_vlm(link, split="val", video_root=root, out=out, config=_config(url)).asked == 0
+        baseline = tmp_path / "text_2d3d_val.tsv"
+        baseline.write_text("question_id\tanswer\n")  # a baseline's submission named by mistake
+        with pytest.raises(OutputError, match=r"text_2d3d_val.tsv: an existing file that predict-vlm did not "):
+            predict_vlm(tiny_dataset, split="val", video_root=root, out=baseline, config=_config(url))
+        assert len(server.records) == len(answers)  # nothing asked by the refused runs
+    assert out.read_bytes() == first and baseline.read_text() == "question_id\tanswer\n"
+    assert recorded["dataset"] == str(tiny_dataset.resolve()) and len(recorded["table_sha256"]) == 64

@@ -171,6 +171,7 @@ def predict_vlm(dataset: str | os.PathLike, *, split: str, video_root: str | os.
     sources = clip_sources(questions, video_root, movies=config.movies)
     paths = output_paths(out)
     _check_outputs(out, paths, dataset)
+    _check_rerun(out, paths["settings"], dataset, split)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(paths["lock"], what=f"{out} is being written by another predict-vlm run"), \
             ReplyCache(paths["cache"]) as cache:
@@ -216,6 +217,31 @@ def _check_outputs(out, paths: dict[str, Path], dataset) -> None:
     inside = Path(dataset).resolve()
     if inside == Path(out).resolve().parent or inside in Path(out).resolve().parents:
         raise OutputError(f"{out}: inside the dataset folder {dataset}; write the submission elsewhere")
+
+
+def _check_rerun(out, settings: Path, dataset, split: str) -> None:
+    """An existing ``out`` is replaced only by a rerun of its own run: the settings beside it name the
+    same dataset (by its real path) and split. A submission of another dataset or split, or a file
+    predict-vlm did not write (a baseline's submission named by mistake), is never overwritten, and a
+    rerun never mixes another split's cached replies into its counts."""
+    if not settings.exists():
+        if Path(out).exists():
+            raise OutputError(f"{out}: an existing file that predict-vlm did not write (no {settings.name} "
+                              f"beside it); give another --out or move it away")
+        return
+    try:
+        recorded = json.loads(settings.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OutputError(f"{settings}: not a predict-vlm settings file ({exc}); give another --out or "
+                          f"move it away") from None
+    if not isinstance(recorded, dict) or recorded.get("format") != SETTINGS_FORMAT:
+        raise OutputError(f"{settings}: not a predict-vlm settings file ({SETTINGS_FORMAT}); give another "
+                          f"--out or move it away")
+    was = (Path(str(recorded.get("dataset"))).resolve(), recorded.get("split"))
+    if was != (Path(dataset).resolve(), split):
+        raise OutputError(f"{out}: written by predict-vlm for dataset {was[0]} split {was[1]!r}, not "
+                          f"{Path(dataset).resolve()} split {split!r}; give another --out (or move its "
+                          f"files away) so that the two runs do not mix")
 
 
 def _refuse_without_video(counts: Counter, failures: list, video_root, failures_path: str | None) -> None:
@@ -490,6 +516,13 @@ def _write_failures(path: Path, failures: list) -> str | None:
     return str(path)
 
 
+def _table_sha256(dataset, split: str) -> str:
+    from ..fileio import sha256_file
+    from ..schema import DATA_DIR
+
+    return sha256_file(Path(dataset) / DATA_DIR / f"{split}.parquet")
+
+
 def _settings(dataset, split: str, video_root, config: VLMConfig, summary: VLMSummary,
               counts: Counter) -> dict:
     import importlib.metadata
@@ -502,7 +535,10 @@ def _settings(dataset, split: str, video_root, config: VLMConfig, summary: VLMSu
             versions[dist] = None
     return {
         "format": SETTINGS_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "dataset": str(dataset), "split": split, "video_root": str(video_root), "movies": config.movies,
+        # The dataset by its real path (a rerun from elsewhere is recognised) and the split's table by
+        # its SHA-256 (the questions asked, as moviefib evaluate fingerprints them).
+        "dataset": str(Path(dataset).resolve()), "split": split, "table_sha256": _table_sha256(dataset, split),
+        "video_root": str(Path(video_root).resolve()), "movies": config.movies,
         "model": config.model, "endpoint": shown_endpoint(config.endpoint),
         "api_key_env": config.api_key_env, "api_key_set": bool(os.environ.get(config.api_key_env)),
         "prompt": config.prompt.to_dict(), "frames": config.frames.to_dict(),
