@@ -332,3 +332,30 @@ def test_an_out_of_another_dataset_or_split_or_no_run_is_never_replaced(tiny_dat
         assert len(server.records) == len(answers)  # nothing asked by the refused runs
     assert out.read_bytes() == first and baseline.read_text() == "question_id\tanswer\n"
     assert recorded["dataset"] == str(tiny_dataset.resolve()) and len(recorded["table_sha256"]) == 64
+
+
+def test_a_run_stopped_before_its_end_still_keeps_another_dataset_out(tiny_dataset, clips, tmp_path):
+    import shutil
+
+    from moviefib.vlm.run import OutputError
+
+    class Stop(Exception):
+        pass
+
+    def stop(total, reused):
+        raise Stop  # as a kill would: after the run claimed its files, before any reply
+
+    root, answers = clips
+    out = tmp_path / "v.tsv"
+    other = tmp_path / "other_dataset"
+    shutil.copytree(tiny_dataset, other)
+    with StandIn(answers=answers) as server:
+        url = server.start()
+        with pytest.raises(Stop):
+            predict_vlm(tiny_dataset, split="val", video_root=root, out=out, config=_config(url), on_start=stop)
+        settings = json.loads(output_paths(out)["settings"].read_text())
+        assert settings["finished"] is False and not out.exists()
+        with pytest.raises(OutputError, match=r"v.tsv: written by predict-vlm for .*another --out"):
+            predict_vlm(other, split="val", video_root=root, out=out, config=_config(url))
+        predict_vlm(tiny_dataset, split="val", video_root=root, out=out, config=_config(url))
+    assert json.loads(output_paths(out)["settings"].read_text())["finished"] is True

@@ -175,6 +175,7 @@ def predict_vlm(dataset: str | os.PathLike, *, split: str, video_root: str | os.
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(paths["lock"], what=f"{out} is being written by another predict-vlm run"), \
             ReplyCache(paths["cache"]) as cache:
+        _claim(paths["settings"], dataset, split)
         plan = _plan(questions, sources, config, cache)
         if on_start:
             on_start(len(questions), plan.reused)
@@ -242,6 +243,15 @@ def _check_rerun(out, settings: Path, dataset, split: str) -> None:
         raise OutputError(f"{out}: written by predict-vlm for dataset {was[0]} split {was[1]!r}, not "
                           f"{Path(dataset).resolve()} split {split!r}; give another --out (or move its "
                           f"files away) so that the two runs do not mix")
+
+
+def _claim(settings: Path, dataset, split: str) -> None:
+    """Before the first request, a run's settings file names its dataset and split (``finished``: false,
+    until the whole file is written at the end), so that a run killed before its end still keeps
+    another dataset's run away from its reply cache (:func:`_check_rerun`)."""
+    if not settings.exists():
+        atomic_write(settings, json.dumps({"format": SETTINGS_FORMAT, "dataset": str(Path(dataset).resolve()),
+                                           "split": split, "finished": False}, indent=1) + "\n")
 
 
 def _refuse_without_video(counts: Counter, failures: list, video_root, failures_path: str | None) -> None:
@@ -534,7 +544,7 @@ def _settings(dataset, split: str, video_root, config: VLMConfig, summary: VLMSu
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
     return {
-        "format": SETTINGS_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "format": SETTINGS_FORMAT, "finished": True, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # The dataset by its real path (a rerun from elsewhere is recognised) and the split's table by
         # its SHA-256 (the questions asked, as moviefib evaluate fingerprints them).
         "dataset": str(Path(dataset).resolve()), "split": split, "table_sha256": _table_sha256(dataset, split),
