@@ -1,7 +1,7 @@
-"""Makes the files of ``tests/compat/<tag>/``: what a release of MovieFIB wrote, for the test that later
-code still reads it (``tests/test_compat.py``). Run once with the release checked out, from the checkout:
+"""Writes what a release of MovieFIB wrote, for the test that later code still reads it
+(``tests/test_compat.py``, which runs this file inside that release's tree, taken from git history):
 
-    .venv/bin/python tests/compat/make_fixtures.py tests/compat/<tag>
+    PYTHONPATH=<release tree> python <release tree>/tests/compat/make_fixtures.py OUT
 
 It writes ``best.pt``/``last.pt`` of a tiny ``text_2d3d`` run on the toy task of ``tests/test_train.py``
 (two epochs), that run's ``metrics.json`` and test-split predictions, and a feature store written by the
@@ -43,7 +43,10 @@ def _tiny_extractor() -> Extractor:
 
 
 def main(out: Path) -> None:
+    import moviefib
+
     out.mkdir(parents=True, exist_ok=True)
+    (out / "made_by.txt").write_text(moviefib.__file__)  # which code wrote the files (the test checks it)
     with tempfile.TemporaryDirectory() as tmp:
         toy = write_toy(Path(tmp) / "toy")
         run = Path(tmp) / "run"
