@@ -105,24 +105,32 @@ def clips_from_lsmdc(source: str | os.PathLike, video_root: str | os.PathLike, *
     the extracted end - start. ValueError naming the file and the clip for an id that could name a
     path outside ``video_root`` (``..``, absolute, path separators, control characters).
     """
+    return sources_of_rows(_clip_rows(Path(source)), video_root, movies=movies, where=source)
+
+
+def sources_of_rows(rows: Iterable[tuple[str, float, float]], video_root: str | os.PathLike, *,
+                    movies: bool = False, where=None) -> list[ClipSource]:
+    """The distinct clips of ``(clip_id, start_extracted, end_extracted)`` rows, in first-seen order, laid
+    out as :func:`clips_from_lsmdc` says; ``where`` (the rows' file) starts the error of an id that could
+    leave ``video_root``."""
     from ..formats import movie_of
 
     root = Path(video_root)
     seen: dict[str, ClipSource] = {}
     movie_files: dict[str, str] = {}
-    for clip_id, start, end in _clip_rows(Path(source)):
+    for clip_id, start, end in rows:
         if clip_id in seen:
             continue
         movie = movie_of(clip_id)
         expected = float(end) - float(start)
         if not movies:
-            path = _under_root(source, root, f"{movie}/{clip_id}.avi", clip_id)
+            path = _under_root(where, root, f"{movie}/{clip_id}.avi", clip_id)
             seen[clip_id] = ClipSource(clip_id, str(path), expected_duration=expected)
             continue
         if movie not in movie_files:
             # Any entry under the name (a broken link, a pipe, a folder): the decoder says what is wrong
             # with it, rather than "no such file" about a .avi that was never there.
-            found = [p for p in (_under_root(source, root, f"{movie}{s}", clip_id) for s in VIDEO_SUFFIXES)
+            found = [p for p in (_under_root(where, root, f"{movie}{s}", clip_id) for s in VIDEO_SUFFIXES)
                      if os.path.lexists(p)]
             movie_files[movie] = str(found[0] if found else root / f"{movie}.avi")
         seen[clip_id] = ClipSource(clip_id, movie_files[movie], Segment(float(start), float(end)),
@@ -140,7 +148,8 @@ def _under_root(source, root: Path, relative: str, clip_id: str) -> Path:
             return contained_path(root, relative)
         except PathEscapeError as exc:
             problem = str(exc)
-    raise ValueError(f"{source}: clip {clip_id!r}: {problem}; refusing to read a video outside {root}")
+    prefix = f"{source}: " if source is not None else ""
+    raise ValueError(f"{prefix}clip {clip_id!r}: {problem}; refusing to read a video outside {root}")
 
 
 def shard_from_env(environ=None) -> tuple[int, int] | None:

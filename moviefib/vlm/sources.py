@@ -45,42 +45,13 @@ def read_questions(dataset: str | os.PathLike, split: str) -> list[Question]:
 
 
 def clip_sources(questions: list[Question], video_root: str | os.PathLike, *, movies: bool) -> dict:
-    """``clip_id -> ClipSource`` for the clips of ``questions``; ValueError for a video root that is not
-    a folder or an id that would leave it."""
-    from ..features.pipeline import VIDEO_SUFFIXES, ClipSource
-    from ..formats import movie_of
-    from ..video import Segment
+    """``clip_id -> ClipSource`` for the clips of ``questions`` (the layout of
+    :func:`moviefib.features.sources.clips_from_lsmdc`); ValueError for a video root that is not a folder
+    or an id that would leave it."""
+    from ..features.sources import sources_of_rows
 
     root = Path(video_root)
     if not root.is_dir():
         raise ValueError(f"video root {root}: {'not a folder' if root.exists() else 'no such folder'}")
-    sources: dict = {}
-    movie_files: dict[str, str] = {}
-    for q in questions:
-        if q.clip_id in sources:
-            continue
-        movie = movie_of(q.clip_id)
-        if not movies:
-            path = _under_root(root, f"{movie}/{q.clip_id}.avi", q.clip_id)
-            sources[q.clip_id] = ClipSource(q.clip_id, str(path), expected_duration=q.end - q.start)
-            continue
-        if movie not in movie_files:
-            found = [p for p in (_under_root(root, f"{movie}{s}", q.clip_id) for s in VIDEO_SUFFIXES)
-                     if os.path.lexists(p)]
-            movie_files[movie] = str(found[0] if found else root / f"{movie}.avi")
-        sources[q.clip_id] = ClipSource(q.clip_id, movie_files[movie], Segment(q.start, q.end),
-                                        expected_duration=q.end - q.start)
-    return sources
-
-
-def _under_root(root: Path, relative: str, clip_id: str) -> Path:
-    from ..fileio import PathEscapeError, contained_path
-    from ..formats import id_problem
-
-    problem = id_problem(clip_id)
-    if problem is None:
-        try:
-            return contained_path(root, relative)
-        except PathEscapeError as exc:
-            problem = str(exc)
-    raise ValueError(f"clip {clip_id!r}: {problem}; refusing to read a video outside {root}")
+    rows = ((q.clip_id, q.start, q.end) for q in questions)
+    return {c.clip_id: c for c in sources_of_rows(rows, root, movies=movies)}
