@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -139,6 +140,35 @@ def exclusive_lock(path: str | os.PathLike, *, what: str) -> Iterator[None]:
             os.unlink(path)
         _HELD_LOCK_FDS.discard(fd)
         os.close(fd)
+
+
+def special_file_kind(mode: int) -> str | None:
+    """What a file that is neither a regular file nor a folder is (``a named pipe``...), else None."""
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return None
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why files cannot be written in a folder at ``path`` (something else stands there, a file stands
+    where a folder above it must be, or the system refuses to make it or a file in it), else None, with
+    the folder made. Checked before any work, so that an output folder that cannot be written is not
+    found out after it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"is {special_file_kind(path.stat().st_mode) or 'a file'}, not a folder"
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror or exc})"
+    return None
 
 
 def file_in_the_way(path: str | os.PathLike) -> Path | None:

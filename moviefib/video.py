@@ -40,7 +40,6 @@ import errno
 import logging
 import math
 import os
-import stat
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +47,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from .fileio import special_file_kind
 
 log = logging.getLogger(__name__)
 
@@ -259,15 +260,6 @@ def _still_image_problem(path: Path, demuxer: str, codec: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------
 # Decoders: each yields (time on the video's time line, RGB uint8 [H, W, 3]) in presentation order.
-
-
-def special_file_kind(mode: int) -> str | None:
-    """What a file that is neither a regular file nor a folder is (``a named pipe``...), else None."""
-    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return None
 
 
 def _check_file(path: Path) -> None:

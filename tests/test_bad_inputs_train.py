@@ -413,13 +413,13 @@ def _(ctx):
 
 # ---------------------------------------------------------------------------- outputs
 
-@case("out_is_a_file", EXIT_INVALID, "exists and is not a folder")
+@case("out_is_a_file", EXIT_INVALID, "is a file, not a folder (train.out_dir is the run folder)")
 def _(ctx):
     (ctx.tmp / "taken").write_text("x")
     return train_argv(ctx, out=ctx.tmp / "taken")
 
 
-@case("out_under_a_file", EXIT_INVALID, "cannot write the run folder")
+@case("out_under_a_file", EXIT_INVALID, "is a file, not a folder (train.out_dir is the run folder)")
 def _(ctx):
     (ctx.tmp / "taken").write_text("x")
     return train_argv(ctx, out=ctx.tmp / "taken" / "run")
@@ -431,7 +431,7 @@ def _(ctx):
     return train_argv(ctx, out=ctx.run)
 
 
-@case("out_unwritable", EXIT_INVALID, "cannot write the run folder (Permission denied)")
+@case("out_unwritable", EXIT_INVALID, "cannot write there (Permission denied)")
 def _(ctx):
     if os.geteuid() == 0:
         pytest.skip("root writes into a read-only folder")

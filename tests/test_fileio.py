@@ -71,3 +71,17 @@ def test_file_in_the_way_names_the_file_that_blocks_a_folder(tmp_path):
     assert file_in_the_way(tmp_path / "afile" / "out.h5") == tmp_path / "afile"
     assert file_in_the_way(tmp_path / "new" / "deeper" / "out.h5") is None
     assert file_in_the_way(tmp_path / "afile") is None  # the path itself may be a file (to replace)
+
+
+def test_folder_problem_names_what_stands_in_the_way(tmp_path):
+    from moviefib.fileio import folder_problem
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert folder_problem(tmp_path / "new" / "deep") is None and (tmp_path / "new" / "deep").is_dir()
+    assert folder_problem(afile) == "is a file, not a folder"
+    assert folder_problem(fifo) == "is a named pipe (FIFO), not a folder"
+    assert folder_problem(afile / "below") == f"{afile} is a file, not a folder"
+    assert folder_problem("/proc/moviefib-no-such/x").startswith("cannot write there (")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,14 +99,11 @@ def write_json(obj, path: Path) -> None:
 def prepare_out_dir(out: Path) -> None:
     """Create the run folder and make sure files can be written in it, before any work is done: an
     output that cannot be written should not be found out after the first epoch."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder (train.out_dir is the run folder)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{out}: cannot write the run folder ({exc.strerror or exc})") from None
+    from ..fileio import folder_problem
+
+    problem = folder_problem(out)
+    if problem:
+        raise ConfigError(f"{out}: {problem} (train.out_dir is the run folder)")
 
 
 # ----------------------------------------------------------------------------------------------- steps

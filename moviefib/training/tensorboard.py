@@ -13,9 +13,7 @@ event file to the same folder, dropping any events past the epoch it resumes aft
 from __future__ import annotations
 
 import importlib.util
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..models.registry import ModelUnavailableError
@@ -54,22 +52,11 @@ def prepare_log_dir(log_dir: str | None) -> None:
     would raise a bare FileExistsError after the data is read)."""
     if not log_dir:
         return
-    from ..fileio import file_in_the_way
-    from ..video import special_file_kind
+    from ..fileio import folder_problem
 
-    path = Path(log_dir)
-    if path.exists() and not path.is_dir():
-        kind = special_file_kind(path.stat().st_mode) or "a file"
-        raise ConfigError(f"train.log_dir = {log_dir!r}: is {kind}, not a folder for TensorBoard's event files")
-    blocker = file_in_the_way(path)
-    if blocker is not None:
-        raise ConfigError(f"train.log_dir = {log_dir!r}: {blocker} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"train.log_dir = {log_dir!r}: cannot write there ({exc.strerror or exc})") from None
+    problem = folder_problem(log_dir)
+    if problem:
+        raise ConfigError(f"train.log_dir = {log_dir!r}: {problem}")
 
 
 @dataclass(frozen=True)
