@@ -10,12 +10,18 @@
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 
 # Make every ``datasets`` call in the tests prove that it works offline.
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -113,3 +119,45 @@ def spacy_tagger():
     from moviefib.questions.tagging import Tagger
 
     return Tagger()
+
+
+# ------------------------------------------------------------------ files written by earlier releases
+
+# Files written by an earlier release still load (tests/test_compat.py). The releases whose files must
+# load: commits of main (the last before issue 13's restructuring).
+COMPAT_RELEASES = ("38b4fbb",)
+# What make_fixtures.py needs of a release: its package, its recipes and the toy task of its tests.
+_RELEASE_PATHS = ("moviefib", "baselines", "tests/test_train.py")
+
+
+def _archive(commit: str, into: Path) -> None:
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("no git history here: the earlier release cannot be checked out")
+    proc = subprocess.run([git, "-C", str(ROOT), "archive", "--format=tar", commit, *_RELEASE_PATHS],
+                          capture_output=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.skip(f"release {commit} is not in this clone's history (shallow clone?): "
+                    f"{proc.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        tar.extractall(into, filter="data")
+
+
+@pytest.fixture(scope="session", params=COMPAT_RELEASES)
+def compat_release(request, tmp_path_factory) -> Path:
+    """The files release ``request.param`` writes (``tests/compat/make_fixtures.py``), made by its own
+    code: its tree comes from git history; without that history the test skips with a reason."""
+    for module in ("torch", "h5py", "av"):
+        pytest.importorskip(module)
+    tree = tmp_path_factory.mktemp(f"release_{request.param}")
+    _archive(request.param, tree)
+    (tree / "tests" / "compat").mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "compat" / "make_fixtures.py", tree / "tests" / "compat")
+    out = tree / "files"
+    # The release's package first on the path, so that nothing of this checkout is imported (checked).
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    proc = subprocess.run([sys.executable, str(tree / "tests" / "compat" / "make_fixtures.py"), str(out)],
+                          cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Path((out / "made_by.txt").read_text()).is_relative_to(tree)
+    return out
