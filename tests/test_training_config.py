@@ -102,6 +102,15 @@ def test_typed_fields_hold_typed_values():
 
 # ----------------------------------------------------------------------------------------------- models
 
+def test_only_a_model_registered_as_reading_answers_gets_the_answer_words():
+    from moviefib.models import create_model
+
+    model = create_model("text_only", n_answers=2, vocab_size=5, video_dims={}, answers=["door", "car"], emb_dim=4,
+                         hidden=4)
+    assert "answers" not in model.model_config  # its checkpoints stay as they were
+    assert not registered("text_only").reads_answers
+
+
 @pytest.mark.parametrize("name", available_models())
 def test_each_model_declares_its_settings_at_registration(name):
     entry = registered(name)
@@ -110,9 +119,11 @@ def test_each_model_declares_its_settings_at_registration(name):
     assert model_settings(name) == record_dict(cls())
     for f in dataclasses.fields(cls):
         assert isinstance(f.metadata[RULE], Rule), f.name
-    # The constructor takes the trainer's values and the record: the defaults live in the record only.
+    # The constructor takes the trainer's values and the record: the defaults live in the record only;
+    # the answer words only when registered as reading them.
     params = inspect.signature(entry.factory).parameters
-    assert set(params) == {*TRAINER_SETTINGS, "settings"}
+    trainer = set(TRAINER_SETTINGS) if entry.reads_answers else set(TRAINER_SETTINGS) - {"answers"}
+    assert set(params) == {*trainer, "settings"}
     assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
     assert load_config(None, [f"model.name={name}"]).model.settings == cls()
 
@@ -182,8 +193,8 @@ def test_a_partial_dict_takes_the_defaults_and_is_checked():
     config = config_from_dict({"model": {"name": "text_2d"}, "train": {"epochs": 3}})
     assert config == TrainingConfig(model=load_config(None, ["model.name=text_2d"]).model,
                                     train=dataclasses.replace(load_config(None).train, epochs=3))
-    with pytest.raises(ConfigError, match=r"saved\.json: train\.epochs = 0: expected an integer >= 1"):
-        config_from_dict({"train": {"epochs": 0}}, origin="saved.json")
+    with pytest.raises(ConfigError, match=r"saved\.json: train\.epochs = -1: expected an integer >= 0"):
+        config_from_dict({"train": {"epochs": -1}}, origin="saved.json")
     with pytest.raises(ConfigError, match=r"config: unknown section \[optim\]"):
         config_from_dict({"optim": {}})
 

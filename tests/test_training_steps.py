@@ -18,6 +18,7 @@ from test_train import TINY_MODEL, TINY_TRAIN, TOY_FEATURES, write_toy  # noqa: 
 from moviefib.cli import main as cli_main  # noqa: E402
 from moviefib.exits import EXIT_INVALID  # noqa: E402
 from moviefib.train import TrainProgress, load_config, train, train_and_score  # noqa: E402
+from moviefib.training.inputs import read_split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_FUNCTION = 80  # lines: issue 13
@@ -78,8 +79,34 @@ def test_a_nested_dict_trains_as_its_typed_config(toy, tmp_path):
     untyped = train(as_dict)
     assert untyped.metrics["history"][0]["train_loss"] == typed.metrics["history"][0]["train_loss"]
     as_dict["train"]["epochs"] = "one"
-    with pytest.raises(ValueError, match=r"config: train\.epochs = 'one': expected an integer >= 1"):
+    with pytest.raises(ValueError, match=r"config: train\.epochs = 'one': expected an integer >= 0"):
         train(as_dict)
+
+
+def test_zero_epochs_validates_and_saves_the_model_as_built(toy, tmp_path):
+    """train.epochs = 0 (zero-shot): no training step, the model as built is validated and saved."""
+    from moviefib.train import load_checkpoint, predict
+
+    result = train(_config(toy, tmp_path / "zero", "train.epochs=0"))
+    assert result.epochs_run == 0 and result.best_epoch == 0 and result.metrics["history"] == []
+    assert result.metrics["zero_shot"]["val_acc"] == result.best_val_acc and result.metrics["finished"]
+    assert not (tmp_path / "zero" / "last.pt").exists()
+    _, ckpt = load_checkpoint(result.best_checkpoint)
+    assert ckpt["epoch"] == 0 and ckpt["val_acc"] == result.best_val_acc
+    answers = predict(result.best_checkpoint, toy / "dataset", split="val", device="cpu")
+    gold = dict(zip(*read_split(toy / "dataset", "val").select(["question_id", "answer"]).to_pydict().values()))
+    assert sum(answers[q] == a for q, a in gold.items()) / len(gold) == pytest.approx(result.best_val_acc)
+    with pytest.raises(ValueError, match=r"train\.epochs = 0 \(zero-shot\) trains nothing"):
+        train(_config(toy, tmp_path / "zero2", "train.epochs=0", f"train.resume={json.dumps(str(tmp_path))}"))
+
+
+def test_metrics_count_the_trainable_parameters(toy, tmp_path):
+    from moviefib.train import load_checkpoint
+
+    result = train(_config(toy, tmp_path / "run", "train.epochs=1", "train.max_batches=1"))
+    model, _ = load_checkpoint(result.best_checkpoint)
+    total = sum(p.numel() for p in model.parameters())
+    assert result.metrics["parameters"] == {"total": total, "trainable": total}
 
 
 def test_train_and_score_is_one_call(toy, tmp_path):

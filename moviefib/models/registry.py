@@ -4,7 +4,9 @@ As timm declares a model's metadata where it registers the model, ``@register_mo
 settings=S)`` names the frozen dataclass ``S`` (a :class:`ModelSettings`) that lists what a recipe's
 ``[model]`` section may set for it, each field with its default and its rule
 (:func:`moviefib.training.rules.setting`). The model's constructor takes the trainer's values
-(:data:`TRAINER_SETTINGS`) and ``settings=S(...)``; its defaults live in ``S`` only.
+(:data:`TRAINER_SETTINGS`) and ``settings=S(...)``; its defaults live in ``S`` only. A model registered
+with ``reads_answers=True`` (one that scores the answers' own words, as a masked LM does) is also given
+``answers``: the answer vocabulary's words, in class order.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from ..training.rules import SettingError, build_record, record_dict, record_keys
 
 # What the trainer passes to every model: a recipe does not set these.
-TRAINER_SETTINGS = ("n_answers", "vocab_size", "video_dims")
+TRAINER_SETTINGS = ("n_answers", "vocab_size", "video_dims", "answers")
 
 
 class ModelUnavailableError(RuntimeError):
@@ -38,18 +40,21 @@ class RegisteredModel:
         factory: the model class, called as ``factory(n_answers=..., vocab_size=..., video_dims=...,
             settings=settings(...))``.
         settings: its settings record class.
+        reads_answers: the factory takes ``answers`` (the answer words, in class order).
     """
 
     name: str
     factory: type
     settings: type[ModelSettings]
+    reads_answers: bool = False
 
 
 _REGISTRY: dict[str, RegisteredModel] = {}
 
 
-def register_model(name: str, *, settings: type[ModelSettings] = ModelSettings):
-    """Class decorator: make a model creatable by ``name``, with settings record ``settings``."""
+def register_model(name: str, *, settings: type[ModelSettings] = ModelSettings, reads_answers: bool = False):
+    """Class decorator: make a model creatable by ``name``, with settings record ``settings``;
+    ``reads_answers``: its factory also takes ``answers``."""
     if not (isinstance(settings, type) and issubclass(settings, ModelSettings)
             and dataclasses.is_dataclass(settings) and settings.__dataclass_params__.frozen):
         raise TypeError(f"model {name!r}: settings must be a frozen dataclass deriving from ModelSettings")
@@ -57,7 +62,7 @@ def register_model(name: str, *, settings: type[ModelSettings] = ModelSettings):
     def deco(cls):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = RegisteredModel(name, cls, settings)
+        _REGISTRY[name] = RegisteredModel(name, cls, settings, reads_answers)
         cls.model_name = name
         return cls
 
@@ -106,9 +111,18 @@ def check_settings(name: str, settings: Mapping[str, Any]) -> None:
 
 def create_model(name: str, **cfg):
     """Build model ``name``. ``cfg`` holds the trainer's values (``n_answers``, ``vocab_size``,
-    ``video_dims``) and the model's settings; unknown keys raise TypeError naming them. ``cfg`` is kept
-    as ``model.model_config`` so a checkpoint can rebuild the model."""
+    ``video_dims``, ``answers``) and the model's settings; unknown keys raise TypeError naming them.
+    ``answers`` reaches only a model registered with ``reads_answers`` (the others ignore it). ``cfg``
+    (less an ignored ``answers``) is kept as ``model.model_config`` so a checkpoint can rebuild the model."""
     entry = registered(name)
+    if not entry.reads_answers:
+        cfg.pop("answers", None)
+    elif "answers" not in cfg:
+        raise TypeError(f"model {name!r} scores the answer words: create_model needs answers=")
+    else:
+        cfg["answers"] = [str(a) for a in cfg["answers"]]
+        if len(cfg["answers"]) != cfg.get("n_answers"):
+            raise ValueError(f"model {name!r}: {len(cfg['answers'])} answers for n_answers={cfg.get('n_answers')}")
     trainer = {k: v for k, v in cfg.items() if k in TRAINER_SETTINGS}
     settings = entry.settings(**{k: v for k, v in cfg.items() if k not in TRAINER_SETTINGS})
     model = entry.factory(**trainer, settings=settings)

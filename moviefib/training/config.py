@@ -127,7 +127,7 @@ class TrainSection:
     warmup_epochs: float = setting(0.0, Rule("number", minimum=0))  # linear warm-up; fractions allowed
     weight_decay: float = setting(0.0, Rule("number", minimum=0))
     clip_grad: float = setting(10.0, Rule("number", minimum=0))  # 0: no clipping
-    epochs: int = setting(50, SIZE)
+    epochs: int = setting(50, COUNT)  # 0: zero-shot, the untrained (or initialised) model is validated and saved
     patience: int = setting(5, SIZE)  # epochs without a better val accuracy before stopping
     max_batches: int = setting(0, COUNT)  # batches per epoch, 0 = all (benchmarks, smoke runs)
     resume: str | None = setting(None, OPTIONAL_TEXT)  # a last.pt to continue from

@@ -117,6 +117,8 @@ def _set_up(cfg: TrainSection, env: DistributedEnv) -> dict | None:
     if env.is_main:  # rank 0 writes the logs
         prepare_log_dir(cfg.log_dir)
     per_rank_batch(cfg.batch_size, env.world)
+    if cfg.resume and cfg.epochs == 0:
+        raise ConfigError("train.epochs = 0 (zero-shot) trains nothing: there is nothing to resume (train.resume)")
     resume = read_checkpoint(cfg.resume, resume=True) if cfg.resume else None
     seed_everything(cfg.seed)
     if cfg.threads > 0:
@@ -131,10 +133,17 @@ def build_model(config: TrainingConfig, data: RunData, *, fresh: bool):
     from ..models import create_model
 
     model = create_model(config.model.name, n_answers=len(data.answer_vocab), vocab_size=len(data.words),
-                         video_dims={s: st.dim for s, st in data.stores.items()}, **config.model.kwargs())
+                         video_dims={s: st.dim for s, st in data.stores.items()}, answers=list(data.answer_vocab),
+                         **config.model.kwargs())
     if getattr(model, "standardises_video", False) and fresh:
         model.set_video_statistics(*video_statistics(data.train, seed=config.train.seed))
     return model
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """The model's parameters, all and those training updates (a frozen LM trains a few)."""
+    return {"total": sum(p.numel() for p in model.parameters()),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 def _fit_counts(model, config: TrainingConfig, data: RunData, out: Path, summary: dict) -> TrainResult:
@@ -173,6 +182,21 @@ def _resume(engine: Engine, ckpt: dict, config: TrainingConfig, data: RunData) -
                               f"{int(ckpt['epoch'])}")
     state = RunState(history, float(ckpt["best_val_acc"]), int(ckpt["best_epoch"]), int(ckpt["bad_epochs"]))
     log.info("resumed from %s after epoch %d (best val %.4f)", where, state.epochs_done, state.best_val_acc)
+    return state
+
+
+def _zero_shot(engine: Engine, config: TrainingConfig, data: RunData, *, out: Path, summary: dict) -> RunState:
+    """``train.epochs = 0``: the model as built (a masked LM's own head, or weights it was initialised
+    from) is validated and saved as best.pt of "epoch 0", without a step of training; ``summary`` gains
+    ``zero_shot`` (its accuracy and seconds) and the history stays empty."""
+    t0 = time.perf_counter()
+    val_acc = validate(engine, data.train, data.val, config.train, epoch=0, workers=config.data.num_workers)
+    summary["zero_shot"] = {"val_acc": val_acc, "seconds": time.perf_counter() - t0}
+    state = RunState((), val_acc, 0)
+    if engine.env.is_main:
+        log.info("%s zero-shot: val accuracy %.4f", config.model.name, val_acc)
+        save_checkpoint(build_checkpoint(engine.model, config, data.answer_vocab, data.words, data.stores, epoch=0,
+                                         val_acc=val_acc), out / "best.pt")
     return state
 
 
@@ -252,8 +276,12 @@ def train(config: TrainingConfig | Mapping, *, tables: Mapping | None = None,
                  rates.head_lr, rates.scaling, rates.factor, config.train.batch_size)
     if not is_neural(model):
         return _fit_counts(model, config, data, out, summary)
+    summary["parameters"] = parameter_counts(model)
     with process_group(env, config.train.device) as device:
         engine = make_engine(model, config.train, env=env, device=device)
+        if config.train.epochs == 0:
+            state = _zero_shot(engine, config, data, out=out, summary=summary)
+            return _finish(config, env, state, summary, out)
         state = _resume(engine, resume, config, data) if resume is not None else RunState()
         board = open_epoch_log(config.train.log_dir, epochs_done=state.epochs_done, enabled=env.is_main)
         try:
@@ -261,6 +289,10 @@ def train(config: TrainingConfig | Mapping, *, tables: Mapping | None = None,
                                 progress=_progress_of(config, env, progress), board=board)
         finally:
             board.close()
+    return _finish(config, env, state, summary, out)
+
+
+def _finish(config: TrainingConfig, env: DistributedEnv, state: RunState, summary: dict, out: Path) -> TrainResult:
     metrics = state.metrics(summary, finished=True)
     if env.is_main:
         write_json(metrics, out / "metrics.json")
