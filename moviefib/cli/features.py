@@ -1,4 +1,5 @@
-"""``moviefib extract`` and ``moviefib features merge|import-npy|export-npy|list``."""
+"""``moviefib extract`` and ``moviefib features merge|import-npy|export-npy|import-frozenbilm|
+export-frozenbilm|list``."""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def _register_extract(subparsers) -> None:
 
 
 def _register_features(subparsers) -> None:
-    feats = subparsers.add_parser("features", help="feature stores: merge shards, npy import/export, list")
+    feats = subparsers.add_parser("features", help="feature stores: merge shards, npy and FrozenBiLM "
+                                                    "import/export, list")
     sub = feats.add_subparsers(dest="features_command", metavar="ACTION", required=True)
     merge = sub.add_parser("merge", help="merge stores (e.g. shards) made with the same settings")
     merge.add_argument("output", metavar="OUT.h5")
@@ -95,8 +97,31 @@ def _register_features(subparsers) -> None:
                           "(without --foreign an unregistered name is refused as a likely typo)")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5")
     imp.set_defaults(func=_import)
+    _register_frozenbilm(sub)
     lst = sub.add_parser("list", help="list feature presets and registered extractors")
     lst.set_defaults(func=_list)
+
+
+def _register_frozenbilm(sub) -> None:
+    exp = sub.add_parser("export-frozenbilm",
+                         help="write a store as FrozenBiLM's feature file (a torch dict of clip id -> [T, D])")
+    exp.add_argument("store", metavar="STORE.h5")
+    exp.add_argument("output", metavar="OUT.pth")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing OUT.pth")
+    exp.set_defaults(func=_export_frozenbilm)
+    imp = sub.add_parser("import-frozenbilm", help="build a store from FrozenBiLM's feature file",
+                         description="Read a FrozenBiLM feature file (merge_features.py's clipvitl14.pth) with "
+                                     "torch.load(weights_only=True); row i of a clip is timestamped i + 0.5 s.")
+    imp.add_argument("input", metavar="FILE.pth")
+    imp.add_argument("output", metavar="OUT.h5")
+    imp.add_argument("--preset", default="frozenbilm_clip",
+                     help="the preset the features are (recorded; its feature size is checked; default "
+                          "frozenbilm_clip)")
+    imp.add_argument("--skip-empty", action="store_true",
+                     help="leave out clips without rows (FrozenBiLM's extraction gives none under 0.5 s) "
+                          "instead of refusing the file")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5")
+    imp.set_defaults(func=_import_frozenbilm)
 
 
 def _require(modules: tuple[str, ...], what: str) -> None:
@@ -441,6 +466,70 @@ def _import(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(f"{args.output}: {n} clips imported")
+    return EXIT_OK
+
+
+def _input_file(path: str, what: str) -> None:
+    """Refuse an input that is not a regular file: missing, a folder, or a pipe (torch.load would block)."""
+    from ..fileio import special_file_kind
+
+    if not os.path.exists(path):
+        raise CLIError(f"{what} {path}: no such file")
+    if os.path.isdir(path):
+        raise CLIError(f"{what} {path}: is a directory, not a file")
+    kind = special_file_kind(os.stat(path).st_mode)
+    if kind is not None:
+        raise CLIError(f"{what} {path}: is {kind}, not a regular file")
+
+
+def _not_the_input(input_path: str, output: str, flag: str) -> None:
+    """--overwrite onto the input itself would replace what is being read."""
+    if os.path.exists(output) and os.path.samefile(input_path, output):
+        raise CLIError(f"{flag} {output}: is the input; choose another output")
+
+
+def _export_frozenbilm(args: argparse.Namespace) -> int:
+    _require(("torch", "h5py"), "FrozenBiLM feature files")
+    from ..features.frozenbilm import export_frozenbilm
+
+    _new_output_file(args.output, "OUT.pth", overwrite=args.overwrite)
+    if os.path.exists(args.store):
+        _not_the_input(args.store, args.output, "OUT.pth")
+    try:
+        done = export_frozenbilm(args.store, args.output)
+    except ValueError as exc:  # StoreError: missing, damaged, NaN
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(f"{args.output}: {done.clips} clips, {done.rows} rows of {done.dim}-d float16 features")
+    return EXIT_OK
+
+
+def _import_frozenbilm(args: argparse.Namespace) -> int:
+    _require(("torch", "h5py"), "FrozenBiLM feature files")
+    from ..features.frozenbilm import import_frozenbilm
+    from ..features.presets import get_preset
+    from ..fileio import LockHeldError
+
+    try:
+        get_preset(args.preset)
+    except KeyError as exc:
+        raise CLIError(f"--preset: {exc.args[0]}", EXIT_USAGE) from None
+    _input_file(args.input, "FILE.pth")
+    _new_output_file(args.output, "OUT.h5", overwrite=args.overwrite)
+    _not_the_input(args.input, args.output, "OUT.h5")
+    try:
+        with _output_lock(args.output):
+            done = import_frozenbilm(args.input, args.output, preset=args.preset, skip_empty=args.skip_empty)
+    except LockHeldError as exc:
+        raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    shown = ", ".join(done.skipped[:5]) + (", ..." if len(done.skipped) > 5 else "")
+    left_out = f", {len(done.skipped)} empty clips left out ({shown})" if done.skipped else ""
+    print(f"{args.output}: {done.clips} clips imported ({done.dim}-d, preset {args.preset}){left_out}")
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""2D (per-frame) extractors: GoogLeNet pool5 (the paper's), ResNet-50/152, EfficientNet-Lite0, CLIP.
+"""2D (per-frame) extractors: GoogLeNet pool5 (the paper's), ResNet-50/152, EfficientNet-Lite0, CLIP
+(ViT-B/32, and ViT-L/14 as FrozenBiLM uses it).
 
 Each model's forward gives the pooled feature ``[B, dim]``; the classifier it was trained with is kept
 apart as ``classify`` (ImageNet-1k logits) when pretrained weights are loaded.
@@ -215,6 +216,17 @@ CLIP_DEFAULT = CLIP_META.weights_id
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# FrozenBiLM's visual feature (extract/extract.py): OpenAI CLIP's ViT-L/14 at 224 px, ``encode_image``,
+# i.e. the visual projection of the post-LayerNorm class token, 768-d, not L2-normalised (their
+# --l2_normalize defaults to 0). transformers' ``image_embeds`` is that same projection.
+CLIP_VITL14_META = ExtractorMeta(
+    kind="2d", dim=768, layer="image_embeds (projected pooled output, not L2-normalised)",
+    weights="transformers:openai/clip-vit-large-patch14", resize=224, input_size=224,
+    description="CLIP ViT-L/14 (224 px) image embeddings (transformers): FrozenBiLM's visual feature")
+# The ViT-L/14 vision tower, for random init (CLIPVisionConfig's defaults are ViT-B/32's).
+_VITL14_ARCHITECTURE = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                        "num_attention_heads": 16, "patch_size": 14, "image_size": 224, "projection_dim": 768}
+
 
 class _ClipImageEncoder(nn.Module):
     def __init__(self, vision):
@@ -235,17 +247,33 @@ def create_clip(*, weights="default", model_name: str = CLIP_DEFAULT, config: di
     error unless it is cached); a path is a local folder saved with ``save_pretrained``; None builds the
     ViT-B/32 architecture at random (``config``: ``CLIPVisionConfig`` fields to override).
     """
+    return _transformers_clip("clip", CLIP_META, weights=weights, model_name=model_name, config=config or {})
+
+
+@register_extractor("clip_vitl14", meta=CLIP_VITL14_META)
+def create_clip_vitl14(*, weights="default", config: dict | None = None) -> Extractor:
+    """CLIP ViT-L/14 (224 px) image embeddings (:data:`CLIP_VITL14_META`), FrozenBiLM's visual feature
+    (preset ``frozenbilm_clip``). ``weights`` as for :func:`create_clip`; None builds the ViT-L/14
+    architecture at random (``config``: ``CLIPVisionConfig`` fields to override, e.g. a tiny one)."""
+    return _transformers_clip("clip_vitl14", CLIP_VITL14_META, weights=weights,
+                              model_name=CLIP_VITL14_META.weights_id,
+                              config={**_VITL14_ARCHITECTURE, **(config or {})})
+
+
+def _transformers_clip(name: str, meta: ExtractorMeta, *, weights, model_name: str, config: dict) -> Extractor:
+    """A CLIP vision tower with its projection, loaded (``weights`` "default" or a folder) or random
+    (None, built from ``config``), with CLIP's preprocessing at the model's own input size."""
     from .weights import WeightsUnavailableError
 
     try:
         import transformers
     except ImportError:
         raise WeightsUnavailableError(
-            "clip needs the 'transformers' package (pip install transformers)") from None
+            f"{name} needs the 'transformers' package (pip install transformers)") from None
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     if weights is None:
-        vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**(config or {})))
+        vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
         weights_id = digest = "random-init"
     else:
         source = model_name if weights == "default" else str(weights)
@@ -254,13 +282,13 @@ def create_clip(*, weights="default", model_name: str = CLIP_DEFAULT, config: di
         except OSError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsUnavailableError(
-                f"clip: cannot load {source} (offline and not in the Hugging Face cache?): {first}"
+                f"{name}: cannot load {source} (offline and not in the Hugging Face cache?): {first}"
             ) from None
         weights_id = f"transformers:{source}@{getattr(vision.config, '_commit_hash', None) or 'local'}"
         digest = "unknown"  # transformers does not expose the file hashes; the revision is in the id
     size = int(vision.config.image_size)
     preprocess = FramePreprocess(layout="2d", resize=size, crop=size, mean=_CLIP_MEAN, std=_CLIP_STD,
                                  interpolation="bicubic")
-    return build_extractor("clip", CLIP_META, model=_ClipImageEncoder(vision).eval(), preprocess=preprocess,
+    return build_extractor(name, meta, model=_ClipImageEncoder(vision).eval(), preprocess=preprocess,
                            weights_id=weights_id, digest=digest, dim=int(vision.config.projection_dim),
                            versions={**library_versions(), "transformers": transformers.__version__})

@@ -6,7 +6,8 @@ Baseline recipes name these presets; a store's provenance records the preset nam
 * ``every:K`` — every K-th frame (:class:`moviefib.video.EveryKth`);
 * ``uniform:N`` — N frames spread uniformly (:class:`moviefib.video.Uniform`);
 * ``windows:W[,fps=F][,stride=S][,last=pad|shift|drop]`` — windows of W frames
-  (:class:`moviefib.video.Windows`).
+  (:class:`moviefib.video.Windows`); ``windows:1,fps=F`` is one frame per step at F frames/s, the one
+  window a 2D extractor can take, as it reads one frame per step (``frozenbilm_clip``: ``windows:1,fps=1``).
 
 This module does not import torch (a preset's feature size, read from its extractor's record, does).
 """
@@ -79,6 +80,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                        "weights available offline"),
     Preset(name="r2plus1d_18", extractor="r2plus1d_18", sampling=Windows(16, stride=16, last="pad"),
            description="R(2+1)D-18 Kinetics-400 on non-overlapping 16-frame chunks"),
+    # One frame per step on a 1 frame/s time line (windows of one frame): FrozenBiLM's rate. Where its
+    # FFmpeg fps filter picks other frames, and how many: moviefib.features.frozenbilm's documentation.
+    Preset(name="frozenbilm_clip", extractor="clip_vitl14", sampling=Windows(1, fps=1.0),
+           description="FrozenBiLM's visual feature: CLIP ViT-L/14 (224 px) image embeddings, 768-d, "
+                       "at 1 frame/s (their models read at most 10 per clip)"),
 )}
 
 
