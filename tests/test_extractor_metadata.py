@@ -41,7 +41,8 @@ def test_every_preset_fits_its_extractor(name):
         assert isinstance(preset.sampling, Windows)
         assert preset.sampling.window == preset.options.get("window", meta.window)
     else:
-        assert not isinstance(preset.sampling, Windows)
+        # A 2D model reads one frame per step: a window only of one frame (a rate, frozenbilm_clip's).
+        assert not isinstance(preset.sampling, Windows) or preset.sampling.window == 1
     factory = _REGISTRY[preset.extractor].factory
     assert set(preset.options) <= set(inspect.signature(factory).parameters)
 
@@ -61,9 +62,9 @@ def test_every_record_names_weights_that_exist(name):
     elif source == "pytorchvideo":
         assert ident == name  # the hub builder of that name
     elif source == "transformers":
-        from moviefib.features.models_2d import CLIP_DEFAULT
+        from moviefib.features.models_2d import CLIP_DEFAULT, CLIP_VITL14_META
 
-        assert ident == CLIP_DEFAULT
+        assert ident == {"clip": CLIP_DEFAULT, "clip_vitl14": CLIP_VITL14_META.weights_id}[name]
     else:
         assert source == "file" and name == "c3d"
 

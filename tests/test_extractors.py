@@ -36,6 +36,8 @@ TINY = {
     "efficientnet_lite0": ((2, 3, 64, 64), {}),
     "clip": ((2, 3, 224, 224), {"config": {"patch_size": 32, "hidden_size": 32, "intermediate_size": 64,
                                            "num_hidden_layers": 2, "num_attention_heads": 2}}),
+    "clip_vitl14": ((1, 3, 224, 224), {"config": {"patch_size": 32, "hidden_size": 32, "intermediate_size": 64,
+                                                  "num_hidden_layers": 2, "num_attention_heads": 2}}),
     "c3d": ((1, 3, 16, 112, 112), {}),
     "i3d": ((2, 3, 8, 64, 64), {"window": 8}),
     "r2plus1d_18": ((2, 3, 4, 32, 32), {"window": 4}),
@@ -47,7 +49,7 @@ TINY = {
 @functools.cache
 def _random(name):
     """One random-init extractor per name for the whole file (building some takes seconds)."""
-    if name == "clip":
+    if name in ("clip", "clip_vitl14"):
         pytest.importorskip("transformers", reason="clip needs the optional 'transformers' package")
     torch.manual_seed(0)
     return create_extractor(name, weights=None, **TINY[name][1])
