@@ -27,12 +27,19 @@ paired comparison of two submissions are bootstrapped by sentence. The published
 accuracies (30.2% text only, 68.7% with video) are always shown as published; --humans FILE measures
 human accuracy from a JSONL file of answers (question_id, answer, mode, annotator, seconds, skipped).
 
+protocols: the official score counts every question of the split. --protocol frozenbilm also scores
+the rows FrozenBiLM's code scores (FIB files read by pandas read_csv(sep="\t"): the first row is the
+header, quoted fields merge rows; rows without a blank dropped; answers outside the 1,000 most frequent
+training answers count wrong), beside the official score. The files are rebuilt from a dataset imported
+from them (moviefib build import), or given with --fib and --train-fib; on a built dataset only the
+steps that apply are applied, and the report says which.
+
 outputs: a table on stdout; with --out DIR also metrics.json (with sha256 fingerprints of the dataset
 and submissions), report.md and accuracy_by_pos.png.
 
 exit status: 0 scored; 2 usage error (bad option); 3 invalid input (invalid submission, a missing,
 unreadable or malformed input file, split or key, an output that cannot be written); 5 an optional
-resource (spaCy model, matplotlib) is missing.
+resource (spaCy model, matplotlib; pandas for --protocol frozenbilm) is missing.
 """
 
 
@@ -53,6 +60,15 @@ def register(subparsers) -> None:
     p.add_argument("--by", metavar="COL", action="append", default=[],
                    help="also break accuracy down by this label column (repeatable)")
     p.add_argument("--humans", metavar="FILE", help="human-answer JSONL file to compare with")
+    p.add_argument("--protocol", choices=("official", "frozenbilm"), default="official",
+                   help="also score the rows FrozenBiLM's code scores (frozenbilm), beside the official "
+                        "all-rows score (default: official only)")
+    p.add_argument("--fib", metavar="FILE",
+                   help="with --protocol frozenbilm: the official FIB file of the split (checked against "
+                        "the dataset's rows; default: rebuilt from an imported dataset)")
+    p.add_argument("--train-fib", metavar="FILE",
+                   help="with --protocol frozenbilm: the official training FIB file, for the 1,000 training "
+                        "answers (default: the dataset's train split)")
     p.add_argument("--lemma", action="store_true", help="also report a lemma match (loads spaCy)")
     p.add_argument("--out", metavar="DIR", help="write metrics.json, report.md and the chart here")
     p.add_argument("--no-chart", action="store_true", help="with --out, skip the PNG chart")
@@ -74,7 +90,8 @@ def run(args) -> int:
         ev = api.evaluate(args.dataset, args.submissions, split=args.split, key_file=args.key,
                           order_of=args.order_of, allow_missing=args.allow_missing,
                           allow_invalid=args.allow_invalid, by=args.by, humans=args.humans,
-                          bootstrap=args.bootstrap, seed=args.seed, lemma=args.lemma)
+                          bootstrap=args.bootstrap, seed=args.seed, lemma=args.lemma,
+                          protocol=args.protocol, fib_file=args.fib, train_fib_file=args.train_fib)
     except SubmissionInvalid as exc:
         for rep in exc.reports:
             for line in rep.describe():

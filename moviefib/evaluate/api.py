@@ -26,6 +26,7 @@ from .metrics import (
     sentence_codes,
     summarise,
 )
+from .protocol import OFFICIAL, ProtocolRows, ProtocolScore, protocol_rows, score_protocol
 from .submission import ValidationReport, read_ordered_submission, read_submission, validate
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class SubmissionResult:
         breakdowns: grouping name (``pos_group``, ``answer_pos``, ``frequency_band``, ``movie``,
             ``label:<col>``) -> one score per group.
         outcomes: per-question results, aligned with the key's rows.
+        protocol: the score under the evaluation's protocol (``frozenbilm``), or None for the official
+            all-rows score alone.
     """
 
     name: str
@@ -59,6 +62,7 @@ class SubmissionResult:
     intervals: dict[str, Interval]
     breakdowns: dict[str, tuple[GroupScore, ...]]
     outcomes: Outcomes = field(repr=False)
+    protocol: ProtocolScore | None = None
 
     def group_accuracy(self, grouping: str) -> dict[str, float]:
         """Exact-match accuracy (:attr:`Summary.accuracy`) per group of a breakdown, in report order.
@@ -79,7 +83,7 @@ class SubmissionResult:
         return {g.group: g.summary.accuracy for g in self.breakdowns[name]}
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name, "path": self.path, "format": self.format, "sha256": self.sha256,
             **self.summary.to_dict(),
             "confidence_intervals": {k: v.to_dict() for k, v in self.intervals.items()},
@@ -87,6 +91,9 @@ class SubmissionResult:
             "breakdowns": {name: [{"group": g.group, **g.summary.to_dict()} for g in groups]
                            for name, groups in self.breakdowns.items()},
         }
+        if self.protocol is not None:
+            out["protocol"] = {self.protocol.protocol: self.protocol.to_dict()}
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +110,7 @@ class Evaluation:
         human_file: the human-answer file and its sha256, or None.
         published_human: the published human figures, always reported as published.
         settings: the options used (bootstrap size, seed, level, tolerances, lemma, by, normalisation).
+        protocol: the rows a protocol other than the official one scores (``frozenbilm``), or None.
     """
 
     dataset: str
@@ -117,9 +125,10 @@ class Evaluation:
     human_file: tuple[str, str] | None
     published_human: tuple[PublishedHuman, ...]
     settings: dict
+    protocol: ProtocolRows | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "moviefib_version": __version__,
             "dataset": {"path": self.dataset, "split": self.split, "n_questions": self.n_questions,
                         "n_sentences": self.n_sentences, "n_movies": self.n_movies,
@@ -135,6 +144,9 @@ class Evaluation:
                 "measured": [h.to_dict() for h in self.humans],
             },
         }
+        if self.protocol is not None:
+            out["protocol"] = self.protocol.to_dict()
+        return out
 
 
 def _how_to_get(grouping) -> str:
@@ -204,12 +216,17 @@ def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, da
                  order_of: str | os.PathLike | None = None, allow_missing: bool = False,
                  allow_invalid: bool = False, by: Sequence[str] | str = (),
                  humans: str | os.PathLike | None = None, bootstrap: int = 1000, seed: int = 0,
-                 level: float = 0.95, lemma: bool = False) -> Evaluation:
+                 level: float = 0.95, lemma: bool = False, protocol: str = OFFICIAL,
+                 fib_file: str | os.PathLike | None = None, train_fib_file: str | os.PathLike | None = None
+                 ) -> Evaluation:
     """Evaluate submission files against a loaded key (see :func:`evaluate` for the options)."""
     _check_options(submissions, bootstrap, seed, level)
     paths = [Path(p) for p in submissions]
     by = _label_columns(by)
     groups = groupings(key, by)
+    if protocol != OFFICIAL and not dataset:
+        raise UsageError(f"--protocol {protocol} reads the dataset folder: pass dataset=")
+    rows = protocol_rows(protocol, dataset, key, fib_file=fib_file, train_fib_file=train_fib_file)
     human_answers = read_human_answers(humans, key) if humans is not None else None
     subs, reports = _read_all(paths, key, order_of, allow_missing=allow_missing, allow_invalid=allow_invalid)
 
@@ -222,7 +239,8 @@ def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, da
                      if bootstrap else {})
         results.append(SubmissionResult(
             name, str(path), sub.format, sha256_file(path), report, summarise(outcomes), intervals,
-            {g.name: breakdown(g, outcomes) for g in groups}, outcomes))
+            {g.name: breakdown(g, outcomes) for g in groups}, outcomes,
+            None if rows is None else score_protocol(rows, key, sub.answers, invalid_ids=report.invalid_ids)))
         log.debug("%s: accuracy %.4f", name, results[-1].summary.accuracy)
 
     import pyarrow.compute as pc
@@ -231,23 +249,28 @@ def evaluate_key(key: AnswerKey, submissions: Sequence[str | os.PathLike], *, da
                 "allow_missing": allow_missing, "allow_invalid": allow_invalid, "lemma": lemma,
                 "by": list(by), "order_of": None if order_of is None else str(order_of),
                 "normalisation": NORMALISATION}
+    fingerprints = {str(p): sha256_file(p) for p in key.sources}
+    if rows is not None:  # only then: the official settings and fingerprints stay as they were
+        settings["protocol"] = protocol
+        fingerprints.update({str(p): sha256_file(p) for p in (fib_file, train_fib_file) if p is not None})
     return Evaluation(
         dataset=dataset, split=key.split, n_questions=len(key), n_sentences=int(sent.max()) + 1,
         n_movies=pc.count_distinct(key.table.column("movie")).as_py(),
-        fingerprints={str(p): sha256_file(p) for p in key.sources},
+        fingerprints=fingerprints,
         submissions=tuple(results),
         comparisons=_comparisons(results, sent, bootstrap=bootstrap, seed=seed, level=level),
         humans=_human_results(key, human_answers, results, groups),
         human_file=None if humans is None else (str(humans), sha256_file(humans)),
-        published_human=PUBLISHED_HUMAN, settings=settings)
+        published_human=PUBLISHED_HUMAN, settings=settings, protocol=rows)
 
 
 def evaluate(dataset: str | os.PathLike, submissions: Sequence[str | os.PathLike] | str | os.PathLike,
              *, split: str = "val", key_file: str | os.PathLike | None = None,
              order_of: str | os.PathLike | None = None, allow_missing: bool = False,
              allow_invalid: bool = False, by: Sequence[str] | str = (), humans: str | os.PathLike | None = None,
-             bootstrap: int = 1000, seed: int = 0, level: float = 0.95, lemma: bool = False
-             ) -> Evaluation:
+             bootstrap: int = 1000, seed: int = 0, level: float = 0.95, lemma: bool = False,
+             protocol: str = OFFICIAL, fib_file: str | os.PathLike | None = None,
+             train_fib_file: str | os.PathLike | None = None) -> Evaluation:
     """Validate and score one or more submissions on a split of a dataset folder.
 
     Args:
@@ -263,15 +286,22 @@ def evaluate(dataset: str | os.PathLike, submissions: Sequence[str | os.PathLike
         bootstrap: resamples for the confidence intervals and comparisons (0 turns them off).
         seed: the bootstrap's random seed. level: the intervals' coverage.
         lemma: also report the lemma match (loads spaCy's English model).
+        protocol: ``official`` (every row, always reported) or ``frozenbilm``: also score the rows
+            FrozenBiLM's code scores (:mod:`moviefib.evaluate.protocol`), beside the official score.
+        fib_file, train_fib_file: with ``frozenbilm``, the official FIB file of the split and the
+            training one, read as FrozenBiLM reads them (default: rebuilt from an imported dataset).
 
     Raises:
         SubmissionInvalid: a submission failed validation (all problems are in ``.reports``).
         MissingInput: a missing file, folder, split or key. UsageError: bad options. InputError: a
-            malformed table, key, FIB or human-answer file. ResourceUnavailable: ``lemma`` without spaCy's model.
+            malformed table, key, FIB or human-answer file (a FIB file that is not the one the dataset was
+            imported from, included). ResourceUnavailable: ``lemma`` without spaCy's model, ``frozenbilm``
+            without pandas.
     """
     if isinstance(submissions, (str, os.PathLike)):
         submissions = [submissions]
     key = load_key(dataset, split, key_file=key_file)
     return evaluate_key(key, submissions, dataset=str(dataset), order_of=order_of,
                         allow_missing=allow_missing, allow_invalid=allow_invalid, by=by, humans=humans,
-                        bootstrap=bootstrap, seed=seed, level=level, lemma=lemma)
+                        bootstrap=bootstrap, seed=seed, level=level, lemma=lemma, protocol=protocol,
+                        fib_file=fib_file, train_fib_file=train_fib_file)

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 CHART_FILE = "accuracy_by_pos.png"
+PROTOCOL_NOTE = ("The official accuracy counts every question of the split; the FrozenBiLM protocol counts "
+                 "the rows FrozenBiLM's code scores (its FIB files read by pandas with the first row as "
+                 "header, rows without a blank dropped, answers outside the 1,000 most frequent training "
+                 "answers wrong): compare it with FrozenBiLM's published tables, the official one with the "
+                 "MovieFIB paper's.")
 BREAKDOWN_TITLES = {"pos_group": "answer POS (group)", "answer_pos": "answer POS (Penn tag)",
                     "frequency_band": "answer frequency (rank among training answers)",
                     "movie": "movie"}
@@ -55,7 +60,11 @@ def _rows(ev: Evaluation) -> dict[str, list[list[str]]]:
         main.append(["accuracy (lemma)", *[_pct(s.summary.accuracy_lemma) for s in subs]])
     for field in ("correct", "wrong", "missing", "invalid"):
         main.append([field, *[str(getattr(s.summary, field)) for s in subs]])
+    if ev.protocol is not None:
+        main += _protocol_summary(ev)
     sections["summary"] = main
+    if ev.protocol is not None:
+        sections[f"{ev.protocol.name} protocol"] = _protocol_steps(ev.protocol)
     for name in subs[0].breakdowns:
         rows = [[_title(name), "n", *[s.name for s in subs]]]
         per_sub = [dict((g.group, g.summary) for g in s.breakdowns[name]) for s in subs]
@@ -84,6 +93,31 @@ def _rows(ev: Evaluation) -> dict[str, list[list[str]]]:
     return sections
 
 
+def _protocol_summary(ev: Evaluation) -> list[list[str]]:
+    """The protocol's score beside the official one: accuracy, then the rows it scores."""
+    name = ev.protocol.name
+    rows = [[f"accuracy (exact), {name} protocol", *[_pct(s.protocol.accuracy) for s in ev.submissions]],
+            [f"  questions scored (of {ev.n_questions})", *[str(s.protocol.n) for s in ev.submissions]],
+            ["  correct", *[str(s.protocol.correct) for s in ev.submissions]]]
+    if any(s.protocol.unanswerable_matches for s in ev.submissions):
+        rows.append(["  right, but not a top-1000 training answer",
+                     *[str(s.protocol.unanswerable_matches) for s in ev.submissions]])
+    return rows
+
+
+def _protocol_steps(rows) -> list[list[str]]:
+    """What the protocol applied: one row per step, then whether the number is comparable."""
+    out = [[f"{rows.name} protocol", "applied", "rows", "what"]]
+    for step in rows.steps:
+        out.append([step.name, "yes" if step.applied else "no", str(step.rows), step.note])
+    if rows.n_absent:
+        out.append(["absent", "-", str(rows.n_absent),
+                    "rows FrozenBiLM scores that are no question of the dataset (skipped at import)"])
+    out.append(["comparable with published tables", "yes" if rows.comparable else "no", str(rows.n_rows),
+                f"rows FrozenBiLM's code scores; read from {rows.source}"])
+    return out
+
+
 def _header(ev: Evaluation) -> str:
     return (f"MovieFIB evaluation of split {ev.split!r} of {ev.dataset}: {ev.n_questions} questions, "
             f"{ev.n_sentences} sentences, {ev.n_movies} movies")
@@ -104,6 +138,8 @@ def format_table(ev: Evaluation) -> str:
         for line in s.validation.describe():
             out.append(line)
     out.append("Published human figures are quoted from the MovieFIB paper, not measured here.")
+    if ev.protocol is not None:
+        out.append(PROTOCOL_NOTE)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -125,6 +161,8 @@ def format_markdown(ev: Evaluation) -> str:
     out.append("Published human figures are quoted from the MovieFIB paper (Maharaj et al., CVPR 2017), "
                "not measured here.")
     out.append("")
+    if ev.protocol is not None:
+        out += [PROTOCOL_NOTE, ""]
     problems = [line for s in ev.submissions for line in s.validation.describe()]
     if problems:
         out += ["## Tolerated problems", "", "```", *problems, "```", ""]
