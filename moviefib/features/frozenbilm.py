@@ -121,9 +121,10 @@ def read_frozenbilm(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     # What torch.load raises on files it cannot read: garbage (UnpicklingError), a text file (KeyError),
-    # an empty one (EOFError), a cut or foreign zip (RuntimeError), a refused global (UnpicklingError).
+    # an empty one (EOFError), a foreign zip (RuntimeError), a cut one (RuntimeError, or OSError EINVAL
+    # with no file name), a refused global (UnpicklingError); a file it cannot open (OSError).
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, AttributeError,
-            TypeError) as exc:
+            TypeError, OSError) as exc:
         raise FrozenBiLMFileError(f"{path}: not a file torch.load reads with weights_only=True "
                                   f"({_load_problem(exc)})") from None
     if not isinstance(obj, dict):
@@ -157,7 +158,7 @@ def _clip_features(path: Path, key, value) -> np.ndarray | None:
     from ..formats import id_problem
 
     if not isinstance(key, str):
-        raise FrozenBiLMFileError(f"{path}: key {key!r} is a {type(key).__name__}, not a clip id string")
+        raise FrozenBiLMFileError(f"{path}: key {key!r} is of type {type(key).__name__}, not a clip id string")
     problem = id_problem(key, allow_slash=True)
     if problem is not None:
         raise FrozenBiLMFileError(f"{path}: clip {key!r}: {problem}")
