@@ -28,7 +28,7 @@ accuracies (30.2% text only, 68.7% with video) are always shown as published; --
 human accuracy from a JSONL file of answers (question_id, answer, mode, annotator, seconds, skipped).
 
 protocols: the official score counts every question of the split. --protocol frozenbilm also scores
-the rows FrozenBiLM's code scores (FIB files read by pandas read_csv(sep="\t"): the first row is the
+the rows FrozenBiLM's code scores (FIB files read by pandas read_csv(sep="\\t"): the first row is the
 header, quoted fields merge rows; rows without a blank dropped; answers outside the 1,000 most frequent
 training answers count wrong), beside the official score. The files are rebuilt from a dataset imported
 from them (moviefib build import), or given with --fib and --train-fib; on a built dataset only the
