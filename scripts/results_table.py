@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ("majority", "context_lookup", "text_only", "minilm", "text_2d", "text_3d", "text_2d3d", "text_2d3d_early")
+ORDER = ("majority", "context_lookup", "text_only", "minilm", "text_2d", "text_3d", "text_2d3d", "text_2d3d_early",
+         "bilm_text", "bilm_2d", "bilm_2d3d")
 
 
 def find_metrics(paths: list[Path]) -> list[dict]:
@@ -39,11 +40,15 @@ def find_metrics(paths: list[Path]) -> list[dict]:
 def _fmt_settings(m: dict) -> str:
     cfg = m["config"]
     model = {k: v for k, v in cfg["model"].items() if k != "name"}
-    keys = ("emb_dim", "hidden", "dropout", "batch_norm", "freeze_encoder", "freeze_embeddings")
+    keys = ("lm", "mode", "emb_dim", "hidden", "dropout", "batch_norm", "freeze_encoder", "freeze_embeddings")
     parts = [f"{k}={model[k]}" for k in keys if k in model]
     if m["model"] not in ("majority", "context_lookup"):
         t = cfg["train"]
         parts += [f"batch={t['batch_size']}", f"lr={t['lr']:g}"]
+    if "parameters" in m:  # runs since the masked-LM models: how much of the model trains
+        parts.append(f"trainable {m['parameters']['trainable']:,} of {m['parameters']['total']:,} parameters")
+    if "zero_shot" in m:
+        parts.append("zero-shot (no training)")
     return ", ".join(parts) or "—"
 
 
