@@ -135,6 +135,24 @@ def test_untrained_scores_are_the_lms_own(lms, lm):
     torch.testing.assert_close(ours, _hf_answer_logits(lms[lm], batch, pieces), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("lm", ["bert", "deberta"])
+def test_each_adapter_sits_in_the_computation(lms, lm):
+    model = _build("bilm_text", lms[lm]).eval()
+    batch = _batch(model, _samples(()))
+    adapters = {n: m for n, m in model.named_modules() if n.endswith(".adapter")}
+    layers = model.lm.config.num_hidden_layers
+    # FrozenBiLM's names, under lm.<bert|deberta>.
+    assert {n.split(".", 2)[2] for n in adapters} == {f"encoder.layer.{i}.{block}.adapter" for i in range(layers)
+                                                      for block in ("attention.output", "output")}
+    with torch.no_grad():
+        before = model(batch)
+        for name, adapter in adapters.items():
+            adapter.up.bias.copy_(torch.randn_like(adapter.up.bias))  # not a constant: LayerNorm removes those
+            after = model(batch)
+            assert (after - before).abs().max() > 1e-4, name
+            before = after
+
+
 def test_deberta_pieces_and_capitalisation(lms):
     model = _build("bilm_text", lms["deberta"])
     batch = _batch(model, _samples(()))
@@ -178,6 +196,25 @@ def test_video_tokens_count_and_masked_steps_do_not(lms, lm):
         torch.testing.assert_close(model(dict(batch, video=padded)), scores, atol=1e-6, rtol=0)
         alone = model(_batch(model, samples[1:2]))  # positions do not depend on the batch's longest clip
         torch.testing.assert_close(alone, scores[1:2], atol=1e-5, rtol=0)
+
+
+def test_video_slots_come_before_cls_and_the_mask_state_is_read(lms):
+    model = _build("bilm_2d", lms["deberta"]).eval()
+    batch = _batch(model, _samples(("2d",)))
+    seen = {}
+    model.lm.base_model.register_forward_pre_hook(lambda m, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    model.lm.base_model.register_forward_hook(lambda m, args, out: seen.update(states=out.last_hidden_state))
+    with torch.no_grad():
+        at_mask = model.mask_states(batch)
+        slots = model.max_feats
+        video = torch.nn.functional.pad(batch["video"], (0, 0, 0, slots - batch["video"].shape[1]))
+        words = model.lm.get_input_embeddings()(batch["input_ids"])
+    torch.testing.assert_close(seen["inputs_embeds"][:, :slots], model.linear_video(video))
+    torch.testing.assert_close(seen["inputs_embeds"][:, slots:], words)
+    assert (batch["input_ids"][:, 0] == model.tokenizer.cls_token_id).all()
+    video_mask = torch.arange(slots)[None] < batch["video_len"][:, None]
+    assert torch.equal(seen["attention_mask"].bool(), torch.cat([video_mask, batch["attention_mask"].bool()], 1))
+    torch.testing.assert_close(at_mask, seen["states"][torch.arange(len(at_mask)), slots + batch["mask_pos"]])
 
 
 def test_more_video_steps_than_slots_are_refused(lms):
@@ -228,6 +265,16 @@ def test_frozen_mode_steps_change_exactly_the_adapters_norms_projection_classifi
         assert any(n.endswith("word_embeddings.weight") for n in before)
     counts = model.parameter_counts()
     assert 0 < counts["trainable"] < counts["total"] / 2
+
+
+def test_full_mode_trains_everything_used_and_freeze_embeddings_keeps_the_word_table(lms):
+    full = _build("bilm_2d", lms["bert"], mode="full")
+    frozen_names = {n for n, p in full.named_parameters() if not p.requires_grad}
+    # Only the vocabulary output bias: answers are scored with their own copy (answer_bias).
+    assert frozen_names == {"lm.cls.predictions.bias"}
+    kept = _build("bilm_2d", lms["bert"], mode="full", freeze_embeddings=True)
+    assert {n for n, p in kept.named_parameters() if not p.requires_grad} == \
+        frozen_names | {"lm.bert.embeddings.word_embeddings.weight"}
 
 
 def test_minilm_encoder_takes_a_classifier_and_refuses_mlm():
