@@ -131,6 +131,9 @@ class TrainSection:
     patience: int = setting(5, SIZE)  # epochs without a better val accuracy before stopping
     max_batches: int = setting(0, COUNT)  # batches per epoch, 0 = all (benchmarks, smoke runs)
     resume: str | None = setting(None, OPTIONAL_TEXT)  # a last.pt to continue from
+    # Weights a fresh run starts from (a resumed one has its own): FrozenBiLM's checkpoint for a bilm
+    # model (moviefib.models.frozenbilm_checkpoint), or a moviefib best.pt of the same model and data.
+    init_from: str | None = setting(None, OPTIONAL_TEXT)
     progress: bool = setting(False, FLAG)  # progress bars: the caller asks (moviefib train does)
     threads: int = setting(0, COUNT)  # CPU threads for torch, 0 = torch's default
     # Recurrent batch norm: training batches that set its statistics before each validation (0 = keep

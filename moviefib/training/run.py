@@ -4,7 +4,8 @@ checkpoint. :func:`train` writes to ``train.out_dir``:
 * ``best.pt`` and ``last.pt`` (see :mod:`moviefib.training.checkpoints`);
 * ``metrics.json``: per-epoch loss, accuracy, learning rate, speed, and the best validation accuracy
   (what ``scripts/results_table.py`` reads), rewritten after every epoch (``finished`` once done);
-  ``lr``: the rates after ``train.lr_scaling`` (:mod:`moviefib.training.schedule`);
+  ``lr``: the rates after ``train.lr_scaling`` (:mod:`moviefib.training.schedule`); ``init``: the file
+  a fresh run started from (``train.init_from``: path, SHA-256, kind, keys loaded);
 * with ``train.log_dir``, the same per-epoch figures as TensorBoard scalars
   (:mod:`moviefib.training.tensorboard`).
 
@@ -127,8 +128,9 @@ def _set_up(cfg: TrainSection, env: DistributedEnv) -> dict | None:
 
 
 def build_model(config: TrainingConfig, data: RunData, *, fresh: bool):
-    """The model step: ``config``'s model sized for the data; a fresh one standardising video takes the
-    training set's statistics (a resumed one has its own)."""
+    """The model step: ``(model, init)``, ``config``'s model sized for the data. A fresh one standardising
+    video takes the training set's statistics, and with ``train.init_from`` starts from that file's weights
+    (``init``: where they came from, for metrics.json); a resumed one has its own (``init`` None)."""
     from ..data import video_statistics
     from ..models import create_model
 
@@ -137,7 +139,13 @@ def build_model(config: TrainingConfig, data: RunData, *, fresh: bool):
                          **config.model.kwargs())
     if getattr(model, "standardises_video", False) and fresh:
         model.set_video_statistics(*video_statistics(data.train, seed=config.train.seed))
-    return model
+    if not (fresh and config.train.init_from):
+        return model, None
+    from ..models.frozenbilm_checkpoint import init_from_file
+
+    # After the statistics: a moviefib best.pt brings its own, FrozenBiLM's file none.
+    return model, init_from_file(model, config.train.init_from, answers=list(data.answer_vocab),
+                                 words=list(data.words.words))
 
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -266,9 +274,11 @@ def train(config: TrainingConfig | Mapping, *, tables: Mapping | None = None,
     resume = _set_up(config.train, env)
     out = Path(config.train.out_dir)
     data = prepare_data(config, tables)
-    model = build_model(config, data, fresh=resume is None)
+    model, init = build_model(config, data, fresh=resume is None)
     rates = effective_lr(config.train)
     summary = {"model": config.model.name, "config": config.to_dict(), "lr": rates.as_dict(), **data.summary()}
+    if init is not None:
+        summary["init"] = init
     if env.is_main:
         log.info("%s: %d answers (%s), %d words, %d train / %d val questions", config.model.name,
                  len(data.answer_vocab), config.data.answer_vocab, len(data.words), len(data.train), len(data.val))
