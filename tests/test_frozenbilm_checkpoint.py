@@ -15,12 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
-from test_bilm import ANSWERS, DIMS, _batch, _build, _samples, lms  # noqa: E402, F401
+import test_bilm  # noqa: E402
+from test_bilm import ANSWERS, DIMS, _batch, _build, _samples  # noqa: E402
 from test_train import TOY_FEATURES, write_toy  # noqa: E402
 
 from moviefib.cli import main as cli_main  # noqa: E402
 from moviefib.models.frozenbilm_checkpoint import ConversionError, convert_state_dict  # noqa: E402
 from moviefib.train import load_checkpoint, predict  # noqa: E402
+
+lms = test_bilm.lms  # its tiny BERT and DeBERTa-V2 folders (a module fixture, rebuilt for this module)
 
 # Keys FrozenBiLM's files hold that this model does not load (module doc of frozenbilm_checkpoint).
 NOT_LOADED = {
@@ -69,13 +72,15 @@ def _bert_shapes(c, *, video_dim: int, n_ans: int) -> dict:
     embeddings and cls.predictions.bias."""
     e, inter, v, p = c.hidden_size, c.intermediate_size, c.vocab_size, c.max_position_embeddings
     out = {"bert.embeddings.word_embeddings.weight": (v, e), "bert.embeddings.position_embeddings.weight": (p, e),
-           "bert.embeddings.token_type_embeddings.weight": (c.type_vocab_size, e), "bert.embeddings.position_ids": (1, p),
+           "bert.embeddings.token_type_embeddings.weight": (c.type_vocab_size, e),
+           "bert.embeddings.position_ids": (1, p),
            **_norm("bert.embeddings.LayerNorm", e), **_linear("bert.embeddings.linear_video", e, video_dim)}
     for i in range(c.num_hidden_layers):
         layer = f"bert.encoder.layer.{i}"
         for proj in ("query", "key", "value"):
             out.update(_linear(f"{layer}.attention.self.{proj}", e, e))
-        out.update({**_linear(f"{layer}.attention.output.dense", e, e), **_norm(f"{layer}.attention.output.LayerNorm", e),
+        out.update({**_linear(f"{layer}.attention.output.dense", e, e),
+                    **_norm(f"{layer}.attention.output.LayerNorm", e),
                     **_linear(f"{layer}.intermediate.dense", inter, e), **_linear(f"{layer}.output.dense", e, inter),
                     **_norm(f"{layer}.output.LayerNorm", e)})
     out.update({"cls.predictions.bias": (v,), **_linear("cls.predictions.transform.dense", e, e),
@@ -157,7 +162,8 @@ def test_a_classifier_model_takes_the_encoder_and_leaves_the_head(lms):
     state = synthetic_state("bert", lms["bert"], video_dim=DIMS["2d"])
     model = _build("bilm_2d", lms["bert"], answer_head="classifier")
     conv = convert_state_dict(state, model.state_dict(), base="bert", mlm=False)
-    assert torch.equal(conv.state["lm.embeddings.word_embeddings.weight"], state["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(conv.state["lm.embeddings.word_embeddings.weight"],
+                       state["bert.embeddings.word_embeddings.weight"])
     assert {k for k in conv.ignored if k.startswith("cls.")} == {k for k in state if k.startswith("cls.")}
     assert "classifier.weight" in conv.kept
 
@@ -187,3 +193,135 @@ def test_a_state_dict_that_does_not_fit_is_refused_naming_the_key(lms, case, mat
         model.lm.deberta.embeddings.LayerNorm.weight = model.lm.deberta.encoder.LayerNorm.weight
     with pytest.raises(ConversionError, match=match):
         convert_state_dict(state, model.state_dict(), base="deberta", mlm=True)
+
+
+# ----------------------------------------------------------------------------------------------- moviefib train
+
+RIGGED = "blue"  # the answer a rigged head bias makes the loaded model give to every question
+TOY_DIM = 8  # the toy 2D store's feature size
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return write_toy(tmp_path_factory.mktemp("toy"))
+
+
+def _train_args(lms, toy: Path, out: Path, *sets: str, recipe: str = "bilm_2d") -> list[str]:
+    lm = [f"model.lm={json.dumps(lms['bert'])}"] if recipe.startswith("bilm") else ["model.emb_dim=8", "model.hidden=8"]
+    values = [*lm, *TOY_FEATURES, "train.batch_size=16", "train.eval_batch_size=64", "train.threads=1",
+              "train.device=cpu", "train.epochs=0", *sets]
+    return ["train", recipe, "--dataset", str(toy / "dataset"), "--features-dir", str(toy / "features"), "--out",
+            str(out), "--no-progress", *[a for kv in values for a in ("--set", kv)]]
+
+
+def _init(path: Path) -> str:
+    return f"train.init_from={json.dumps(str(path))}"
+
+
+def rigged_bert_file(lms, path: Path) -> tuple[Path, dict]:
+    """A FrozenBiLM BERT file whose head bias makes RIGGED win at every mask."""
+    from transformers import AutoTokenizer
+
+    state = synthetic_state("bert", lms["bert"], video_dim=TOY_DIM)
+    (piece,) = AutoTokenizer.from_pretrained(lms["bert"])(RIGGED, add_special_tokens=False)["input_ids"]
+    state["cls.predictions.bias"][piece] = 1e4  # decoder.bias is the same tensor
+    return save_frozenbilm(path, state), state
+
+
+@pytest.fixture(scope="module")
+def zero_shot(lms, toy, tmp_path_factory):
+    """A zero-shot bilm_2d run from a rigged FrozenBiLM file: (run folder, init file, its state)."""
+    root = tmp_path_factory.mktemp("zero_shot")
+    init, state = rigged_bert_file(lms, root / "frozenbilm.pth")
+    assert cli_main(_train_args(lms, toy, root / "run", _init(init))) == 0
+    return root / "run", init, state
+
+
+def test_zero_shot_from_frozenbilm_then_predict_without_the_file(zero_shot, toy, tmp_path, capsys):
+    run, init, state = zero_shot
+    metrics = json.loads((run / "metrics.json").read_text())
+    record = metrics["init"]
+    assert record["path"] == str(init) and record["sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
+    assert record["kind"] == "frozenbilm" and "linear_video.weight" in record["keys_loaded"]
+    assert metrics["config"]["train"]["init_from"] == str(init) and metrics["history"] == []
+    model, _ = load_checkpoint(run / "best.pt")
+    ours = model.state_dict()
+    assert all(torch.equal(ours[_our_name(k, "bert")], v) for k, v in state.items() if k not in NOT_LOADED["bert"])
+    answers = predict(run / "best.pt", toy / "dataset", "val", device="cpu")
+    assert set(answers.values()) == {RIGGED}  # the loaded head, through the recomputed answer biases
+    init.unlink()  # the run's best.pt holds every weight: a rebuild never reads the init file
+    out = tmp_path / "val.tsv"
+    assert cli_main(["predict", str(run / "best.pt"), str(toy / "dataset"), "--split", "val", "--out", str(out),
+                     "--device", "cpu", "--no-progress"]) == 0
+    rows = out.read_text().splitlines()[1:]
+    assert dict(r.split("\t") for r in rows) == answers
+
+
+def test_a_moviefib_best_pt_starts_a_run_of_the_same_model_and_data(zero_shot, lms, toy, tmp_path, capsys):
+    run, _, _ = zero_shot
+    best = run / "best.pt"
+    assert cli_main(_train_args(lms, toy, tmp_path / "again", _init(best))) == 0
+    metrics = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert metrics["init"]["kind"] == "moviefib" and metrics["init"]["sha256"] == hashlib.sha256(
+        best.read_bytes()).hexdigest()
+    first = load_checkpoint(best)[0].state_dict()
+    second = load_checkpoint(tmp_path / "again" / "best.pt")[0].state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert cli_main(_train_args(lms, toy, tmp_path / "other", _init(best), "data.top_k=3")) == 3
+    assert "its vocabularies differ from this config's data (train.init_from)" in capsys.readouterr().err
+    assert cli_main(_train_args(lms, toy, tmp_path / "text", _init(best), recipe="bilm_text")) == 3
+    assert "a bilm_2d checkpoint; this recipe trains bilm_text (train.init_from)" in capsys.readouterr().err
+
+
+def test_fine_tuning_from_frozenbilm_resumes_without_the_file(lms, toy, tmp_path):
+    init, _ = rigged_bert_file(lms, tmp_path / "frozenbilm.pth")
+    sets = [_init(init), "train.max_batches=1", "train.epochs=1", "train.warmup_epochs=0"]
+    assert cli_main(_train_args(lms, toy, tmp_path / "run", *sets)) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["init"]["kind"] == "frozenbilm"
+    init.unlink()  # a resumed run has its own weights
+    assert cli_main([*_train_args(lms, toy, tmp_path / "run", *sets, "train.epochs=2"), "--resume",
+                     str(tmp_path / "run" / "last.pt")]) == 0
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]) == 2
+
+
+def _bad_file(case: str, lms, path: Path) -> Path:
+    import datetime
+
+    if case == "other_lm":
+        return save_frozenbilm(path, synthetic_state("deberta", lms["deberta"], video_dim=TOY_DIM))
+    if case in ("shape", "text_only"):
+        return save_frozenbilm(path, synthetic_state("bert", lms["bert"], video_dim=768 if case == "shape" else 8))
+    if case == "not_torch":
+        path.write_text("deberta.embeddings.word_embeddings.weight\t0.1\n")
+    elif case == "no_model":
+        torch.save([torch.zeros(2)], path)
+    elif case == "foreign_pickle":
+        torch.save({"model": {}, "saved": datetime.datetime(2022, 6, 1)}, path)
+    return path  # "missing": never written
+
+
+@pytest.mark.parametrize("case, message", [
+    ("other_lm", r"frozenbilm\.pth: key deberta\.embeddings\.LayerNorm\.bias is not a weight of this model "
+                 r"\(FrozenBiLM's bert layout expected\) \(train\.init_from, a FrozenBiLM checkpoint\)"),
+    ("shape", r"frozenbilm\.pth: key bert\.embeddings\.linear_video\.weight has shape \(32, 768\), this model's "
+              r"linear_video\.weight is \(32, 8\)"),
+    ("not_torch", r"frozenbilm\.pth: not a readable checkpoint \(torn, or not written by torch\.save: .*\) "
+                  r"\(train\.init_from\)"),
+    ("no_model", r"frozenbilm\.pth: neither FrozenBiLM's checkpoint \(a dict with a 'model' state dict\) nor a "
+                 r"moviefib best\.pt \(train\.init_from\)"),
+    ("foreign_pickle", r"frozenbilm\.pth: not a checkpoint train\.init_from reads \(it pickles datetime\.datetime\)"),
+    ("missing", r"frozenbilm\.pth: no such file \(train\.init_from\)"),
+    ("text_only", r"frozenbilm\.pth: a FrozenBiLM checkpoint initialises a bilm model, not text_only "
+                  r"\(train\.init_from\)"),
+])
+def test_a_bad_init_file_is_one_line_through_moviefib_train(lms, toy, tmp_path, capsys, case, message):
+    import re
+
+    path = _bad_file(case, lms, tmp_path / "frozenbilm.pth")
+    recipe = "text_only" if case == "text_only" else "bilm_2d"
+    assert cli_main(_train_args(lms, toy, tmp_path / "run", _init(path), recipe=recipe)) == 3
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("moviefib train: error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert re.search(message, errors[0]), errors[0]
+    assert not (tmp_path / "run" / "best.pt").exists()

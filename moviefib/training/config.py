@@ -309,8 +309,9 @@ def _build(raw: Raw, origins: Origins) -> TrainingConfig:
 
 def _check_warmup(cfg: TrainSection, origins: Origins) -> None:
     """A warm-up longer than the run never reaches the rate the run asks for (and one of 1e308 epochs
-    overflowed when counted in steps, in the first batch)."""
-    if cfg.warmup_epochs > cfg.epochs:
+    overflowed when counted in steps, in the first batch). Zero-shot (``epochs = 0``) takes no step: a
+    recipe's warm-up does not keep it from running."""
+    if cfg.epochs and cfg.warmup_epochs > cfg.epochs:
         where = origins.get(("train", "warmup_epochs"), "config")
         raise ConfigError(f"{where}: train.warmup_epochs = {cfg.warmup_epochs:g}: expected at most train.epochs "
                           f"({cfg.epochs}): a longer warm-up never reaches the full learning rate")
