@@ -304,6 +304,7 @@ def _build(raw: Raw, origins: Origins) -> TrainingConfig:
             raise ConfigError(f"{origins.get((section, exc.key), 'config')}: {exc}") from None
     _check_effective_lr(sections["train"], origins)
     _check_warmup(sections["train"], origins)
+    _check_video_slots(model, sections["data"], origins)
     return TrainingConfig(model=model, **sections)
 
 
@@ -315,6 +316,21 @@ def _check_warmup(cfg: TrainSection, origins: Origins) -> None:
         where = origins.get(("train", "warmup_epochs"), "config")
         raise ConfigError(f"{where}: train.warmup_epochs = {cfg.warmup_epochs:g}: expected at most train.epochs "
                           f"({cfg.epochs}): a longer warm-up never reaches the full learning rate")
+
+
+def _check_video_slots(model: ModelSection, data: DataSection, origins: Origins) -> None:
+    """A model with a fixed number of video slots (``model.max_feats``, the bilm models) refused a longer
+    clip only in its first batch: said here, for a model that reads video at all."""
+    from ..models.registry import model_streams
+
+    slots = getattr(model.settings, "max_feats", None)
+    if slots is None or data.max_steps <= slots or not model_streams(model.name):
+        return
+    # The override that made them clash, if one did: a recipe's own pair is consistent.
+    named = [origins.get(("data", "max_steps")), origins.get(("model", "max_feats"))]
+    where = next((w for w in named if w and w.startswith("override")), named[0] or named[1] or "config")
+    raise ConfigError(f"{where}: data.max_steps = {data.max_steps}: expected at most model.max_feats ({slots}): "
+                      f"{model.name} reads at most {slots} video steps per question")
 
 
 def _check_effective_lr(cfg: TrainSection, origins: Origins) -> None:
