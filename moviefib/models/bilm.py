@@ -349,6 +349,17 @@ class BiLM(nn.Module):
         """Whether the model standardises video features (and so needs :meth:`set_video_statistics`)."""
         return self.standardise_video
 
+    @property
+    def zero_shot_problem(self) -> str | None:
+        """Why the model as built would answer at random, or None: only the LM's own head, reading words
+        alone, makes a zero-shot answer (the trainer refuses ``train.epochs = 0`` otherwise, unless the
+        weights come from ``train.init_from``)."""
+        if not self.reads_mlm:
+            return "scores its answers with a classifier that is randomly initialised (no MLM head is read)"
+        if self.linear_video is not None:
+            return "puts video tokens through a randomly initialised projection before the words"
+        return None
+
     def set_video_statistics(self, mean, std, *, floor: float = 1e-2) -> None:
         """Per-dimension mean and spread for ``standardise_video`` (a spread below ``floor`` is raised)."""
         if not self.standardise_video:

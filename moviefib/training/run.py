@@ -193,6 +193,15 @@ def _resume(engine: Engine, ckpt: dict, config: TrainingConfig, data: RunData) -
     return state
 
 
+def _check_zero_shot(config: TrainingConfig, model, init: dict | None) -> None:
+    """``train.epochs = 0`` of a model whose untrained answers would be random (its ``zero_shot_problem``,
+    e.g. a bilm classifier) and not given trained weights (``train.init_from``): a score of nothing."""
+    problem = getattr(model, "zero_shot_problem", None)
+    if config.train.epochs == 0 and init is None and problem:
+        raise ConfigError(f"train.epochs = 0 (zero-shot): {config.model.name} {problem}; train it (train.epochs "
+                          f"> 0) or start from trained weights (train.init_from)")
+
+
 def _zero_shot(engine: Engine, config: TrainingConfig, data: RunData, *, out: Path, summary: dict) -> RunState:
     """``train.epochs = 0``: the model as built (a masked LM's own head, or weights it was initialised
     from) is validated and saved as best.pt of "epoch 0", without a step of training; ``summary`` gains
@@ -275,6 +284,7 @@ def train(config: TrainingConfig | Mapping, *, tables: Mapping | None = None,
     out = Path(config.train.out_dir)
     data = prepare_data(config, tables)
     model, init = build_model(config, data, fresh=resume is None)
+    _check_zero_shot(config, model, init)
     rates = effective_lr(config.train)
     summary = {"model": config.model.name, "config": config.to_dict(), "lr": rates.as_dict(), **data.summary()}
     if init is not None:
