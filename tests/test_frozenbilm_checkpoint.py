@@ -15,15 +15,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
-import test_bilm  # noqa: E402
+from bilm_models import save_tiny_lms  # noqa: E402
 from test_bilm import ANSWERS, DIMS, _batch, _build, _samples  # noqa: E402
 from test_train import TOY_FEATURES, write_toy  # noqa: E402
 
 from moviefib.cli import main as cli_main  # noqa: E402
 from moviefib.models.frozenbilm_checkpoint import ConversionError, convert_state_dict  # noqa: E402
 from moviefib.train import load_checkpoint, predict  # noqa: E402
-
-lms = test_bilm.lms  # its tiny BERT and DeBERTa-V2 folders (a module fixture, rebuilt for this module)
 
 # Keys FrozenBiLM's files hold that this model does not load (module doc of frozenbilm_checkpoint).
 NOT_LOADED = {
@@ -32,6 +30,12 @@ NOT_LOADED = {
                 "lm_predictions.lm_head.decoder.bias"},
     "bert": {"answer_embeddings.weight", "answer_bias", "bert.embeddings.position_ids"},
 }
+
+
+@pytest.fixture(scope="module")
+def lms(tmp_path_factory) -> dict[str, str]:
+    """The tiny random BERT and DeBERTa-V2 (relative attention, no absolute positions) of test_bilm."""
+    return save_tiny_lms(tmp_path_factory.mktemp("lms"), ("bert", "deberta"))
 
 
 def _linear(prefix: str, rows: int, cols: int) -> dict:
