@@ -4,9 +4,9 @@ What their files hold. ``main.py`` and ``videoqa.py`` save ``{"model": model.sta
 ..., "epoch": ..., "args": argparse.Namespace}`` and read only ``checkpoint["model"]``, loaded with
 ``strict=False`` over the Hugging Face LM they built. Their README: ``frozenbilm.pth`` (WebVid10M
 cross-modal training, 3.7 GB) and the BERT ``*_noadapter.pth`` variants hold every weight; the others
-(e.g. the LSMDC fine-tuned one, 114 MB) only the weights training updates: for DeBERTa-V2-XLarge the 48
-adapters, the LayerNorms and ``linear_video``, about 29.7 M float32 values (113 MiB). The frozen weights
-then come from the LM (``model.lm``) exactly as in their code.
+(e.g. the LSMDC fine-tuned one, 114 MB) "only contain updated parameters": for DeBERTa-V2-XLarge the 48
+adapters, the LayerNorms and ``linear_video``, 29.7 M float32 values or 113 MiB, which fits that size.
+The frozen weights then come from the LM (``model.lm``), as in their code.
 
 Their key -> this model's (``<base>``: ``deberta`` or ``bert``; a classifier model's ``lm.`` is the encoder,
 so ``<base>.`` is dropped there):
@@ -203,7 +203,8 @@ def read_init_file(path: Path):
         raise CheckpointError(f"{exc} ({_ORIGIN})") from None
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # mmap: a 3.7 GB file is paged in as its tensors are copied into the model, not held twice.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: not a checkpoint {_ORIGIN} reads ({_refusal(exc)})") from None
 
