@@ -203,10 +203,21 @@ def _head_missing(info: dict, prefix: str) -> bool:
     return any(not k.startswith(prefix) for k in info["missing_keys"])
 
 
+def _check_tokenizer(where: LMSource, tokenizer, vocab_size: int) -> None:
+    """Without tokenizer files transformers 5 builds a tokenizer of the model's class that knows only a few
+    special tokens (every word unknown); a real one covers (nearly) the model's vocabulary."""
+    if len(tokenizer) < vocab_size // 2:
+        raise SettingError(f"model.lm = {where.setting!r}: its tokenizer knows {len(tokenizer)} tokens of the "
+                           f"model's {vocab_size}: {where.source} holds no tokenizer files", "lm")
+
+
 def load_lm(where: LMSource, answer_head: str):
     """(tokenizer, module, has_mlm_head): the masked LM when answers go through its head, else its
     encoder. ``answer_head = "mlm"`` on a checkpoint without MLM head weights is refused."""
     tf = _transformers()
+    if where.local and not os.path.isfile(os.path.join(where.source, "config.json")):
+        raise SettingError(f"model.lm = {where.setting!r}: {where.source} holds no loadable model (no config.json)",
+                           "lm")
     with _quiet_transformers(tf):
         tokenizer = _from_pretrained(tf.AutoTokenizer, where)
         if tokenizer.mask_token_id is None:
@@ -214,6 +225,7 @@ def load_lm(where: LMSource, answer_head: str):
         model, has_head = _load_masked_lm(tf, where)
         if model is None:
             model = _from_pretrained(tf.AutoModel, where)
+    _check_tokenizer(where, tokenizer, model.config.vocab_size)
     if answer_head == "mlm" and not has_head:
         raise SettingError(f"model.answer_head = 'mlm': {where.setting} has no masked-LM head weights (an encoder "
                            f"only); use answer_head = 'classifier' or 'auto'", "answer_head")
