@@ -239,15 +239,23 @@ def test_torchrun_makes_the_single_process_steps(toy, bert, tmp_path, mode):
     sampling), no out-of-vocabulary answers, the same global batch: one epoch agrees within 1e-5."""
     from test_ddp import torchrun
 
+    # model.dropout is the adapters' (FrozenBiLM's --dropout): the LM's own is its config's. Each process
+    # draws the masks of its half batch, so without both at 0 the runs differ by more than rounding.
+    lm = tmp_path / "bert_without_dropout"
+    shutil.copytree(bert, lm)
+    config = json.loads((lm / "config.json").read_text())
+    assert config["hidden_dropout_prob"] > 0 and config["attention_probs_dropout_prob"] > 0
+    (lm / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
+                                                "attention_probs_dropout_prob": 0.0}))
     exact = [f"model.mode={mode}", "model.dropout=0.0", "train.lr=1e-3", "train.epochs=1", "train.warmup_epochs=0"]
-    single = train(_config("bilm_2d", toy, bert, tmp_path / "single", *exact))
-    torchrun("-m", "moviefib", *_train_args("bilm_2d", toy, bert, tmp_path / "ddp", *exact), cwd=tmp_path)
+    single = train(_config("bilm_2d", toy, str(lm), tmp_path / "single", *exact))
+    torchrun("-m", "moviefib", *_train_args("bilm_2d", toy, str(lm), tmp_path / "ddp", *exact), cwd=tmp_path)
     a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert single.metrics["val_oov_rate"] == 0 and a["epoch"] == b["epoch"] == 1
     for k, v in a["state_dict"].items():
         assert torch.allclose(v, b["state_dict"][k], rtol=0, atol=1e-5), (k, (v - b["state_dict"][k]).abs().max())
-    _trained_as_the_mode_says(a["state_dict"], bert, mode)
+    _trained_as_the_mode_says(a["state_dict"], str(lm), mode)
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp["history"][0]["train_loss"] == pytest.approx(single.metrics["history"][0]["train_loss"], abs=1e-5)
     assert ddp["history"][0]["val_acc"] == single.metrics["history"][0]["val_acc"]
