@@ -127,7 +127,7 @@ for _name, _assignment, _says in [
     ("batch_negative", "train.batch_size=-3", "train.batch_size = -3: expected an integer >= 1"),
     ("batch_float", "train.batch_size=2.5", "train.batch_size = 2.5: expected an integer"),
     ("batch_string", "train.batch_size=many", "train.batch_size = 'many'"),
-    ("epochs_zero", "train.epochs=0", "train.epochs = 0"),
+    ("epochs_negative", "train.epochs=-1", "train.epochs = -1: expected an integer >= 0"),  # 0 is zero-shot
     ("patience_negative", "train.patience=-1", "train.patience = -1"),
     ("weight_decay_negative", "train.weight_decay=-0.1", "train.weight_decay = -0.1: expected a number >= 0"),
     ("seed_string", 'train.seed="x"', "train.seed = 'x'"),
