@@ -316,6 +316,9 @@ def test_more_video_steps_than_slots_are_refused_at_load(toy, bert, tmp_path, ca
         load_config("bilm_2d3d", ["model.max_feats=4"])
     assert load_config("bilm_2d", ["data.max_steps=4", "model.max_feats=4"]).data.max_steps == 4
     assert load_config("bilm_text", ["data.max_steps=11"]).data.max_steps == 11  # no video slots are read
+    # Given nowhere, data.max_steps is the model's slots (its default, 15, is the LSTMs').
+    assert load_config(None, ["model.name=bilm_2d", "model.max_feats=4"]).data.max_steps == 4
+    assert load_config(None, ["model.name=text_2d"]).data.max_steps == 15
     code = cli_main(_train_args("bilm_2d", toy, bert, tmp_path / "run", "model.max_feats=5"))
     err = capsys.readouterr().err
     assert code == EXIT_INVALID and len(err.strip().splitlines()) == 1 and "Traceback" not in err

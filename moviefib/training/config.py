@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -304,7 +304,7 @@ def _build(raw: Raw, origins: Origins) -> TrainingConfig:
             raise ConfigError(f"{origins.get((section, exc.key), 'config')}: {exc}") from None
     _check_effective_lr(sections["train"], origins)
     _check_warmup(sections["train"], origins)
-    _check_video_slots(model, sections["data"], origins)
+    sections["data"] = _fit_video_slots(model, sections["data"], origins)
     return TrainingConfig(model=model, **sections)
 
 
@@ -318,17 +318,20 @@ def _check_warmup(cfg: TrainSection, origins: Origins) -> None:
                           f"({cfg.epochs}): a longer warm-up never reaches the full learning rate")
 
 
-def _check_video_slots(model: ModelSection, data: DataSection, origins: Origins) -> None:
+def _fit_video_slots(model: ModelSection, data: DataSection, origins: Origins) -> DataSection:
     """A model with a fixed number of video slots (``model.max_feats``, the bilm models) refused a longer
-    clip only in its first batch: said here, for a model that reads video at all."""
+    clip only in its first batch: said here, for a model that reads video at all. Where nothing gives
+    ``data.max_steps``, it is the model's slots (its default, 15, is the LSTMs')."""
     from ..models.registry import model_streams
 
     slots = getattr(model.settings, "max_feats", None)
     if slots is None or data.max_steps <= slots or not model_streams(model.name):
-        return
+        return data
+    if ("data", "max_steps") not in origins:
+        return replace(data, max_steps=slots)
     # The override that made them clash, if one did: a recipe's own pair is consistent.
-    named = [origins.get(("data", "max_steps")), origins.get(("model", "max_feats"))]
-    where = next((w for w in named if w and w.startswith("override")), named[0] or named[1] or "config")
+    named = [origins[("data", "max_steps")], origins.get(("model", "max_feats"), "")]
+    where = next((w for w in named if w.startswith("override")), named[0])
     raise ConfigError(f"{where}: data.max_steps = {data.max_steps}: expected at most model.max_feats ({slots}): "
                       f"{model.name} reads at most {slots} video steps per question")
 
