@@ -125,6 +125,13 @@ def test_rigged_head_bias_makes_the_multi_piece_answer_win(lms, lm, tmp_path):
     with torch.no_grad():
         scores = model(_batch(model, _samples(("2d",))))
     assert scores.argmax(1).tolist() == [ANSWERS.index("walkman")] * len(QUESTIONS)
+    # answer_bias = "zero" (what FrozenBiLM's forward adds): the rigged bias is not read, the scores
+    # are the embedding products alone
+    plain = _build("bilm_2d", rigged, answer_bias="zero").eval()
+    assert plain.answer_bias.abs().max().item() == 0.0
+    with torch.no_grad():
+        unbiased = plain(_batch(plain, _samples(("2d",))))
+    assert torch.allclose(unbiased, scores - model.answer_bias, atol=1e-5)
 
 
 @pytest.mark.parametrize("lm", ["bert", "deberta"])

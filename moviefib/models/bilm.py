@@ -100,6 +100,9 @@ class BiLMSettings(ModelSettings):
         max_feats: video slots before the words (FrozenBiLM's ``--max_feats``); a batch with more
             video steps is refused (``data.max_steps`` must not exceed it).
         max_answer_pieces: word pieces of an answer averaged (FrozenBiLM's ``--max_atokens``).
+        answer_bias: ``mean``: each answer's bias is the mean of its pieces' output biases (the
+            issue's reading of ``set_answer_embeddings``); ``zero``: no bias, which is what FrozenBiLM's
+            forward adds (its mean biases go to an attribute it never reads): for their zero-shot.
         capitalize: the question as FrozenBiLM writes it: first letter upper-cased, the rest lower.
         standardise_video: standardise the video features with training-set statistics.
     """
@@ -114,6 +117,7 @@ class BiLMSettings(ModelSettings):
     max_length: int = setting(256, SIZE)
     max_feats: int = setting(10, SIZE)
     max_answer_pieces: int = setting(5, SIZE)
+    answer_bias: str = setting("mean", Rule("str", choices=("mean", "zero")))
     capitalize: bool = setting(True, FLAG)
     standardise_video: bool = setting(False, FLAG)
 
@@ -304,7 +308,7 @@ class BiLM(nn.Module):
         if self.modality_embedding is not None:
             nn.init.zeros_(self.modality_embedding.weight)  # starts as the unmodified LM
         if self.reads_mlm:
-            self._set_answer_embeddings(answers, s.max_answer_pieces, s.lm)
+            self._set_answer_embeddings(answers, s.max_answer_pieces, s.lm, mean_bias=s.answer_bias == "mean")
         else:
             self.dropout = nn.Dropout(s.dropout)
             self.classifier = nn.Linear(self.lm.config.hidden_size, n_answers)
@@ -324,14 +328,15 @@ class BiLM(nn.Module):
             self.register_buffer("video_std", torch.ones(dim))
         return nn.Linear(dim, width)
 
-    def _set_answer_embeddings(self, answers: Sequence[str], max_pieces: int, lm: str) -> None:
-        """Answer ``i``'s embedding and bias: the means of its word pieces' output rows and biases."""
+    def _set_answer_embeddings(self, answers: Sequence[str], max_pieces: int, lm: str, *, mean_bias: bool) -> None:
+        """Answer ``i``'s embedding and bias: the means of its word pieces' output rows and biases
+        (``mean_bias`` False: a zero bias)."""
         head = HeadParts(self.lm, lm)
         self._head_layout = head.layout
         pieces = answer_pieces(self.tokenizer, answers, max_pieces=max_pieces)
         with torch.no_grad():
             table = mean_rows(head.table.detach(), pieces)
-            bias = mean_rows(head.bias.detach(), pieces)
+            bias = mean_rows(head.bias.detach(), pieces) if mean_bias else torch.zeros(len(pieces))
         self.answer_embeddings = nn.Embedding.from_pretrained(table, freeze=False)
         self.answer_bias = nn.Parameter(bias.clone())
         self._vocab_output = [head.bias] + ([] if head.table is self.lm.get_input_embeddings().weight
