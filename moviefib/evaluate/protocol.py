@@ -281,9 +281,15 @@ def rebuilt_file(folder: Path, split: str, key) -> bytes:
 
 
 def _file_bytes(path: Path, what: str) -> bytes:
+    from ..fileio import special_file_kind
+
     if path.is_dir():
         raise MissingInput(f"{what} {path}: is a directory, not a file")
     try:
+        # A named pipe would block the read until a writer comes; a device is no FIB file.
+        kind = special_file_kind(path.stat().st_mode)
+        if kind is not None:
+            raise MissingInput(f"{what} {path}: is {kind}, not a regular file")
         return path.read_bytes()
     except OSError as exc:
         raise MissingInput(f"{what} {path}: {(exc.strerror or str(exc)).lower()}") from None
@@ -298,16 +304,20 @@ def check_file_matches(data: bytes, where: str, split: str, key) -> None:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     lines = data.split(b"\n")
+    n_lines = len(lines) - (1 if data.endswith(b"\n") or not data else 0)  # an empty file has no line
     clips, questions = key.table.column("clip_id").to_pylist(), key.table.column("question").to_pylist()
     for qid, row, clip, question, answer in zip(key.question_ids, rows, clips, questions, key.answers):
-        if row >= len(lines) - (1 if data.endswith(b"\n") else 0):
+        if row >= n_lines:
             raise InputError(f"{where}: has no line {row + 1} for question {qid} of the dataset")
         try:
             fields = lines[row].rstrip(b"\r").decode("utf-8").split("\t")
         except UnicodeDecodeError as exc:
             raise InputError(f"{where} line {row + 1}: invalid UTF-8 at byte {exc.start}") from None
         want = (clip, question, answer)
-        got = (fields[0], fields[6], fields[7]) if len(fields) == N_COLUMNS else None
+        if len(fields) != N_COLUMNS:
+            raise InputError(f"{where} line {row + 1}: {len(fields)} tab-separated field(s), not the {N_COLUMNS} of "
+                             f"question {qid} of the dataset: not the file it was imported from")
+        got = (fields[0], fields[6], fields[7])
         if got != want:
             raise InputError(f"{where} line {row + 1}: {got!r} is not question {qid} of the dataset "
                              f"(clip, question, answer {want!r}): not the file it was imported from")
@@ -366,13 +376,22 @@ def _rows_from_file(key, file_rows: Sequence[FileRow], where: str):
     return scored, tuple(None if r is None else r.answer for r in have), absent, steps
 
 
+def _file_top_answers(rows: Sequence[FileRow], where: str) -> frozenset[str]:
+    """The training answers of a file's rows; a file of one line (its header) has none, and every
+    answer would be counted wrong: a wrong file rather than a score."""
+    if not rows:
+        raise InputError(f"{where}: no training row after its first line (which pandas reads as the header), "
+                         "so no training answer")
+    return top_answers(rows)
+
+
 def _training_answers(folder: Path, key, train_fib_file) -> tuple[frozenset[str] | None, str, bool]:
     """(the 1,000 training answers or None, where from, whether from an official file's rows)."""
     from .key import load_key
 
     if train_fib_file is not None:
         rows = read_like_frozenbilm(_file_bytes(Path(train_fib_file), "--train-fib"), where=str(train_fib_file))
-        return top_answers(rows), str(train_fib_file), True
+        return _file_top_answers(rows, str(train_fib_file)), str(train_fib_file), True
     if key.split == TRAIN_SPLIT:
         train = key
     elif TRAIN_SPLIT in ds.available_splits(folder):
@@ -383,7 +402,8 @@ def _training_answers(folder: Path, key, train_fib_file) -> tuple[frozenset[str]
     reason = not_imported_reason(folder, TRAIN_SPLIT, train.question_ids)
     if reason is None:
         where = f"{folder}: split {TRAIN_SPLIT!r} (its FIB file rebuilt from the imported rows)"
-        return top_answers(read_like_frozenbilm(rebuilt_file(folder, TRAIN_SPLIT, train), where=where)), where, True
+        rows = read_like_frozenbilm(rebuilt_file(folder, TRAIN_SPLIT, train), where=where)
+        return _file_top_answers(rows, where), where, True
     rows = [FileRow(0, None, a) for a in train.answers]
     return top_answers(rows), (f"answers of split {TRAIN_SPLIT!r} in row order ({reason}, so no header row "
                                "is dropped)"), False

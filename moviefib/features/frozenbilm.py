@@ -53,6 +53,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,13 @@ STEP_SECONDS = 1.0
 TIMESTAMP_RULE = ("row i at i + 0.5 s from the clip start: FFmpeg's fps=1 filter (round=near) keeps for "
                   "second i the last frame starting before i + 0.5 s")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+# What torch.load raises on files it cannot read: garbage (UnpicklingError), a text file (KeyError), an
+# empty one (EOFError), a foreign zip (RuntimeError), a cut one (RuntimeError, or OSError EINVAL with no
+# file name), a refused global (UnpicklingError); a file it cannot open (OSError). A damaged pickle
+# inside an intact archive, or a damaged legacy (non-zip) file, also reaches the unpickler's own
+# IndexError ("pop from empty list"), struct.error and AssertionError (a storage key not found).
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, AttributeError, TypeError,
+               OSError, IndexError, struct.error, AssertionError)
 
 
 class FrozenBiLMFileError(ValueError):
@@ -120,13 +128,9 @@ def read_frozenbilm(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    # What torch.load raises on files it cannot read: garbage (UnpicklingError), a text file (KeyError),
-    # an empty one (EOFError), a foreign zip (RuntimeError), a cut one (RuntimeError, or OSError EINVAL
-    # with no file name), a refused global (UnpicklingError); a file it cannot open (OSError).
-    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, AttributeError,
-            TypeError, OSError) as exc:
+    except LOAD_ERRORS as exc:
         raise FrozenBiLMFileError(f"{path}: not a file torch.load reads with weights_only=True "
-                                  f"({_load_problem(exc)})") from None
+                                  f"({load_problem(exc)})") from None
     if not isinstance(obj, dict):
         raise FrozenBiLMFileError(f"{path}: holds a {type(obj).__name__}, not a dict of clip id -> features "
                                   "(FrozenBiLM's merge_features.py saves one dict)")
@@ -135,10 +139,13 @@ def read_frozenbilm(path: str | os.PathLike) -> dict:
     return obj
 
 
-def _load_problem(exc: BaseException) -> str:
-    """One short line of why torch.load failed (its own messages run to many lines of advice)."""
+def load_problem(exc: BaseException) -> str:
+    """One short line of why torch.load failed (its own messages run to many lines of advice, the first
+    of which suggests weights_only=False: the one thing not to do with a file that pickles a callable)."""
     text = str(exc)
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    # "Unsupported global: GLOBAL m.C" for a class, "unsupported GLOBAL posix.system whose module posix
+    # is blocked" for a function of a blocked module (os.system).
+    refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)
     if refused:
         return f"it holds {refused.group(1)}, which weights_only=True does not load"
     operand = re.search(r"Unsupported operand (\d+)", text)
@@ -162,9 +169,18 @@ def _clip_features(path: Path, key, value) -> np.ndarray | None:
     problem = id_problem(key, allow_slash=True)
     if problem is not None:
         raise FrozenBiLMFileError(f"{path}: clip {key!r}: {problem}")
+    try:
+        key.encode("utf-8")  # the store's ids are UTF-8: a lone surrogate failed in h5py, naming no file
+    except UnicodeEncodeError:
+        raise FrozenBiLMFileError(f"{path}: clip {key!r}: not valid Unicode (a lone surrogate)") from None
     where = f"{path}: clip {key}"
     if not isinstance(value, torch.Tensor):
         raise FrozenBiLMFileError(f"{where}: a {type(value).__name__}, not a tensor of features")
+    # A sparse, nested or meta tensor has no dense rows to read (their shape, isfinite or nonzero raise).
+    if value.layout != torch.strided or value.is_nested or value.device.type != "cpu":
+        kind = "nested" if value.is_nested else value.device.type if value.device.type != "cpu" else value.layout
+        raise FrozenBiLMFileError(f"{where}: a {kind} tensor, not a dense one of features")
+    value = value.detach()  # a saved Parameter: its values only
     if not value.dtype.is_floating_point:
         raise FrozenBiLMFileError(f"{where}: features of dtype {value.dtype}, expected floating point")
     if value.ndim != 2 or value.shape[1] == 0:

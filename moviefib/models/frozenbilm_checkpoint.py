@@ -134,6 +134,22 @@ def _tied_problem(model: Mapping[str, torch.Tensor], state: Mapping[str, torch.T
     return None
 
 
+def _tensor_problem(value, target: torch.Tensor) -> str | None:
+    """Why the file's ``value`` cannot be copied into the model's ``target`` (None: it can):
+    ``load_state_dict`` copies an integer or complex tensor into a float weight by casting it, and NaN
+    as it is (a zero-shot run then scores garbage without an error)."""
+    if not isinstance(value, torch.Tensor):
+        return f"holds a {type(value).__name__}, not a tensor"
+    if value.layout != torch.strided or value.is_nested or value.device.type != "cpu":
+        kind = "nested" if value.is_nested else value.device.type if value.device.type != "cpu" else value.layout
+        return f"holds a {kind} tensor, not a dense one with values"
+    if target.is_floating_point() and not value.is_floating_point():
+        return f"holds {value.dtype} values, not floating point"
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        return "holds NaN or infinite values"
+    return None
+
+
 def _mapped(theirs: Mapping, model: Mapping, *, base: str, mlm: bool) -> tuple[dict, dict]:
     """(our key -> tensor, their ignored key -> why); ConversionError for a key that fits nothing."""
     state, ignored = {}, {}
@@ -145,8 +161,9 @@ def _mapped(theirs: Mapping, model: Mapping, *, base: str, mlm: bool) -> tuple[d
             continue
         if ours not in model:
             raise ConversionError(f"key {key} is not a weight of this model (FrozenBiLM's {base} layout expected)")
-        if not isinstance(value, torch.Tensor):
-            raise ConversionError(f"key {key} holds a {type(value).__name__}, not a tensor")
+        problem = _tensor_problem(value, model[ours])
+        if problem:
+            raise ConversionError(f"key {key} {problem}")
         if tuple(value.shape) != tuple(model[ours].shape):
             raise ConversionError(f"key {key} has shape {tuple(value.shape)}, this model's {ours} is "
                                   f"{tuple(model[ours].shape)}")
@@ -181,18 +198,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _refusal(exc: Exception) -> str:
-    """The useful line of torch's weights-only refusal (its first lines are advice)."""
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-    return f"it pickles {found.group(1)}" if found else str(exc).strip().splitlines()[0]
+def _refusal(exc: BaseException) -> str:
+    """The useful line of torch's weights-only refusal (its first line is advice to load it unsafely)."""
+    from ..features.frozenbilm import load_problem
+
+    # "Unsupported global: GLOBAL m.C" (a class), "unsupported GLOBAL posix.system whose module ..." (a
+    # function of a blocked module).
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(exc))
+    return f"it pickles {found.group(1)}" if found else load_problem(exc)
 
 
 def read_init_file(path: Path):
     """The object saved in ``path`` (a torch.save archive), read with ``weights_only``: tensors and plain
     containers, and ``argparse.Namespace`` (the ``args`` FrozenBiLM saves), nothing else."""
     import argparse
-    import pickle
 
+    from ..features.frozenbilm import LOAD_ERRORS
     from ..training.checkpoints import CheckpointError, _check_archive
 
     if not path.exists():
@@ -205,7 +226,7 @@ def read_init_file(path: Path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             # mmap: a 3.7 GB file is paged in as its tensors are copied into the model, not held twice.
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as exc:
+    except LOAD_ERRORS as exc:  # a pickle damaged inside an intact archive, a refused global
         raise CheckpointError(f"{path}: not a checkpoint {_ORIGIN} reads ({_refusal(exc)})") from None
 
 
