@@ -198,3 +198,16 @@ def test_a_fib_file_too_short_or_with_a_short_line_says_so(imported, tmp_path, c
     short = _write(tmp_path / "short.csv", [VAL_LINES[0], VAL_LINES[1].rsplit("\t", 1)[0], *VAL_LINES[2:]])
     err = _evaluate_err(imported, tmp_path, capsys, "--fib", short)
     assert f"{short} line 2: 7 tab-separated field(s), not the 8 of question val-1" in err
+
+
+@pytest.mark.parametrize("theirs", [
+    {}, {"answer_bias": torch.zeros(3), "deberta.embeddings.position_ids": torch.arange(3)[None]},
+], ids=["empty", "only-keys-left-out"])
+def test_the_converter_refuses_a_state_dict_that_loads_nothing(theirs):
+    # A text model took it: nothing loaded, yet the run was recorded as initialised from the file, and
+    # train.epochs = 0 of a classifier head (random answers) was no longer refused.
+    from moviefib.models.frozenbilm_checkpoint import ConversionError, convert_state_dict
+
+    model = {"lm.deberta.embeddings.word_embeddings.weight": torch.zeros(3, 2)}
+    with pytest.raises(ConversionError, match=rf"^holds no weight this model loads \({len(theirs)} key"):
+        convert_state_dict(theirs, model, base="deberta", mlm=True)

@@ -180,6 +180,9 @@ def convert_state_dict(theirs: Mapping[str, torch.Tensor], model: Mapping[str, t
     if odd is not None:
         raise ConversionError(f"key {odd!r} is not a name: not a state dict")
     state, ignored = _mapped(theirs, model, base=base, mlm=mlm)
+    if not state:  # an empty "model" (or one of answer rows and buffers): the run would start as built,
+        # recorded as initialised (and a zero-shot classifier not refused)
+        raise ConversionError(f"holds no weight this model loads ({len(ignored)} key(s), all left out on purpose)")
     encoder = f"lm.{base}." if mlm else "lm."
     problem = _completeness_problem(list(model), state, encoder=encoder) or _tied_problem(model, state)
     if problem:
