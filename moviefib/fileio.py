@@ -11,8 +11,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import pickle
+import re
 import socket
 import stat
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -197,3 +200,31 @@ def contained_path(root: str | os.PathLike, relative: str) -> Path:
     if not relative or rel.is_absolute() or "\x00" in relative or any(p == ".." for p in rel.parts):
         raise PathEscapeError(f"{relative!r}: not a relative path inside {root}")
     return root / rel
+
+
+# What unpickling a file that is not a pickle raises (the pickle docs name the first five; a damaged
+# opcode stream gives the others: IndexError "pop from empty list", struct.error, AssertionError for a
+# storage key not found).
+UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError,
+                   TypeError, ValueError, OverflowError, struct.error, AssertionError)
+# torch.load adds its own for a damaged zip container or a truncated legacy file (RuntimeError) and a
+# truncated zip or a file it cannot open (OSError, "Invalid argument"); a MemoryError or a bug still gives
+# a traceback.
+TORCH_LOAD_ERRORS = (*UNPICKLE_ERRORS, RuntimeError, OSError)
+
+
+def torch_load_problem(exc: BaseException) -> str:
+    """One short line of why torch.load failed (its own messages run to many lines of advice, the first
+    of which suggests weights_only=False: the one thing not to do with a file that pickles a callable)."""
+    text = str(exc)
+    # "Unsupported global: GLOBAL m.C" for a class, "unsupported GLOBAL posix.system whose module posix
+    # is blocked" for a function of a blocked module (os.system).
+    refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)
+    if refused:
+        return f"it holds {refused.group(1)}, which weights_only=True does not load"
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand:
+        return f"not a torch.save file: unknown pickle operand {operand.group(1)}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = first if len(first) <= 120 else first[:117] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

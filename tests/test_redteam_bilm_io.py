@@ -211,3 +211,12 @@ def test_the_converter_refuses_a_state_dict_that_loads_nothing(theirs):
     model = {"lm.deberta.embeddings.word_embeddings.weight": torch.zeros(3, 2)}
     with pytest.raises(ConversionError, match=rf"^holds no weight this model loads \({len(theirs)} key"):
         convert_state_dict(theirs, model, base="deberta", mlm=True)
+
+
+@pytest.mark.parametrize("case", ["append-empty", "binint-cut"])
+def test_predict_refuses_a_checkpoint_with_a_damaged_pickle_in_an_intact_archive(tmp_path, capsys, case):
+    """moviefib predict / --resume read checkpoints as train.init_from does: a pickle damaged inside an
+    intact archive was IndexError / struct.error as a traceback."""
+    ckpt = _with_pickle(tmp_path / "best.pt", DAMAGED_PICKLES[case])
+    code, _, err = _cli(["predict", ckpt, tmp_path, "--split", "val", "--out", tmp_path / "p.tsv"], capsys)
+    assert code == 3 and f"{ckpt}: not a moviefib checkpoint" in _one_line(err), err

@@ -51,15 +51,12 @@ to 224, centre crop 224, CLIP mean/std, OpenAI CLIP's ``encode_image`` in float1
 from __future__ import annotations
 
 import os
-import pickle
-import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_output
+from ..fileio import TORCH_LOAD_ERRORS, atomic_output, torch_load_problem
 from .store import open_store, write_store
 
 # Seconds between rows of FrozenBiLM's features (their extraction's ``framerate=1``).
@@ -67,13 +64,6 @@ STEP_SECONDS = 1.0
 TIMESTAMP_RULE = ("row i at i + 0.5 s from the clip start: FFmpeg's fps=1 filter (round=near) keeps for "
                   "second i the last frame starting before i + 0.5 s")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-# What torch.load raises on files it cannot read: garbage (UnpicklingError), a text file (KeyError), an
-# empty one (EOFError), a foreign zip (RuntimeError), a cut one (RuntimeError, or OSError EINVAL with no
-# file name), a refused global (UnpicklingError); a file it cannot open (OSError). A damaged pickle
-# inside an intact archive, or a damaged legacy (non-zip) file, also reaches the unpickler's own
-# IndexError ("pop from empty list"), struct.error and AssertionError (a storage key not found).
-LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, AttributeError, TypeError,
-               OSError, IndexError, struct.error, AssertionError)
 
 
 class FrozenBiLMFileError(ValueError):
@@ -128,32 +118,15 @@ def read_frozenbilm(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except LOAD_ERRORS as exc:
+    except TORCH_LOAD_ERRORS as exc:
         raise FrozenBiLMFileError(f"{path}: not a file torch.load reads with weights_only=True "
-                                  f"({load_problem(exc)})") from None
+                                  f"({torch_load_problem(exc)})") from None
     if not isinstance(obj, dict):
         raise FrozenBiLMFileError(f"{path}: holds a {type(obj).__name__}, not a dict of clip id -> features "
                                   "(FrozenBiLM's merge_features.py saves one dict)")
     if not obj:
         raise FrozenBiLMFileError(f"{path}: an empty dict, no clip to import")
     return obj
-
-
-def load_problem(exc: BaseException) -> str:
-    """One short line of why torch.load failed (its own messages run to many lines of advice, the first
-    of which suggests weights_only=False: the one thing not to do with a file that pickles a callable)."""
-    text = str(exc)
-    # "Unsupported global: GLOBAL m.C" for a class, "unsupported GLOBAL posix.system whose module posix
-    # is blocked" for a function of a blocked module (os.system).
-    refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)
-    if refused:
-        return f"it holds {refused.group(1)}, which weights_only=True does not load"
-    operand = re.search(r"Unsupported operand (\d+)", text)
-    if operand:
-        return f"not a torch.save file: unknown pickle operand {operand.group(1)}"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    first = first if len(first) <= 120 else first[:117] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _clip_features(path: Path, key, value) -> np.ndarray | None:

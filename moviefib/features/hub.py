@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
+from ..fileio import TORCH_LOAD_ERRORS
 from .weights import WeightsUnavailableError, sha256_file
 
 
@@ -16,13 +16,6 @@ class WeightsFileError(ValueError):
     """A weights file given by the user (``--weights FILE``) that cannot be loaded or does not fit."""
 
 
-# What unpickling a file that is not a pickle raises (the pickle docs name the first five; a damaged
-# opcode stream gives the others).
-UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError,
-                   TypeError, ValueError, OverflowError)
-# torch.load adds its own for a damaged zip container or a truncated legacy file (RuntimeError) and a
-# truncated zip (OSError, "Invalid argument"); a MemoryError or a bug still gives a traceback.
-_TORCH_LOAD_ERRORS = (*UNPICKLE_ERRORS, RuntimeError, OSError)
 
 
 def load_state_dict_file(path: Path) -> dict:
@@ -34,7 +27,7 @@ def load_state_dict_file(path: Path) -> dict:
         raise WeightsFileError(f"{path}: is a directory, not a weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except _TORCH_LOAD_ERRORS as exc:
+    except TORCH_LOAD_ERRORS as exc:
         raise WeightsFileError(f"{path}: not a loadable PyTorch state dict ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hub import UNPICKLE_ERRORS, WeightsFileError
+from ..fileio import UNPICKLE_ERRORS
+from .hub import WeightsFileError
 from .layers import is_symmetric, pad_same
 from .registry import Extractor, ExtractorMeta, build_extractor, register_extractor
 from .transforms import FramePreprocess

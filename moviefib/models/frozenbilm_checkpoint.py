@@ -203,12 +203,12 @@ def file_sha256(path: Path) -> str:
 
 def _refusal(exc: BaseException) -> str:
     """The useful line of torch's weights-only refusal (its first line is advice to load it unsafely)."""
-    from ..features.frozenbilm import load_problem
+    from ..fileio import torch_load_problem
 
     # "Unsupported global: GLOBAL m.C" (a class), "unsupported GLOBAL posix.system whose module ..." (a
     # function of a blocked module).
     found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(exc))
-    return f"it pickles {found.group(1)}" if found else load_problem(exc)
+    return f"it pickles {found.group(1)}" if found else torch_load_problem(exc)
 
 
 def read_init_file(path: Path):
@@ -216,7 +216,7 @@ def read_init_file(path: Path):
     containers, and ``argparse.Namespace`` (the ``args`` FrozenBiLM saves), nothing else."""
     import argparse
 
-    from ..features.frozenbilm import LOAD_ERRORS
+    from ..fileio import TORCH_LOAD_ERRORS
     from ..training.checkpoints import CheckpointError, _check_archive
 
     if not path.exists():
@@ -229,7 +229,7 @@ def read_init_file(path: Path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             # mmap: a 3.7 GB file is paged in as its tensors are copied into the model, not held twice.
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except LOAD_ERRORS as exc:  # a pickle damaged inside an intact archive, a refused global
+    except TORCH_LOAD_ERRORS as exc:  # a pickle damaged inside an intact archive, a refused global
         raise CheckpointError(f"{path}: not a checkpoint {_ORIGIN} reads ({_refusal(exc)})") from None
 
 

@@ -12,14 +12,13 @@ is :class:`CheckpointError` naming it and why, never torch's or pickle's own err
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from ..fileio import atomic_output
+from ..fileio import TORCH_LOAD_ERRORS, atomic_output, torch_load_problem
 from .config import ConfigError, TrainingConfig, config_from_dict
 
 CHECKPOINT_FORMAT = "moviefib-checkpoint"
@@ -113,8 +112,8 @@ def read_checkpoint(path: str | os.PathLike, *, device="cpu", resume: bool = Fal
     _check_archive(path)
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:  # weights_only refuses the objects of a foreign pickle
-        raise CheckpointError(f"{path}: not a moviefib checkpoint ({str(exc).splitlines()[0]})") from None
+    except TORCH_LOAD_ERRORS as exc:  # weights_only refuses a foreign pickle's objects; a damaged one
+        raise CheckpointError(f"{path}: not a moviefib checkpoint ({torch_load_problem(exc)})") from None
     _check_content(path, ckpt, resume=resume)
     return ckpt
 
