@@ -10,7 +10,8 @@ Time conventions (all in seconds):
   movie, at the LSMDC extracted start/end) is given on that time line.
 * Sampled steps carry times from the *clip* start: the segment start, or 0 for a clip file decoded whole.
 * A step's ``time`` (what feature stores record) is the mean of the presentation times of the frames it
-  covers, padding excluded: the frame time for one frame, the window centre for a window.
+  covers, padding excluded: the frame time for one frame, the window centre for a window;
+  :class:`FpsFilter`'s is FFmpeg's output time instead (see there).
 
 Samplers (frozen dataclasses, see :data:`Sampling`):
 
@@ -24,11 +25,24 @@ Samplers (frozen dataclasses, see :data:`Sampling`):
   than one window still gives one step); ``"shift"`` moves it back to end on the clip's last frame
   (overlapping the previous window; padded only when the whole clip is shorter than W); ``"drop"``
   discards it (a clip shorter than W then gives no step at all).
-
+* :class:`FpsFilter` — FFmpeg's ``fps=F`` filter with its defaults (``round=near``, ``eof_action=round``),
+  one frame per step, the frames ``ffmpeg -i CLIP -vf fps=F`` outputs (FrozenBiLM's extraction). Output
+  frame n is on the 1/F grid at n / F (its ``time``); it repeats the last frame starting *before*
+  (n + 0.5) / F, i.e. the frame on screen half a period after n / F. The outputs run from the first
+  frame's rounded time, round(t0 * F) (0 for a file decoded whole), to round(end * F) exclusive, where
+  end is the end of the last frame: round(d * F) steps for d seconds, none under half a period.
+  Rounding is FFmpeg's ``AV_ROUND_NEAR_INF``, halves away from zero: a frame starting exactly at
+  (n + 0.5) / F belongs to output n + 1, and a clip of exactly 2.5 s gives 3 steps. The time line is the
+  clip's (the ``ffmpeg`` command subtracts the file's start time: a stream starting at 0.54 s gives
+  the same frames as one starting at 0; PyAV's filter graph fed raw timestamps would not). The last
+  frame lasts one period of the stream's average rate, where FFmpeg reads its own duration: Matroska
+  stores it in whole milliseconds (41 ms at 24 frames/s, so that 60 frames end at 2.499 s: 2 steps),
+  and the two disagree only where a half period falls between the two ends, which with timestamps
+  and durations in whole milliseconds it cannot.
 Sampler parameters are bounded (ValueError past a bound): k <= 100,000 (over an hour of 25 fps video
 between two frames), N <= 10,000, W <= 1,024 frames, S <= 100,000 frames, F <= 1,000 frames/s. Past
 them a sampler is a typo, not a setting: ``uniform:99999999999999`` would plan that many frames and run
-until killed.
+until killed. :class:`FpsFilter`'s F has the same bound as a window's.
 
 Frame counts in headers are never trusted (some AVI headers say 444 frames and hold 68): decoding runs
 to the end of the stream or the segment.
@@ -43,6 +57,7 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -117,7 +132,8 @@ class StepInfo:
 
     Attributes:
         index: step number within the clip (0-based).
-        time: the step's timestamp: mean presentation time of its frames (padding excluded).
+        time: the step's timestamp: mean presentation time of its frames (padding excluded), or for
+            :class:`FpsFilter` the output frame's time n / F (its frame starts up to half a period later).
         start: presentation time of its first frame.
         end: presentation time of its last real frame.
         num_frames: frames in the step (1, or the window size W including padding).
@@ -184,7 +200,20 @@ class Windows:
         return self.window if self.stride is None else self.stride
 
 
-Sampling = EveryKth | Uniform | Windows
+@dataclass(frozen=True)
+class FpsFilter:
+    """FFmpeg's ``fps`` filter at ``fps`` frames/s with its defaults (``round=near``, ``eof_action=round``,
+    no ``start_time``): the frames ``ffmpeg -i CLIP -vf fps=F`` outputs, one per step, each timestamped
+    with its output time n / F (see the module documentation)."""
+
+    fps: float = 1.0
+
+    def __post_init__(self):
+        if not 0 < self.fps <= MAX_FPS:  # also refuses NaN
+            raise ValueError(f"fps filter rate must be > 0 and <= {MAX_FPS:,.0f} frames/s, not {self.fps}")
+
+
+Sampling = EveryKth | Uniform | Windows | FpsFilter
 
 
 def sampling_to_dict(sampling: Sampling) -> dict:
@@ -196,7 +225,7 @@ def sampling_to_dict(sampling: Sampling) -> dict:
 
 def sampling_from_dict(d: dict) -> Sampling:
     """The inverse of :func:`sampling_to_dict`."""
-    kinds = {"EveryKth": EveryKth, "Uniform": Uniform, "Windows": Windows}
+    kinds = {"EveryKth": EveryKth, "Uniform": Uniform, "Windows": Windows, "FpsFilter": FpsFilter}
     d = dict(d)
     kind = d.pop("type", None)
     if kind not in kinds:
@@ -701,16 +730,60 @@ def _nearest(frames: Iterator[tuple[float, np.ndarray]], targets: Iterator[float
 
 
 def _steps_single(frames) -> Iterator[tuple[StepInfo, np.ndarray]]:
-    """One frame per step, with one-step look-ahead to mark the last step."""
+    """One frame per step, timestamped with its presentation time."""
+    return _steps_timed((t, t, img) for t, img in frames)
+
+
+def _steps_timed(items) -> Iterator[tuple[StepInfo, np.ndarray]]:
+    """One frame per step from ``(step time, frame time, frame)``, with one-step look-ahead to mark the
+    last step."""
     pending = None
     i = 0
-    for t, img in frames:
+    for item in items:
         if pending is not None:
-            yield StepInfo(i, pending[0], pending[0], pending[0], 1, 0, False), pending[1][None]
+            time, t, img = pending
+            yield StepInfo(i, time, t, t, 1, 0, False), img[None]
             i += 1
-        pending = (t, img)
+        pending = item
     if pending is not None:
-        yield StepInfo(i, pending[0], pending[0], pending[0], 1, 0, True), pending[1][None]
+        time, t, img = pending
+        yield StepInfo(i, time, t, t, 1, 0, True), img[None]
+
+
+# FFmpeg rounds in integers, moviefib's times are floats (errors near 1e-12 s): a time within this
+# fraction of an output period of a half is a half. Ticks of real time bases (1/90,000 s, 1 ms) lie
+# thousands of times further apart.
+_HALF_TOLERANCE = 1e-7
+
+
+def _fps_index(t: float, fps: float) -> int:
+    """FFmpeg's ``av_rescale_q_rnd(.., AV_ROUND_NEAR_INF)`` of a time ``t >= 0`` onto the 1/fps grid:
+    the nearest output frame, halves up."""
+    return math.floor(t * fps + 0.5 + _HALF_TOLERANCE)
+
+
+def _fps_filter(frames: Iterator[tuple[float, np.ndarray]], fps: float,
+                span: DecodedSpan) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(output frame n, frame time, frame)`` as FFmpeg's fps filter (round=near, eof_action=round)
+    outputs them; holds one frame. Like the filter, a frame fills every output slot before the slot
+    its own rounded time opens, and the last frame those up to its end's rounded time; ``span`` gives
+    the stream's frame period (known once the file is open)."""
+    n = 0
+    held = None
+    for t, img in frames:
+        k = _fps_index(t, fps)
+        if held is None:
+            n = k  # the filter's first output is at the first frame's rounded time
+        while n < k:
+            yield n, held[0], held[1]
+            n += 1
+        held = (t, img)
+    if held is None:
+        return
+    end = _fps_index(held[0] + span.period, fps)
+    while n < end:
+        yield n, held[0], held[1]
+        n += 1
 
 
 def _window_steps(frames: Iterator[tuple[float, np.ndarray]], w: Windows) -> Iterator[tuple[StepInfo, np.ndarray]]:
@@ -770,10 +843,11 @@ def sample(path: str | os.PathLike, sampling: Sampling, *, segment: Segment | No
     sampler needs no more frames (uniform sampling stops half a slice early), so that its length is known.
     """
     path = Path(path)
+    decoded = span if span is not None else DecodedSpan()
     frames = iter_frames(path, segment=segment, backend=backend, short_side=short_side, threads=threads,
-                         span=span)
+                         span=decoded)
     got = False
-    for step in _sample_frames(path, frames, sampling, segment, backend):
+    for step in _sample_frames(path, frames, sampling, segment, backend, decoded):
         got = True
         yield step
     if span is not None:
@@ -781,11 +855,18 @@ def sample(path: str | os.PathLike, sampling: Sampling, *, segment: Segment | No
             pass
     if not got:
         where = "" if segment is None else f" in [{segment.start:.3f}, {segment.end}) s"
+        if isinstance(sampling, FpsFilter) and decoded.frames:
+            raise VideoError(f"{path}: {decoded.duration:.3f} s of video{where}, under half a period at "
+                             f"{sampling.fps:g} frames/s: FFmpeg's fps filter outputs no frame of it")
         raise VideoError(f"{path}: no video frames{where} (empty or undecodable clip)")
 
 
-def _sample_frames(path: Path, frames, sampling: Sampling, segment: Segment | None, backend: str):
-    if isinstance(sampling, EveryKth):
+def _sample_frames(path: Path, frames, sampling: Sampling, segment: Segment | None, backend: str,
+                   span: DecodedSpan):
+    if isinstance(sampling, FpsFilter):
+        fps = sampling.fps
+        yield from _steps_timed((n / fps, t, img) for n, t, img in _fps_filter(frames, fps, span))
+    elif isinstance(sampling, EveryKth):
         k = sampling.k
         picked = (f for i, f in enumerate(frames) if i % k == 0)
         yield from _steps_single(picked)
@@ -847,29 +928,35 @@ def _nearest_with_target(frames, targets):
 # ---------------------------------------------------------------------------------------------------
 
 
-def write_synthetic_video(path: str | os.PathLike, num_frames: int, *, fps: int = 25,
+def write_synthetic_video(path: str | os.PathLike, num_frames: int, *, fps: int | Fraction = 25,
                           size: tuple[int, int] = (64, 48), codec: str = "ffv1",
-                          start_frames: int = 0) -> Path:
+                          start_frames: int = 0, start_time: Fraction | None = None) -> Path:
     """Write a test video whose frame i is uniform-coloured with red = i % 256, green = i // 256 % 256.
 
     ``codec`` ``ffv1`` (in .mkv/.avi) is lossless, so a decoder's frames can be identified exactly;
     ``mpeg4``/``libx264`` give realistic lossy files for benchmarks (then the colours are only close).
-    ``start_frames`` shifts the first presentation time to ``start_frames / fps`` (a start offset).
+    ``fps`` may be a fraction (``Fraction(30000, 1001)``, NTSC's 29.97).
+    ``start_frames`` shifts the first presentation time to ``start_frames / fps`` (a start offset);
+    ``start_time`` (seconds, exclusive with it) to any time, such as the 0.54 s of ``cityCC0.mpg``: the
+    stream then counts in 1/90,000 s, which AVI cannot store (its time base is the frame period).
     The file is written under a temporary name and renamed into place.
     """
-    import fractions
-
     import av
 
+    if start_time is not None and start_frames:
+        raise ValueError("give start_frames or start_time, not both")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     w, h = size
+    rate = Fraction(fps)
+    tb = 1 / rate if start_time is None else Fraction(1, 90_000)
+    first = start_frames / rate if start_time is None else Fraction(start_time)
     container = av.open(str(tmp), "w")
     try:
-        stream = container.add_stream(codec, rate=fps)
+        stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = w, h
         stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
-        stream.time_base = fractions.Fraction(1, fps)
+        stream.time_base = tb
         img = np.zeros((h, w, 3), np.uint8)
         # A moving gradient in blue keeps lossy encoders honest about motion.
         ramp = (np.arange(w, dtype=np.int64)[None, :] + np.arange(h, dtype=np.int64)[:, None])
@@ -878,7 +965,7 @@ def write_synthetic_video(path: str | os.PathLike, num_frames: int, *, fps: int 
             img[..., 1] = (i // 256) % 256
             img[..., 2] = ((ramp + 4 * i) % 256).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = start_frames + i
+            frame.pts, frame.time_base = round((first + i / rate) / tb), tb
             for pkt in stream.encode(frame):
                 container.mux(pkt)
         for pkt in stream.encode():

@@ -7,7 +7,9 @@ Baseline recipes name these presets; a store's provenance records the preset nam
 * ``uniform:N`` — N frames spread uniformly (:class:`moviefib.video.Uniform`);
 * ``windows:W[,fps=F][,stride=S][,last=pad|shift|drop]`` — windows of W frames
   (:class:`moviefib.video.Windows`); ``windows:1,fps=F`` is one frame per step at F frames/s, the one
-  window a 2D extractor can take, as it reads one frame per step (``frozenbilm_clip``: ``windows:1,fps=1``).
+  window a 2D extractor can take, as it reads one frame per step;
+* ``ffmpeg-fps:F`` — the frames FFmpeg's ``fps=F`` filter outputs, one per step, F a number or a ratio
+  (``30000/1001``) (:class:`moviefib.video.FpsFilter`; ``frozenbilm_clip``: ``ffmpeg-fps:1``).
 
 This module does not import torch (a preset's feature size, read from its extractor's record, does).
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..video import EveryKth, Sampling, Uniform, Windows
+from ..video import EveryKth, FpsFilter, Sampling, Uniform, Windows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +99,8 @@ def get_preset(name: str) -> Preset:
 
 
 def parse_sampling(text: str) -> Sampling:
-    """Parse ``every:K``, ``uniform:N`` or ``windows:W[,fps=F][,stride=S][,last=R]``; ValueError if bad."""
+    """Parse ``every:K``, ``uniform:N``, ``windows:W[,fps=F][,stride=S][,last=R]`` or ``ffmpeg-fps:F``;
+    ValueError if bad."""
     kind, _, rest = text.strip().partition(":")
     parts = [p.strip() for p in rest.split(",") if p.strip()]
     try:
@@ -113,7 +116,19 @@ def parse_sampling(text: str) -> Sampling:
                     raise ValueError(f"unknown window option {p!r}")
                 kwargs[key] = float(value) if key == "fps" else int(value) if key == "stride" else value
             return Windows(**kwargs)
+        if kind == "ffmpeg-fps" and len(parts) == 1:
+            return FpsFilter(_rate(parts[0]))
     except ValueError as exc:
         raise ValueError(f"bad sampling {text!r}: {exc}") from None
-    raise ValueError(f"bad sampling {text!r}; expected every:K, uniform:N or "
-                     f"windows:W[,fps=F][,stride=S][,last=pad|shift|drop]")
+    raise ValueError(f"bad sampling {text!r}; expected every:K, uniform:N, "
+                     f"windows:W[,fps=F][,stride=S][,last=pad|shift|drop] or ffmpeg-fps:F")
+
+
+def _rate(text: str) -> float:
+    """A frame rate as FFmpeg's fps option takes it: a number or a ratio (``30000/1001``)."""
+    num, slash, den = text.partition("/")
+    if not slash:
+        return float(text)
+    if float(den) == 0:
+        raise ValueError(f"frame rate {text} divides by zero")
+    return float(num) / float(den)
