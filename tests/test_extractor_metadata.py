@@ -41,7 +41,8 @@ def test_every_preset_fits_its_extractor(name):
         assert isinstance(preset.sampling, Windows)
         assert preset.sampling.window == preset.options.get("window", meta.window)
     else:
-        # A 2D model reads one frame per step: a window only of one frame (a rate, frozenbilm_clip's).
+        # A 2D model reads one frame per step: a window only of one frame (a rate), or one frame per step
+        # of FFmpeg's fps filter (frozenbilm_clip's).
         assert not isinstance(preset.sampling, Windows) or preset.sampling.window == 1
     factory = _REGISTRY[preset.extractor].factory
     assert set(preset.options) <= set(inspect.signature(factory).parameters)
@@ -123,6 +124,7 @@ def test_presets_and_sampling_strings_need_no_torch():
             "from moviefib.features.presets import get_preset, parse_sampling\n"
             "p = get_preset('i3d'); s = parse_sampling('windows:16,fps=25,stride=16')\n"
             "assert s == p.sampling, (s, p.sampling)\n"
+            "assert parse_sampling('ffmpeg-fps:1') == get_preset('frozenbilm_clip').sampling\n"
             "assert 'torch' not in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -18,7 +18,7 @@ from moviefib.cli import main  # noqa: E402
 from moviefib.features.frozenbilm import TIMESTAMP_RULE  # noqa: E402
 from moviefib.features.presets import get_preset  # noqa: E402
 from moviefib.features.store import open_store, write_store  # noqa: E402
-from moviefib.video import Windows, sample, write_synthetic_video  # noqa: E402
+from moviefib.video import FpsFilter, sample, write_synthetic_video  # noqa: E402
 
 # A ViT small enough to run in milliseconds; the projection stays 768-d, the record's size.
 TINY = {"patch_size": 32, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -46,11 +46,11 @@ def _cli(argv, capsys):
 def test_the_preset_is_clip_vitl14_at_one_frame_per_second(tmp_path):
     preset = get_preset("frozenbilm_clip")
     assert (preset.extractor, preset.dim, preset.kind, preset.decode_short_side) == ("clip_vitl14", 768, "2d", 224)
-    assert preset.sampling == Windows(1, fps=1.0)
-    # On decoded frames: one step per second from the first frame, the frame nearest each second.
+    assert preset.sampling == FpsFilter(1.0)
+    # On decoded frames, as FFmpeg's fps=1 filter: second i is the frame on screen at i + 0.5 s, round(d) of them.
     video = write_synthetic_video(tmp_path / "v.mkv", 80, fps=25)  # 3.2 s; frame i has red = i
     steps = [(info.time, int(frames[0, 0, 0, 0]), frames.shape[0]) for info, frames in sample(video, preset.sampling)]
-    assert steps == [(0.0, 0, 1), (1.0, 25, 1), (2.0, 50, 1), (3.0, 75, 1)]
+    assert steps == [(0.0, 12, 1), (1.0, 37, 1), (2.0, 62, 1)]
 
 
 def test_the_preset_builds_at_random_as_frozenbilm_preprocesses():
@@ -113,13 +113,13 @@ def test_an_extracted_store_round_trips_through_frozenbilms_file(tmp_path, capsy
     with open_store(store) as s:
         made = {c: s.get(c) for c in s.clip_ids()}
         assert s.provenance["preset"] == "frozenbilm_clip"
-    assert {c: len(f.features) for c, f in made.items()} == dict(zip(CLIPS, (3, 2, 6)))
-    assert list(made[CLIPS[2]].timestamps) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert {c: len(f.features) for c, f in made.items()} == dict(zip(CLIPS, (3, 1, 5)))  # round(d)
+    assert list(made[CLIPS[2]].timestamps) == [0.0, 1.0, 2.0, 3.0, 4.0]
 
     out = tmp_path / "clipvitl14.pth"
     code, said, err = _cli(["features", "export-frozenbilm", store, out], capsys)
     assert code == 0, err
-    assert said.strip() == f"{out}: 3 clips, 11 rows of 768-d float16 features"
+    assert said.strip() == f"{out}: 3 clips, 9 rows of 768-d float16 features"
     loaded = torch.load(out, weights_only=True)  # what FrozenBiLM's dataset does (th.load)
     assert type(loaded) is dict and list(loaded) == list(made)
     for clip, feats in made.items():
@@ -136,7 +136,7 @@ def test_an_extracted_store_round_trips_through_frozenbilms_file(tmp_path, capsy
         for clip, feats in made.items():
             got = s.get(clip)
             assert np.array_equal(got.features, feats.features)
-            assert list(got.timestamps) == [i + 0.5 for i in range(len(feats.features))]
+            assert np.array_equal(got.timestamps, feats.timestamps)  # the import's rule is the preset's
         prov = s.provenance
     assert prov["preset"] == "frozenbilm_clip" and prov["extractor"] == "clip_vitl14" and prov["kind"] == "2d"
     assert prov["imported_from"] == f"FrozenBiLM feature file ({out})" and prov["timestamps"] == TIMESTAMP_RULE
@@ -164,7 +164,7 @@ def test_a_file_made_as_frozenbilms_merge_features_imports(tmp_path, capsys):
         for name in CLIPS:
             got = s.get(name)
             assert np.array_equal(got.features, np.load(per_clip / f"{name}.avi.npy"))
-            assert got.timestamps[0] == 0.5 and np.all(np.diff(got.timestamps) == 1.0)
+            assert got.timestamps[0] == 0.0 and np.all(np.diff(got.timestamps) == 1.0)
 
 
 def test_empty_clips_are_left_out_when_told(tmp_path, capsys):
@@ -376,10 +376,14 @@ def _ffmpeg_fps1(path):
 @pytest.mark.parametrize("frames, fps, seconds", [(80, 25, 3.2), (63, 25, 2.52), (60, 25, 2.4), (12, 25, 0.48),
                                                   (90, 30, 3.0)])
 def test_the_documented_timestamp_rule_is_ffmpegs(tmp_path, frames, fps, seconds):
-    """Row i of FrozenBiLM's features is the frame on screen at i + 0.5 s (the import's timestamps), and
-    there are round(d) rows for a clip of d seconds: what moviefib.features.frozenbilm documents."""
+    """Row i of FrozenBiLM's features is FFmpeg's output frame at i s (the import's timestamps), the frame on
+    screen at i + 0.5 s, and there are round(d) rows for a clip of d seconds: what moviefib.features.frozenbilm
+    documents, and what the preset's sampler takes."""
     video = write_synthetic_video(tmp_path / "v.mkv", frames, fps=fps)
     got = _ffmpeg_fps1(video)
     assert len(got) == int(seconds + 0.5)
     for i, (t, red) in enumerate(got):
         assert t == i and red == int(np.ceil((i + 0.5) * fps)) - 1  # the last frame starting before i + 0.5 s
+    if got:
+        taken = [(info.time, int(f[0, 0, 0, 0])) for info, f in sample(video, get_preset("frozenbilm_clip").sampling)]
+        assert taken == got

@@ -18,26 +18,30 @@ leaves empty clips out instead, see below), finite values within float16's range
 for all clips, that of the preset named. The store records the preset, the file it came from and the
 timestamp rule:
 
-**Timestamps of an import**: row i is at ``i + 0.5`` s from the clip start. FFmpeg's ``fps=1`` filter,
-which FrozenBiLM's ``extract/video_loader.py`` decodes through, keeps for output second i (round=near)
-the last frame starting before ``i + 0.5`` s, i.e. the frame on screen at ``i + 0.5`` s. Measured with
-FFmpeg 8.1.2 through PyAV: frames 12, 37, 62 of a 25 fps clip, 14, 44, 74 of a 30 fps one; the FFmpeg
-their runs used is not recorded. It is also :mod:`moviefib.features.npy`'s rule for files without
-timestamps, ``(i + 0.5) * step``.
+**Timestamps of an import**: row i is at ``i`` s from the clip start, the time FFmpeg gives output
+frame i of its ``fps=1`` filter, which FrozenBiLM's ``extract/video_loader.py`` decodes through, and
+the time the ``frozenbilm_clip`` preset stores (:class:`moviefib.video.FpsFilter`): a store imported
+from their file and one extracted here from the same clip agree row for row. The frame of row i is the
+one on screen at ``i + 0.5`` s (the filter, round=near, keeps the last frame starting before it):
+frames 12, 37, 62 of a 25 fps clip, 14, 44, 74 of a 30 fps one, measured with FFmpeg 8 (PyAV's) and
+the ``ffmpeg`` 5.1 command; the FFmpeg their runs used is not recorded. (:mod:`moviefib.features.npy`
+puts rows of files without timestamps at ``(i + 0.5) * step``, the centres of video_features' steps.)
 
 **Empty clips**: FFmpeg gives ``round(d)`` frames for a clip of d seconds, so none under 0.5 s, and
-their extraction then saves a ``[0, 768]`` array. A store holds no clip without steps: such a clip is
-an error naming it, or, with ``skip_empty``, left out (training then treats it as any clip without
-features, as their loader reads it as zero padding).
+their extraction then saves a ``[0, 768]`` array. (A clip of one frame, 0.5 to 1.5 s, is not saved at
+all: ``extract.py``'s ``squeeze()`` leaves its ``[1, 3, 224, 224]`` with 3 dimensions, which it skips,
+so their file lacks the clip, where a store extracted here holds its one row.) A store holds no clip
+without steps: such a clip is an error naming it, or, with ``skip_empty``, left out (training then
+treats it as any clip without features, as their loader reads it as zero padding).
 
 **How the ``frozenbilm_clip`` preset differs from their extraction** (FFmpeg ``fps=1``, short side scaled
 to 224, centre crop 224, CLIP mean/std, OpenAI CLIP's ``encode_image`` in float16 on CUDA, saved float16):
 
-* frames: theirs for second n is the last starting before n + 0.5 s, the preset's (``windows:1,fps=1``)
-  the frame nearest to n s after the first: about half a second earlier (frame 0, 25, 50 against 12,
-  37, 62 at 25 fps). moviefib's samplers have no offset on a time line, so this cannot be expressed.
-* count: theirs ``round(d)``, the preset's one per whole second from the first frame to the end of the
-  last, ``ceil(d)`` and at least one: one more when d's fraction is under 0.5 (3 against 2 at 2.4 s).
+* frames and count: the same. The preset's sampler (``ffmpeg-fps:1``, :class:`moviefib.video.FpsFilter`)
+  reproduces the filter, checked frame for frame against FFmpeg at 24, 25, 29.97 and 30 fps, streams
+  starting at 0 and at 0.54 s, and lengths from one frame to 4 s (tests/test_video_fps_filter.py). A
+  clip cut from a whole movie (a segment) is filtered as the clip of its frames [start, end); FFmpeg's
+  own input cut (``-ss S -to E``) gave one more last step in 10 of 18 cuts measured.
 * resize: both scale with FFmpeg's bicubic scaler (the preset in the decoder, ``--short-side 224``);
   FFmpeg's long side is truncated (537 for 1920x800) where the decoder rounds it to even (538), and
   torchvision's centre crop rounds its offset where FFmpeg's crop truncates it: under a pixel.
@@ -61,8 +65,8 @@ from .store import open_store, write_store
 
 # Seconds between rows of FrozenBiLM's features (their extraction's ``framerate=1``).
 STEP_SECONDS = 1.0
-TIMESTAMP_RULE = ("row i at i + 0.5 s from the clip start: FFmpeg's fps=1 filter (round=near) keeps for "
-                  "second i the last frame starting before i + 0.5 s")
+TIMESTAMP_RULE = ("row i at i s from the clip start: FFmpeg's time for output frame i of its fps=1 filter "
+                  "(round=near), which keeps the last frame starting before i + 0.5 s")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -217,6 +221,6 @@ def import_frozenbilm(path: str | os.PathLike, out: str | os.PathLike, *, preset
     prov = {"extractor": recipe.extractor, "preset": recipe.name, "kind": recipe.kind, "dim": recipe.dim,
             "imported_from": f"FrozenBiLM feature file ({path})", "step_seconds": STEP_SECONDS,
             "timestamps": TIMESTAMP_RULE, "stored_dtype": "float16"}
-    items = ((key, feats, (np.arange(len(feats), dtype=np.float64) + 0.5) * STEP_SECONDS) for key, feats in clips)
+    items = ((key, feats, np.arange(len(feats), dtype=np.float64) * STEP_SECONDS) for key, feats in clips)
     n = write_store(out, items, prov)
     return ImportSummary(clips=n, dim=recipe.dim, skipped=tuple(skipped))

@@ -82,11 +82,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                        "weights available offline"),
     Preset(name="r2plus1d_18", extractor="r2plus1d_18", sampling=Windows(16, stride=16, last="pad"),
            description="R(2+1)D-18 Kinetics-400 on non-overlapping 16-frame chunks"),
-    # One frame per step on a 1 frame/s time line (windows of one frame): FrozenBiLM's rate. Where its
-    # FFmpeg fps filter picks other frames, and how many: moviefib.features.frozenbilm's documentation.
-    Preset(name="frozenbilm_clip", extractor="clip_vitl14", sampling=Windows(1, fps=1.0),
+    # The frames FrozenBiLM's extract/video_loader.py takes: FFmpeg's fps=1 filter, reproduced (what
+    # else differs from their extraction: moviefib.features.frozenbilm's documentation).
+    Preset(name="frozenbilm_clip", extractor="clip_vitl14", sampling=FpsFilter(1.0),
            description="FrozenBiLM's visual feature: CLIP ViT-L/14 (224 px) image embeddings, 768-d, "
-                       "at 1 frame/s (their models read at most 10 per clip)"),
+                       "at 1 frame/s, the frames of FFmpeg's fps=1 filter (their models read at most 10 per clip)"),
 )}
 
 
