@@ -26,7 +26,8 @@ def _register_extract(subparsers) -> None:
     what.add_argument("--preset", help="a named preset (see `moviefib features list`)")
     what.add_argument("--extractor", help="a registered extractor (with --sampling)")
     ex.add_argument("--sampling", help="every:K | uniform:N | windows:W[,fps=F][,stride=S][,last=pad|"
-                                       "shift|drop] (default: the preset's; every:1 / windows:WINDOW); bounded: "
+                                       "shift|drop] | ffmpeg-fps:F (FFmpeg's fps filter) (default: the preset's; "
+                                       "every:1 / windows:WINDOW); bounded: "
                                        "K <= 100000, N <= 10000, W <= 1024, S <= 100000, F <= 1000")
     src = ex.add_mutually_exclusive_group(required=True)
     src.add_argument("--clips", metavar="FILE_OR_DATASET",
