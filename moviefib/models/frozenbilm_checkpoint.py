@@ -259,6 +259,9 @@ def _from_frozenbilm(model, path: Path, theirs) -> dict:
     if not isinstance(model, BiLM):
         raise CheckpointError(f"{path}: a FrozenBiLM checkpoint initialises a bilm model, not {model.model_name} "
                               f"({_ORIGIN})")
+    if model.standardises_video:  # their projection was trained on the features as extracted
+        raise CheckpointError(f"{path}: FrozenBiLM's linear_video reads the video features as extracted, and "
+                              f"model.standardise_video = true would give it standardised ones ({_ORIGIN})")
     if not isinstance(theirs, Mapping):
         raise CheckpointError(f"{path}: its 'model' entry is a {type(theirs).__name__}, not a state dict ({_ORIGIN})")
     try:
