@@ -275,3 +275,23 @@ def test_an_unreachable_hub_id_fails_in_one_line(monkeypatch, tmp_path):
         _build("bilm_text", "nobody-here/no-such-model")
     message = str(err.value)
     assert "\n" not in message and "hub is unreachable" in message and "not in the local cache" in message
+
+
+@pytest.mark.parametrize("head", ["mlm", "classifier"])
+def test_the_layers_made_from_scratch_train_at_head_lr(lms, head):
+    """train.head_lr is the rate of what the model adds from scratch (the video projection, a classifier,
+    the modality embedding); the LM's own weights and the adapters train at train.lr."""
+    from moviefib.distributed import distributed_env
+    from moviefib.training.config import load_config
+    from moviefib.training.loop import make_engine
+
+    model = _build("bilm_2d", lms["bert"], mode="full", answer_head=head, modality_embedding=True)
+    cfg = load_config(None, ["model.name=bilm_2d", "train.lr=1e-4", "train.head_lr=1e-3"]).train
+    engine = make_engine(model, cfg, env=distributed_env(), device=torch.device("cpu"))
+    rest, new = engine.optimizer.param_groups
+    assert (rest["lr"], new["lr"]) == (1e-4, 1e-3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    got = sorted(names[id(p)] for p in new["params"])
+    want = ["linear_video.bias", "linear_video.weight", "modality_embedding.weight"]
+    assert got == sorted(want + (["classifier.bias", "classifier.weight"] if head == "classifier" else []))
+    assert all(names[id(p)].startswith("lm.") or names[id(p)].startswith("answer_") for p in rest["params"])

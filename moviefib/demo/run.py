@@ -125,6 +125,7 @@ DEMO_BILM_TRAINING: dict[str, str] = {
     "model.standardise_video": "true",
     "train.batch_size": "32",
     "train.lr": "1e-4",
+    "train.head_lr": "1e-3",
     "train.clip_grad": "1.0",
     "train.warmup_epochs": "1",
     "train.epochs": "15",

@@ -306,6 +306,8 @@ class BiLM(nn.Module):
     """The masked-LM video-language model; ``streams`` (subclasses) names the feature streams read."""
 
     streams: tuple[str, ...] = ()
+    # Layers made here from scratch, which train at train.head_lr (the LM's own weights at train.lr).
+    head_prefixes = ("classifier.", "linear_video.", "modality_embedding.")
 
     def __init__(self, *, n_answers: int, vocab_size: int | None = None, video_dims: dict[str, int] | None = None,
                  answers: Sequence[str], settings: BiLMSettings = BiLMSettings()):

@@ -140,7 +140,8 @@ class Engine:
 
     Attributes:
         model: the model. net: what the step calls (``model``, or its DDP wrapper under torchrun).
-        optimizer: Adam over two groups (the classifier at ``train.head_lr``, the rest at ``train.lr``).
+        optimizer: Adam over two groups (the layers the model adds from scratch, its ``head_prefixes``, at
+            ``train.head_lr``: the classifier, a masked LM's video projection; the rest at ``train.lr``).
         scaler: the float16 gradient scaler (disabled off CUDA or without ``train.amp``).
         loss: cross entropy ignoring out-of-vocabulary answers (-1).
         collate: the batch builder (with the model's tokenizer, if it has one).
@@ -164,8 +165,9 @@ def make_engine(model, cfg: TrainSection, *, env: DistributedEnv, device: torch.
 
     model.to(device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    head = [p for n, p in named if n.startswith("classifier.")]
-    rest = [p for n, p in named if not n.startswith("classifier.")]
+    prefixes = tuple(getattr(model, "head_prefixes", ("classifier.",)))
+    head = [p for n, p in named if n.startswith(prefixes)]
+    rest = [p for n, p in named if not n.startswith(prefixes)]
     optimizer = torch.optim.Adam(param_groups(cfg, rest=rest, head=head),  # lr after train.lr_scaling
                                  betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
