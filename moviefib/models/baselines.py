@@ -20,6 +20,7 @@ from torch import nn
 from ..training.rules import FLAG, NUMBER, PROBABILITY, SIZE, setting
 from .lstm import TextEncoder, VideoEncoder
 from .registry import ModelSettings, register_model
+from .standardise import VideoStatistics
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class BaselineSettings(ModelSettings):
     zoneout_hidden: float = setting(0.0, PROBABILITY)
 
 
-class _Baseline(nn.Module):
+class _Baseline(VideoStatistics, nn.Module):
     streams: tuple[str, ...] = ()
     early_fusion = False
 
@@ -98,19 +99,6 @@ class _Baseline(nn.Module):
     def standardises_video(self) -> bool:
         """Whether the model standardises video features (and so needs :meth:`set_video_statistics`)."""
         return self.standardise_video and self.video is not None
-
-    def set_video_statistics(self, mean, std, *, floor: float = 1e-2) -> None:
-        """Per-dimension mean and standard deviation used by ``standardise_video``; a spread below
-        ``floor`` (a dimension that barely varies in training) is raised to it, so it cannot blow up."""
-        if not self.standardises_video:
-            raise ValueError(f"{self.model_name} does not standardise video features")
-        mean = torch.as_tensor(mean, dtype=torch.float32)
-        std = torch.as_tensor(std, dtype=torch.float32).clamp_min(floor)
-        if mean.shape != self.video_mean.shape or std.shape != self.video_std.shape:
-            raise ValueError(f"video statistics of size {tuple(mean.shape)}, the model reads "
-                             f"{tuple(self.video_mean.shape)}")
-        self.video_mean.copy_(mean)
-        self.video_std.copy_(std)
 
     def _drop_streams(self, video: torch.Tensor) -> torch.Tensor:
         """Zero each stream of a sample (its training mean, when standardised) with probability

