@@ -526,9 +526,12 @@ class Served:
     """``moviefib human serve`` in a subprocess, on a free port."""
 
     def __init__(self, *args: str):
+        # SIGINT back to its default in the server: a suite started in the background (nohup, `cmd &`)
+        # ignores SIGINT, the server inherited that, and Python then installs no KeyboardInterrupt.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moviefib", "human", "serve", *args, "--port", "0"], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         timer = threading.Timer(60, self.proc.kill)
         timer.start()
         try:
@@ -543,8 +546,7 @@ class Served:
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
-        # Generous: on a loaded 2-core machine (training runs beside the suite) stopping took over 30 s.
-        out, err = self.proc.communicate(timeout=120)
+        out, err = self.proc.communicate(timeout=30)
         assert self.proc.returncode == 0, err
         assert "stopped" in out
 
