@@ -350,29 +350,6 @@ def test_a_crash_while_importing_leaves_no_store(tmp_path, capsys, monkeypatch):
     _folder_left_clean(tmp_path, ["f.pth"])
 
 
-def _ffmpeg_fps1(path):
-    """(output second, red of the frame) of FFmpeg's fps=1 filter, as FrozenBiLM's loader decodes."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        graph = av.filter.Graph()
-        chain = [graph.add_buffer(template=stream), graph.add("fps", "fps=1"), graph.add("buffersink")]
-        chain[0].link_to(chain[1])
-        chain[1].link_to(chain[2])
-        graph.configure()
-        out = []
-        for frame in [*container.decode(stream), None]:
-            graph.push(frame)
-            while True:
-                try:
-                    got = graph.pull()
-                except (av.BlockingIOError, av.EOFError):
-                    break
-                out.append((float(got.pts * got.time_base), int(got.to_ndarray(format="rgb24")[0, 0, 0])))
-    return out
-
-
 @pytest.mark.parametrize("frames, fps, seconds", [(80, 25, 3.2), (63, 25, 2.52), (60, 25, 2.4), (12, 25, 0.48),
                                                   (90, 30, 3.0)])
 def test_the_documented_timestamp_rule_is_ffmpegs(tmp_path, frames, fps, seconds):
@@ -380,7 +357,9 @@ def test_the_documented_timestamp_rule_is_ffmpegs(tmp_path, frames, fps, seconds
     screen at i + 0.5 s, and there are round(d) rows for a clip of d seconds: what moviefib.features.frozenbilm
     documents, and what the preset's sampler takes."""
     video = write_synthetic_video(tmp_path / "v.mkv", frames, fps=fps)
-    got = _ffmpeg_fps1(video)
+    from test_video_fps_filter import _ffmpeg_filter  # FFmpeg's fps filter run through PyAV
+
+    got = [(t, int(img[0, 0, 0])) for t, img in _ffmpeg_filter(video, 1)]
     assert len(got) == int(seconds + 0.5)
     for i, (t, red) in enumerate(got):
         assert t == i and red == int(np.ceil((i + 0.5) * fps)) - 1  # the last frame starting before i + 0.5 s
