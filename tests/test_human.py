@@ -546,7 +546,11 @@ class Served:
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=30)
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # a server that does not stop is the failure, not a process left behind
+            raise
         assert self.proc.returncode == 0, err
         assert "stopped" in out
 
