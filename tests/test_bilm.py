@@ -295,3 +295,27 @@ def test_the_layers_made_from_scratch_train_at_head_lr(lms, head):
     want = ["linear_video.bias", "linear_video.weight", "modality_embedding.weight"]
     assert got == sorted(want + (["classifier.bias", "classifier.weight"] if head == "classifier" else []))
     assert all(names[id(p)].startswith("lm.") or names[id(p)].startswith("answer_") for p in rest["params"])
+
+
+@pytest.mark.parametrize("lm", ["bert", "deberta"])
+def test_word_dropout_replaces_only_question_pieces_and_only_in_training(lms, lm):
+    model = _build("bilm_2d3d", lms[lm], mode="full", word_dropout=0.5)
+    batch = _batch(model, _samples(("2d", "3d")))
+    seen = []
+    embeddings = model.lm.get_input_embeddings()
+    embeddings.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    torch.manual_seed(0)
+    model(batch)
+    dropped = seen[-1] != batch["input_ids"]
+    tok = model.tokenizer
+    assert dropped.any() and (seen[-1][dropped] == tok.unk_token_id).all()
+    special = torch.isin(batch["input_ids"], torch.tensor(tok.all_special_ids))
+    assert not (dropped & special).any()  # the mask, [CLS], [SEP] and padding stay
+    assert (seen[-1][torch.arange(len(dropped)), batch["mask_pos"]] == tok.mask_token_id).all()
+    rate = dropped.sum() / (~special).sum()
+    assert 0.2 < float(rate) < 0.8
+    with torch.no_grad():
+        model.eval()
+        scores = model(batch)
+        assert torch.equal(seen[-1], batch["input_ids"])  # evaluation reads every word
+        torch.testing.assert_close(model(batch), scores)

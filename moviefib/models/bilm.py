@@ -109,6 +109,9 @@ class BiLMSettings(ModelSettings):
             forward adds (its mean biases go to an attribute it never reads): for their zero-shot.
         capitalize: the question as FrozenBiLM writes it: first letter upper-cased, the rest lower.
         standardise_video: standardise the video features with training-set statistics.
+        word_dropout: probability that a question word piece (never the blank's mask nor a special
+            token) is replaced by the unknown token in training (not in FrozenBiLM): without it the LM
+            learns the training sentences by heart before it reads the video.
     """
 
     lm: str = setting("microsoft/deberta-v2-xlarge", TEXT)
@@ -124,6 +127,7 @@ class BiLMSettings(ModelSettings):
     answer_bias: str = setting("mean", Rule("str", choices=("mean", "zero")))
     capitalize: bool = setting(True, FLAG)
     standardise_video: bool = setting(False, FLAG)
+    word_dropout: float = setting(0.0, PROBABILITY)
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,7 @@ class BiLM(VideoStatistics, nn.Module):
             raise ValueError(f"{len(answers)} answers for n_answers={n_answers}")
         self.tokenizer, self.lm, self.reads_mlm = load_lm(resolve_lm(s.lm), s.answer_head)
         self.max_length, self.max_feats, self.capitalize = int(s.max_length), int(s.max_feats), bool(s.capitalize)
+        self.word_dropout = self._checked_word_dropout(float(s.word_dropout))
         self._check_lengths()
         width = self.lm.get_input_embeddings().embedding_dim
         self.linear_video = self._video_projection(video_dims or {}, width, s.standardise_video)
@@ -396,6 +401,17 @@ class BiLM(VideoStatistics, nn.Module):
             raise SettingError(f"model.max_length: {self.max_length} word pieces are left for a question (after "
                                f"the video slots, within the LM's positions); it needs at least 3 ([CLS], the "
                                f"mask, [SEP])", "max_length")
+
+    def _checked_word_dropout(self, p: float) -> float:
+        if p > 0 and self.tokenizer.unk_token_id is None:
+            raise SettingError(f"model.word_dropout = {p}: the LM's tokenizer has no unknown token", "word_dropout")
+        return p
+
+    def _dropped_words(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids`` with each word piece replaced by the unknown token with probability ``word_dropout``."""
+        special = torch.tensor(self.tokenizer.all_special_ids, device=ids.device)
+        drop = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & ~torch.isin(ids, special)
+        return ids.masked_fill(drop, self.tokenizer.unk_token_id)
 
     def _checked_factor(self, factor: int) -> int:
         width = self.lm.config.hidden_size
@@ -485,7 +501,10 @@ class BiLM(VideoStatistics, nn.Module):
 
     def mask_states(self, batch: dict) -> torch.Tensor:
         """The LM's last hidden state at each question's mask token ``[B, H]``."""
-        embeds = self.lm.get_input_embeddings()(batch["input_ids"])
+        ids = batch["input_ids"]
+        if self.training and self.word_dropout > 0:
+            ids = self._dropped_words(ids)
+        embeds = self.lm.get_input_embeddings()(ids)
         attention, mask_pos = batch["attention_mask"], batch["mask_pos"]
         if self.modality_embedding is not None:
             embeds = embeds + self.modality_embedding.weight[_TEXT]
