@@ -378,6 +378,19 @@ def _train(name: str, out_dir: Path, device: str, overrides: Sequence[str], epoc
     return T.train(config).best_checkpoint
 
 
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Worker initializer: end this process once the demo's process is gone. A demo killed by SIGTERM
+    (not Ctrl-C, which reaches the whole process group) left its workers training for an hour."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)  # its checkpoints are written atomically: a rerun resumes from the last one
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _train_job(name: str, out_dir: Path, device: str, overrides: Sequence[str],
                log_level: int) -> tuple[str, Path, float]:
     """One baseline in a worker process (spawned: a fresh interpreter with its own torch threads)."""
@@ -410,7 +423,8 @@ def _train_side_by_side(names: Sequence[str], *, jobs: int, out_dir: Path, devic
 
     done: dict[str, tuple[Path, float]] = {}
     level = logging.getLogger().getEffectiveLevel()
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         # BASELINES goes from the cheapest model to the costliest: starting from its end leaves the
         # short runs for last, when the other processes are finishing too.
         futures = [pool.submit(_train_job, n, out_dir, device, list(overrides), level) for n in reversed(names)]
