@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -374,3 +375,26 @@ def test_cli_out_under_a_file_is_one_line_naming_it(tmp_path, capsys, command):
     assert main(["demo", command, "--out", str(tmp_path / "afile" / "d"), "--no-progress"]) == EXIT_INVALID
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{tmp_path / 'afile'} is a file, not a folder" in err[0]
+
+
+def test_a_finished_run_with_other_settings_is_trained_again(demo, tmp_path, caplog):
+    """Settings changed between runs retrain that model (a rerun with --set reported the old models
+    under the new settings); its folders moving does not."""
+    result, weights, _ = demo
+    out = tmp_path / "moved"
+    shutil.copytree(result.out_dir, out)
+    before = {name: (out / "runs" / name / "best.pt").stat().st_mtime_ns for name in BASELINES}
+    with caplog.at_level(logging.WARNING, logger="moviefib.demo.run"):
+        run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=TRAINING)  # moved: reused
+        assert not [r for r in caplog.records if "other settings" in r.getMessage()]
+        again = run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=[*TRAINING, "model.dropout=0.25"],
+                         train_jobs=1)
+    retrained = [r.getMessage() for r in caplog.records if "trained with other settings" in r.getMessage()]
+    assert len(retrained) == len(BASELINES) and all("(model.dropout)" in m for m in retrained)
+    for name in BASELINES:
+        assert (out / "runs" / name / "best.pt").stat().st_mtime_ns != before[name]
+        config = json.loads((out / "runs" / name / "metrics.json").read_text())["config"]
+        assert config["model"]["dropout"] == 0.25 and len(again.accuracy) == len(result.accuracy)
+    caplog.clear()
+    run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=[*TRAINING, "model.dropout=0.25"])
+    assert not [r for r in caplog.records if "other settings" in r.getMessage()]  # the same settings: reused

@@ -358,22 +358,59 @@ def _extract_all(folders: _Folders, stages: _Stages, *, weights: str, device: st
     return used
 
 
+# Settings that say where a run's files are or where it ran, not what it learns: a demo folder that was
+# moved, or is rerun on another device, keeps its models.
+_PLACE_SETTINGS = {("data", "dataset"), ("features", "dir"), ("train", "out_dir"), ("train", "resume"),
+                   ("train", "progress"), ("train", "device")}
+
+
+# An unfinished run whose settings differ in these alone continues from last.pt (e.g. more epochs).
+_STOPPING_SETTINGS = {"train.epochs", "train.patience"}
+
+
+def changed_settings(recorded: dict, config) -> list[str]:
+    """The settings (``section.key``) in which ``config`` differs from a run's recorded ``metrics.json``
+    config, places aside (:data:`_PLACE_SETTINGS`)."""
+    now = json.loads(json.dumps(config.to_dict(), default=str))  # as metrics.json writes it
+    keys = {(sec, key) for side in (recorded, now) for sec, values in side.items() for key in values}
+    return sorted(f"{sec}.{key}" for sec, key in keys - _PLACE_SETTINGS
+                  if recorded.get(sec, {}).get(key) != now.get(sec, {}).get(key))
+
+
+def _recorded(metrics: Path) -> dict:
+    """A run's ``metrics.json`` ({} when there is none, or it cannot be read: the run is not reused)."""
+    if not metrics.is_file():
+        return {}
+    try:
+        recorded = json.loads(metrics.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        log.warning("demo: %s cannot be read (%s); its run is not reused", metrics, e)
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
 def _train(name: str, out_dir: Path, device: str, overrides: Sequence[str], epoch_bars: bool) -> Path:
     """Train (or continue, or reuse) one model (the caller's ``overrides`` over the demo's settings);
-    returns its best checkpoint."""
+    returns its best checkpoint. A run made with other settings is trained again from the start, except
+    an unfinished one given other stopping settings, which continues."""
     from .. import train as T
 
     folders = _Folders.under(out_dir)
     run = folders.runs / name
     best = run / "best.pt"
-    metrics = run / "metrics.json"
-    if best.is_file() and metrics.is_file() and json.loads(metrics.read_text()).get("finished"):
-        return best
     settings = training_overrides(name, out_dir, device=device, epoch_bars=epoch_bars,
                                   settings=demo_settings(name, overrides))
-    if (run / "last.pt").is_file():
-        settings.append(f"train.resume={json.dumps(str(run / 'last.pt'))}")
     config = T.load_config(name, settings)
+    recorded = _recorded(run / "metrics.json")
+    changed = changed_settings(recorded.get("config", {}), config) if recorded else []
+    if changed and (recorded.get("finished") or not set(changed) <= _STOPPING_SETTINGS):
+        log.warning("demo: %s was trained with other settings (%s); training it again", name, ", ".join(changed))
+        shutil.rmtree(run)
+        recorded = {}
+    if best.is_file() and recorded.get("finished"):
+        return best
+    if (run / "last.pt").is_file():
+        config = T.load_config(name, [*settings, f"train.resume={json.dumps(str(run / 'last.pt'))}"])
     (folders.preds / f"{name}.tsv").unlink(missing_ok=True)  # answers of the model before this training
     return T.train(config).best_checkpoint
 
