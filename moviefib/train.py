@@ -19,7 +19,7 @@ _HOMES = {
                     "check_state", "checkpoint_config", "is_neural", "load_checkpoint", "model_from_checkpoint",
                     "read_checkpoint", "save_checkpoint"),
     "inputs": ("QUESTION_COLUMNS", "RunData", "prepare_data", "prepare_splits", "read_split"),
-    "loop": ("SharedPermutation", "predict_indices", "seed_everything"),
+    "loop": ("DivergedError", "SharedPermutation", "predict_indices", "seed_everything"),
     "ddp": ("per_rank_batch",),
     "progress": ("ProgressBar", "RunningFigures", "TrainProgress"),
     "run": ("RunState", "TrainResult", "prepare_out_dir", "train"),

@@ -288,3 +288,27 @@ def test_video_standardisation_uses_training_statistics_and_travels_with_the_che
     gold = pq.read_table(toy / "dataset" / "data" / "val.parquet").to_pydict()
     assert np.mean([answers[q] == a for q, a in zip(gold["question_id"], gold["answer"])]) == pytest.approx(
         res.best_val_acc)
+
+
+def test_a_nan_loss_stops_the_run_in_one_line_and_saves_nothing_of_that_epoch(toy, tmp_path, monkeypatch):
+    """A loss that turns NaN (a diverged run) was trained on as 0 and the run went on."""
+    from moviefib.models.registry import registered
+    from moviefib.train import DivergedError
+
+    train(_config(toy, "text_2d", tmp_path / "run", "train.epochs=1"))
+    saved = (tmp_path / "run" / "last.pt").read_bytes()
+    cls = registered("text_2d").factory
+    forward, calls = cls.forward, []
+
+    def diverging(self, batch):
+        logits = forward(self, batch)
+        calls.append(self.training)
+        return logits * float("nan") if sum(calls) > 2 else logits
+
+    monkeypatch.setattr(cls, "forward", diverging)
+    with pytest.raises(DivergedError, match=r"^epoch 2: the training loss was NaN or inf in 6 of 8 batches: "
+                                            r"training diverged \(lower train.lr, or set train.clip_grad\)"):
+        train(_config(toy, "text_2d", tmp_path / "run", "train.epochs=2",
+                      f"train.resume={json.dumps(str(tmp_path / 'run' / 'last.pt'))}"))
+    assert (tmp_path / "run" / "last.pt").read_bytes() == saved
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]) == 1

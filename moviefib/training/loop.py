@@ -23,7 +23,7 @@ import torch
 
 from ..distributed import DistributedEnv
 from .checkpoints import is_neural
-from .config import TrainSection
+from .config import ConfigError, TrainSection
 from .ddp import parallel_model, per_rank_batch, sum_over_processes
 from .progress import RunningFigures, TrainProgress
 from .schedule import param_groups, warm_up
@@ -176,14 +176,28 @@ def make_engine(model, cfg: TrainSection, *, env: DistributedEnv, device: torch.
                   device, env, cfg.amp)
 
 
+class DivergedError(ConfigError):
+    """The training loss was NaN or inf: the settings (a rate too high, no clipping) diverged."""
+
+
 @dataclass(frozen=True)
 class EpochFigures:
-    """One epoch's training figures over every process: mean loss, accuracy, questions, seconds."""
+    """One epoch's training figures over every process: mean loss, accuracy, questions, seconds,
+    batches, and those of them whose loss was NaN or inf."""
 
     loss: float
     accuracy: float
     n_seen: int
     seconds: float
+    n_batches: int = 0
+    n_non_finite: int = 0
+
+    def check_finite(self, epoch: int) -> None:
+        """Raise :class:`DivergedError` when a batch of epoch ``epoch`` (1-based) had a NaN or inf loss."""
+        if self.n_non_finite:
+            raise DivergedError(f"epoch {epoch}: the training loss was NaN or inf in {self.n_non_finite} of "
+                                f"{self.n_batches} batches: training diverged (lower train.lr, or set "
+                                f"train.clip_grad); nothing of this epoch was saved")
 
 
 def _step(engine: Engine, batch: dict, clip_grad: float, figures: RunningFigures) -> None:
@@ -191,8 +205,11 @@ def _step(engine: Engine, batch: dict, clip_grad: float, figures: RunningFigures
     target = batch["answer"]
     with autocast(engine.device, engine.amp):
         logits = engine.net(batch)
-    # A batch of only out-of-vocabulary answers has no loss (NaN): it adds no gradient.
-    loss = torch.nan_to_num(engine.loss(logits.float(), target), nan=0.0)
+    raw = engine.loss(logits.float(), target)
+    # A batch of only out-of-vocabulary answers has no loss (NaN): it adds no gradient. Any other
+    # NaN or inf is counted, and the epoch refused (DivergedError), not trained on as if it were 0.
+    loss = torch.nan_to_num(raw, nan=0.0)
+    non_finite = ~torch.isfinite(raw) & (target != engine.loss.ignore_index).any()
     engine.optimizer.zero_grad(set_to_none=True)
     engine.scaler.scale(loss).backward()
     if clip_grad:
@@ -200,7 +217,7 @@ def _step(engine: Engine, batch: dict, clip_grad: float, figures: RunningFigures
         torch.nn.utils.clip_grad_norm_(engine.model.parameters(), clip_grad)
     engine.scaler.step(engine.optimizer)
     engine.scaler.update()
-    figures.add(loss, logits, target)
+    figures.add(loss, logits, target, non_finite=non_finite)
 
 
 def epoch_seed(cfg: TrainSection, epoch: int) -> int:
@@ -229,10 +246,12 @@ def train_epoch(engine: Engine, dataset, cfg: TrainSection, *, epoch: int, worke
         _step(engine, batch, cfg.clip_grad, figures)
         progress.batch_done(b + 1, figures)
     # The epoch's figures over every process's share.
-    loss_sum, n_correct, n_seen = sum_over_processes(
-        [float(figures.loss_sum), float(figures.n_correct), float(figures.n_seen)], env, engine.device)
+    loss_sum, n_correct, n_seen, n_non_finite = sum_over_processes(
+        [float(figures.loss_sum), float(figures.n_correct), float(figures.n_seen), float(figures.n_non_finite)],
+        env, engine.device)
     n_seen = int(n_seen)
-    return EpochFigures(loss_sum / max(1, n_seen), n_correct / max(1, n_seen), n_seen, time.perf_counter() - t0)
+    return EpochFigures(loss_sum / max(1, n_seen), n_correct / max(1, n_seen), n_seen, time.perf_counter() - t0,
+                        n_batches=total * env.world, n_non_finite=int(n_non_finite))
 
 
 def _calibrate(engine: Engine, dataset, cfg: TrainSection, *, seed: int, workers: int) -> None:

@@ -22,14 +22,19 @@ class RunningFigures:
 
     Attributes:
         loss_sum: summed loss of the questions seen (a 0-d tensor). n_correct: those answered right
-            (a 0-d tensor). n_seen: questions seen.
+            (a 0-d tensor). n_seen: questions seen. n_non_finite: batches whose loss was NaN or inf.
     """
 
     loss_sum: torch.Tensor
     n_correct: torch.Tensor
     n_seen: int = 0
+    n_non_finite: int | torch.Tensor = 0
 
-    def add(self, loss, logits, target) -> None:
+    def add(self, loss, logits, target, *, non_finite=None) -> None:
+        """One batch; ``non_finite``: a 0-d bool tensor, whether its loss was NaN or inf (though it had
+        answers to learn)."""
+        if non_finite is not None:
+            self.n_non_finite = self.n_non_finite + non_finite.long()
         self.loss_sum += loss.detach() * len(target)
         self.n_correct += (logits.detach().argmax(1) == target).sum()
         self.n_seen += len(target)

@@ -246,6 +246,7 @@ def _run_epochs(engine: Engine, config: TrainingConfig, data: RunData, state: Ru
         if state.bad_epochs >= cfg.patience:
             break
         figures = train_epoch(engine, data.train, cfg, epoch=epoch, workers=workers, progress=progress)
+        figures.check_finite(epoch + 1)  # every process alike: the count is summed over them
         val_acc = validate(engine, data.train, data.val, cfg, epoch=epoch, workers=workers)
         row = _epoch_row(epoch, figures, val_acc, engine.optimizer.param_groups[0]["lr"])
         state = state.after(row)
