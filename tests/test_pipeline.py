@@ -164,6 +164,18 @@ def test_extract_3d_windows(tmp_path, tiny_module, clip_folder):
         np.testing.assert_allclose(cf.timestamps, [(4 * i + 1.5) / 25 for i in range(5)] + [20.5 / 25])
 
 
+def test_a_2d_extractor_refuses_windows_of_several_frames(tmp_path, tiny_module, clip_folder):
+    """They were cut to their first frame without a word; one frame a step at a rate is fine."""
+    _, tinyext = tiny_module
+    clips = clips_from_folder(clip_folder)[:2]
+    with pytest.raises(ValueError, match=r"^extractor 'tiny2d' is 2D and reads one frame per step; sampling "
+                                         r"\{.*\} gives windows of 4 frames: use windows:1,fps=F"):
+        extract(clips, tmp_path / "w.h5", tinyext.tiny(), Windows(4, stride=4))
+    assert not list(tmp_path.iterdir())  # refused before any file
+    s = extract(clips, tmp_path / "one.h5", tinyext.tiny(), Windows(1, fps=5.0), num_workers=0)
+    assert s.failed == 0 and s.extracted == 2
+
+
 @pytest.mark.parametrize("kind", ["2d", "3d"])
 def test_normalising_after_the_workers_gives_the_same_features(tmp_path, tiny_module, clip_folder, kind):
     """The CUDA arrangement (uint8 from the workers, normalised by the main process, its threads capped)

@@ -127,6 +127,17 @@ def native_sampling(kind: str, *, window: int, fps: float | None) -> Sampling:
     return EveryKth(1) if kind == "2d" else Windows(window, fps=fps)
 
 
+def check_sampling(name: str, kind: str, sampling: Sampling) -> None:
+    """ValueError for a sampling extractor ``name`` (of ``kind``) cannot read whole: a 2D model reads one
+    frame per step, so windows of several frames would be cut to their first (silently, before)."""
+    from ..video import Windows, sampling_to_dict
+
+    if kind == "2d" and isinstance(sampling, Windows) and sampling.window > 1:
+        raise ValueError(f"extractor {name!r} is 2D and reads one frame per step; sampling "
+                         f"{sampling_to_dict(sampling)} gives windows of {sampling.window} frames: use "
+                         f"windows:1,fps=F, every:K, uniform:N or ffmpeg-fps:F")
+
+
 @dataclass(frozen=True)
 class _Registered:
     factory: Callable[..., Extractor]
