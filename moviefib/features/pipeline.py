@@ -144,10 +144,11 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
     ``on_start(total, reused)`` is called once the finished clips of earlier runs are known and
     ``on_clip(clip_id, ok)`` as each clip finishes or fails (for progress bars).
     Raises :class:`~moviefib.features.settings.SettingsError` (a ValueError) for a setting out of range,
-    ValueError for a sampling the extractor cannot read whole (windows for a 2D model), ValueError when ``out`` or its staging folder holds features made with other settings (unless
-    ``overwrite``), :class:`~moviefib.fileio.LockHeldError` when another live process is extracting into
-    the same file, and :class:`~moviefib.video.DecoderUnavailableError` (before any clip is tried) when
-    the decoder cannot run here.
+    ValueError for a sampling the extractor cannot read whole (windows for a 2D model), ValueError when
+    ``out`` or its staging folder holds features made with other settings (unless ``overwrite``),
+    :class:`~moviefib.fileio.LockHeldError` when another live process is extracting into the same file,
+    and :class:`~moviefib.video.DecoderUnavailableError` (before any clip is tried) when the decoder
+    cannot run here.
     """
     from .registry import check_sampling
 

@@ -129,6 +129,9 @@ class BiLMSettings(ModelSettings):
     standardise_video: bool = setting(False, FLAG)
     word_dropout: float = setting(0.0, PROBABILITY)
 
+    def check_available(self) -> None:
+        check_available(self.lm)
+
 
 @dataclass(frozen=True)
 class LMSource:

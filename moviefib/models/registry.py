@@ -30,6 +30,10 @@ class ModelUnavailableError(RuntimeError):
 class ModelSettings:
     """A model's settings: what a recipe may set besides ``name``. This base has none (count models)."""
 
+    def check_available(self) -> None:
+        """Refuse, before any data is read, what these settings name that cannot be had here (a package,
+        a folder): :class:`ModelUnavailableError` or :class:`SettingError`. The base names nothing."""
+
 
 @dataclass(frozen=True)
 class RegisteredModel:

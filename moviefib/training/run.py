@@ -282,6 +282,7 @@ def train(config: TrainingConfig | Mapping, *, tables: Mapping | None = None,
     config = as_config(config)
     env = distributed_env()
     resume = _set_up(config.train, env)
+    config.model.settings.check_available()  # e.g. a masked LM's folder: before minutes of reading data
     out = Path(config.train.out_dir)
     data = prepare_data(config, tables)
     model, init = build_model(config, data, fresh=resume is None)
