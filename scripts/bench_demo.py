@@ -58,6 +58,16 @@ def goals(accuracy: dict[str, dict[str, float]], counts: dict[str, int]) -> list
     return checks
 
 
+def print_accuracy(accuracy: dict[str, dict[str, float]], counts: dict[str, int]) -> None:
+    """The test accuracy table: each model by question type, and on the visual questions."""
+    print(f"\ntest accuracy (%), {sum(counts.values())} questions: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"  {'model':16s}" + "".join(f"{k:>12s}" for k in (*KINDS, "visual")))
+    for name, acc in accuracy.items():
+        print(f"  {name:16s}" + "".join(f"{acc.get(k, float('nan')):12.1f}" for k in KINDS)
+              + f"{visual_accuracy(acc, counts):12.1f}")
+
+
 def question_counts(dataset: Path) -> dict[str, int]:
     from moviefib.dataset import read_table
 
@@ -102,12 +112,7 @@ def main() -> int:
         for st in result.stages:
             print(f"  {st.name:24s} {st.seconds:8.1f} s  {st.detail}")
         print(f"  {'total':24s} {total:8.1f} s")
-        print(f"\ntest accuracy (%), {counts.get('all', sum(counts.values()))} questions: "
-              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-        print(f"  {'baseline':16s}" + "".join(f"{k:>12s}" for k in (*KINDS, "visual")))
-        for name, acc in result.accuracy.items():
-            print(f"  {name:16s}" + "".join(f"{acc.get(k, float('nan')):12.1f}" for k in KINDS)
-                  + f"{visual_accuracy(acc, counts):12.1f}")
+        print_accuracy(result.accuracy, counts)
         print("\ngoals:")
         for text, ok in checks:
             print(f"  [{'ok' if ok else 'MISSED'}] {text}")

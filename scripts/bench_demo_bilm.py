@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT.parent), str(ROOT)]
 
-from bench_demo import KINDS, question_counts, visual_accuracy  # noqa: E402
+from bench_demo import print_accuracy, question_counts, visual_accuracy  # noqa: E402
 
 BILM = "bilm_2d3d"
 
@@ -60,11 +60,7 @@ def main() -> int:
           f"{os.getloadavg()[0]:.2f} (1 min)")
     print(f"{BILM}: {len(history)} epochs, {seconds:.0f} s of training epochs "
           f"({seconds / len(history):.1f} s/epoch; a reused run's figures are those it was trained with)")
-    print("\ntest accuracy (%), " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    print(f"  {'model':16s}" + "".join(f"{k:>12s}" for k in (*KINDS, "visual")))
-    for name, acc in result.accuracy.items():
-        print(f"  {name:16s}" + "".join(f"{acc.get(k, float('nan')):12.1f}" for k in KINDS)
-              + f"{visual_accuracy(acc, counts):12.1f}")
+    print_accuracy(result.accuracy, counts)
     print("\ngoals:")
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'MISSED'}] {text}")
