@@ -319,3 +319,20 @@ def test_word_dropout_replaces_only_question_pieces_and_only_in_training(lms, lm
         scores = model(batch)
         assert torch.equal(seen[-1], batch["input_ids"])  # evaluation reads every word
         torch.testing.assert_close(model(batch), scores)
+
+
+def test_stream_dropout_zeroes_whole_streams_of_training_samples_only(lms):
+    model = _build("bilm_2d3d", lms["bert"], mode="full", stream_dropout=0.6)
+    batch = _batch(model, _samples(("2d", "3d"), steps=(3, 3, 3, 3)) * 25)  # 100 samples
+    seen = []
+    model.linear_video.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    torch.manual_seed(0)
+    model.train()(batch)
+    got, video = seen[-1][:, :3], batch["video"]
+    parts = [(got[..., :DIMS["2d"]], video[..., :DIMS["2d"]]), (got[..., DIMS["2d"]:], video[..., DIMS["2d"]:])]
+    kept = torch.tensor([[torch.equal(g[i], v[i]) for i in range(len(video))] for g, v in parts])
+    zero = torch.tensor([[bool((g[i] == 0).all()) for i in range(len(video))] for g, _ in parts])
+    assert (kept | zero).all() and kept.any(0).all()  # whole streams, never both of a sample
+    assert 0.2 < float(zero.float().mean()) < 0.6
+    model.eval()(batch)
+    assert torch.equal(seen[-1][:, :3], video)

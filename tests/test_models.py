@@ -156,7 +156,9 @@ def test_stream_dropout_zeroes_whole_streams_never_all_and_only_in_training():
     model = create_model("text_2d3d", n_answers=3, vocab_size=30, video_dims=DIMS, emb_dim=8, hidden=8,
                          stream_dropout=0.6)
     video = torch.ones(400, 3, DIMS["2d"] + DIMS["3d"])
-    dropped = model.train()._drop_streams(video)
+    from moviefib.models.streams import drop_streams
+
+    dropped = drop_streams(video, model._stream_dims, model.stream_dropout)
     parts = dropped[:, :, :DIMS["2d"]], dropped[:, :, DIMS["2d"]:]
     kept = torch.stack([(p == 1).all(2).all(1) for p in parts], dim=1)  # [400, 2]: stream kept whole
     zero = torch.stack([(p == 0).all(2).all(1) for p in parts], dim=1)

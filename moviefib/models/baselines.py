@@ -21,6 +21,7 @@ from ..training.rules import FLAG, NUMBER, PROBABILITY, SIZE, setting
 from .lstm import TextEncoder, VideoEncoder
 from .registry import ModelSettings, register_model
 from .standardise import VideoStatistics
+from .streams import drop_streams
 
 
 @dataclass(frozen=True)
@@ -100,19 +101,6 @@ class _Baseline(VideoStatistics, nn.Module):
         """Whether the model standardises video features (and so needs :meth:`set_video_statistics`)."""
         return self.standardise_video and self.video is not None
 
-    def _drop_streams(self, video: torch.Tensor) -> torch.Tensor:
-        """Zero each stream of a sample (its training mean, when standardised) with probability
-        ``stream_dropout``, never all streams of one sample. With 2D and 3D features concatenated the
-        model otherwise leans on whichever stream fits the training set first (measured on the demo:
-        the 2D+3D model answered motion questions worse than the 3D-only one)."""
-        keep = torch.rand(video.shape[0], len(self.streams), device=video.device) >= self.stream_dropout
-        none = ~keep.any(1)
-        if none.any():
-            keep[none, torch.randint(len(self.streams), (int(none.sum()),), device=video.device)] = True
-        sizes = torch.tensor(self._stream_dims, device=video.device)
-        mask = torch.repeat_interleave(keep, sizes, dim=1).to(video.dtype)  # [B, D]
-        return video * mask.unsqueeze(1)
-
     def forward(self, batch: dict) -> torch.Tensor:
         q = self.text(batch["left"], batch["left_len"], batch["right"], batch["right_len"])
         if self.video is None:
@@ -121,7 +109,7 @@ class _Baseline(VideoStatistics, nn.Module):
         if self.standardise_video:
             video = (video - self.video_mean) / self.video_std
         if self.training and self.stream_dropout > 0 and len(self.streams) > 1:
-            video = self._drop_streams(video)
+            video = drop_streams(video, self._stream_dims, self.stream_dropout)
         if self.early_fusion:
             h0, c0 = torch.tanh(self.init_state(q)).chunk(2, dim=1)
             enc = self.video(video, batch["video_len"], (h0, c0))

