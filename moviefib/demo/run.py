@@ -580,7 +580,7 @@ def run_demo(out_dir: str | os.PathLike, *, size: str = "default", seed: int = 0
         workers: corpus rendering processes and feature decoding workers.
         train_jobs: baselines trained at the same time, each in its own process with one thread
             (default: as many as there are CPU cores, at most five).
-        bilm: also train :data:`BILM` (the masked-LM model on MiniLM; minutes more on CPU).
+        bilm: also train :data:`BILM` (the masked-LM model on MiniLM; about 30 minutes more on CPU).
         progress: called as ``progress(task, done, total)`` (see :data:`Progress`) for the caller's
             progress bars; with it, baselines trained one at a time also draw their epoch bars
             (``train.progress``). The stages are logged either way.
