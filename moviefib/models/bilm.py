@@ -414,12 +414,13 @@ class BiLM(VideoStatistics, nn.Module):
     def _checked_word_dropout(self, p: float) -> float:
         if p > 0 and self.tokenizer.unk_token_id is None:
             raise SettingError(f"model.word_dropout = {p}: the LM's tokenizer has no unknown token", "word_dropout")
+        # Made once, not at every training step; not saved (the tokenizer is rebuilt from model.lm).
+        self.register_buffer("special_ids", torch.tensor(self.tokenizer.all_special_ids), persistent=False)
         return p
 
     def _dropped_words(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids`` with each word piece replaced by the unknown token with probability ``word_dropout``."""
-        special = torch.tensor(self.tokenizer.all_special_ids, device=ids.device)
-        drop = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & ~torch.isin(ids, special)
+        drop = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & ~torch.isin(ids, self.special_ids)
         return ids.masked_fill(drop, self.tokenizer.unk_token_id)
 
     def _checked_factor(self, factor: int) -> int:
