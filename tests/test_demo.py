@@ -398,3 +398,28 @@ def test_a_finished_run_with_other_settings_is_trained_again(demo, tmp_path, cap
     caplog.clear()
     run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=[*TRAINING, "model.dropout=0.25"])
     assert not [r for r in caplog.records if "other settings" in r.getMessage()]  # the same settings: reused
+
+
+def test_with_a_decaying_rate_an_unfinished_run_given_other_epochs_is_trained_again(demo, tmp_path, caplog):
+    """train.lr_decay = "linear" decays over train.epochs: other epochs are another schedule, so an
+    unfinished run is not continued on it (without a decay it is: test_interrupted_training_continues)."""
+    result, weights, _ = demo
+    out = tmp_path / "decayed"
+    shutil.copytree(result.out_dir, out)
+    decayed = [*TRAINING, "train.lr_decay=linear"]
+    run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=decayed, train_jobs=1)
+    metrics_file = out / "runs" / "text_only" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["finished"] = False
+    metrics_file.write_text(json.dumps(metrics))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="moviefib.demo.run"):
+        run_demo(out, size=SIZE, seed=SEED, weights=weights, overrides=[*decayed, "train.epochs=3"],
+                 train_jobs=1)
+    retrained = [r.getMessage() for r in caplog.records if "text_only was trained with other settings" in
+                 r.getMessage()]
+    assert retrained and "(train.epochs)" in retrained[0]
+    after = json.loads(metrics_file.read_text())
+    assert after["finished"] and after["config"]["train"]["epochs"] == 3
+    # From epoch 1 again, on the 3-epoch schedule: epoch 2 ends at another rate than in the 2-epoch run.
+    assert len(after["history"]) == 3 and after["history"][1]["lr"] > metrics["history"][1]["lr"]

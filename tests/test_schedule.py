@@ -1,5 +1,5 @@
-"""The batch-size rule and the warm-up (moviefib.training.schedule), their config keys, and what a run
-records of them."""
+"""The batch-size rule, the warm-up and the decay (moviefib.training.schedule), their config keys, and
+what a run records of them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import pytest
 
 from moviefib.training.config import ConfigError, TrainSection, config_from_dict, load_config
-from moviefib.training.schedule import effective_lr, scale_factor, warm_up, warmup_factor, warmup_steps
+from moviefib.training.schedule import decay_factor, effective_lr, scale_factor, warm_up, warmup_factor, warmup_steps
 
 
 def _train(**kw) -> TrainSection:
@@ -48,15 +48,29 @@ def test_bad_values_name_the_key_and_the_allowed_values():
         load_config(None, ["train.lr=1000", "train.batch_size=192", "train.lr_scaling=linear"])
 
 
+    with pytest.raises(ConfigError, match=r"train.lr_decay = 'cosine': expected one of 'none', 'linear'"):
+        load_config(None, ["train.lr_decay=cosine"])
+    with pytest.raises(ConfigError, match=r"train.adam_beta2 = 1: expected a number >= 0 and < 1"):
+        load_config(None, ["train.adam_beta2=1"])
+
+
 def test_a_saved_config_without_the_keys_reads_as_before():
     cfg = config_from_dict({"model": {"name": "text_only"}, "train": {"lr": 1e-3, "batch_size": 64}})
     assert cfg.train.lr_scaling == "none" and effective_lr(cfg.train).lr == 1e-3
+    assert (cfg.train.lr_decay, cfg.train.adam_beta2) == ("none", 0.999)
 
 
 def test_warmup_ramps_linearly_then_holds():
     assert warmup_steps(_train(warmup_epochs=0.5), 10) == 5
     assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0
+
+
+def test_linear_decay_falls_from_the_end_of_the_warm_up_to_zero_past_the_last_step():
+    """FrozenBiLM's linear_with_warmup: (N - s) / (N - W) after W warm-up steps of N."""
+    assert [decay_factor(s, warmup=2, total=6) for s in range(7)] == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert [decay_factor(s, warmup=0, total=4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert decay_factor(9, warmup=0, total=4) == 0.0  # never negative (a run resumed with fewer epochs)
 
 
 class _Optimizer:
@@ -71,6 +85,20 @@ def test_warm_up_sets_both_groups_from_the_effective_rates():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3 / 4, 4e-3 / 4])
     warm_up(opt, cfg, step=9, steps_per_epoch=4)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3, 4e-3])
+
+
+def test_warm_up_then_decay_over_the_run():
+    """2 epochs of 4 steps, 1 of warm-up: the ramp, then (8 - s) / 4 of the full rate."""
+    cfg = _train(lr=1e-3, head_lr=2e-3, epochs=2, warmup_epochs=1, lr_decay="linear")
+    opt = _Optimizer(0.0, 0.0)
+    rates = []
+    for step in range(8):
+        warm_up(opt, cfg, step=step, steps_per_epoch=4)
+        rates.append([g["lr"] / r for g, r in zip(opt.param_groups, (1e-3, 2e-3))])
+    assert [r[0] for r in rates] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 0.75, 0.5, 0.25])
+    assert [r[1] for r in rates] == pytest.approx([r[0] for r in rates])
+    warm_up(opt, _train(lr=1e-3, epochs=2, lr_decay="linear"), step=0, steps_per_epoch=4)  # no warm-up
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
 def test_no_warm_up_leaves_the_rates_alone():
@@ -106,6 +134,20 @@ def test_a_run_records_the_effective_rate_and_warms_up(tmp_path):
     assert saved["lr"] == {"scaling": "linear", "factor": 0.5, "lr": 5e-4, "head_lr": 5e-4}
     # 4 steps an epoch, 6 steps of warm-up: epoch 1 ends at step 4 of 6, epoch 2 past the warm-up.
     assert [h["lr"] for h in res.metrics["history"]] == pytest.approx([5e-4 * 4 / 6, 5e-4])
+
+
+def test_a_run_records_the_decayed_rate_and_a_resumed_run_decays_over_its_own_epochs(tmp_path):
+    """3 epochs of 4 steps, decayed: each epoch's last step at (12 - s) / 12. A 2-epoch run resumed
+    with train.epochs = 3 takes its third epoch at the rate of the 3-epoch schedule."""
+    pytest.importorskip("torch")
+    decayed = ("train.lr=1e-3", "train.lr_decay=linear", "train.patience=9")
+    whole = _run(tmp_path, "whole", *decayed, "train.epochs=3")
+    assert [h["lr"] for h in whole.metrics["history"]] == pytest.approx([1e-3 * 9 / 12, 1e-3 * 5 / 12, 1e-3 / 12])
+    part = _run(tmp_path, "part", *decayed)
+    assert [h["lr"] for h in part.metrics["history"]] == pytest.approx([1e-3 * 5 / 8, 1e-3 / 8])
+    last = json.dumps(str(tmp_path / "part" / "last.pt"))
+    resumed = _run(tmp_path, "part", *decayed, "train.epochs=3", f"train.resume={last}")
+    assert resumed.metrics["history"][-1]["lr"] == pytest.approx(1e-3 / 12)
 
 
 def test_default_rule_trains_exactly_as_before(tmp_path):

@@ -135,6 +135,8 @@ DEMO_BILM_TRAINING: dict[str, str] = {
     "train.head_lr": "1e-3",
     "train.clip_grad": "1.0",
     "train.warmup_epochs": "1",
+    "train.lr_decay": '"none"',
+    "train.adam_beta2": "0.999",
     "train.epochs": "25",
     "train.patience": "6",
     "train.threads": "1",
@@ -374,6 +376,12 @@ _PLACE_SETTINGS = {("data", "dataset"), ("features", "dir"), ("train", "out_dir"
 _STOPPING_SETTINGS = {"train.epochs", "train.patience"}
 
 
+def _stopping_settings(config) -> set[str]:
+    """:data:`_STOPPING_SETTINGS`, less ``train.epochs`` where the rate decays over the epochs (the
+    schedule is then another one: the run is trained again)."""
+    return _STOPPING_SETTINGS if config.train.lr_decay == "none" else _STOPPING_SETTINGS - {"train.epochs"}
+
+
 def changed_settings(recorded: dict, config) -> list[str]:
     """The settings (``section.key``) in which ``config`` differs from a run's recorded ``metrics.json``
     config, places aside (:data:`_PLACE_SETTINGS`)."""
@@ -409,7 +417,7 @@ def _train(name: str, out_dir: Path, device: str, overrides: Sequence[str], epoc
     config = T.load_config(name, settings)
     recorded = _recorded(run / "metrics.json")
     changed = changed_settings(recorded.get("config", {}), config) if recorded else []
-    if changed and (recorded.get("finished") or not set(changed) <= _STOPPING_SETTINGS):
+    if changed and (recorded.get("finished") or not set(changed) <= _stopping_settings(config)):
         log.warning("demo: %s was trained with other settings (%s); training it again", name, ", ".join(changed))
         shutil.rmtree(run)
         recorded = {}

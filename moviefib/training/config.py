@@ -37,7 +37,7 @@ from .rules import (
     record_keys,
     setting,
 )
-from .schedule import LR_SCALINGS, effective_lr
+from .schedule import LR_DECAYS, LR_SCALINGS, effective_lr
 
 if TYPE_CHECKING:
     from ..models.registry import ModelSettings
@@ -125,6 +125,8 @@ class TrainSection:
     lr_scaling: str = setting("none", Rule("str", choices=LR_SCALINGS))
     lr_reference_batch: int = setting(24, SIZE)  # the batch train.lr was chosen for (the paper's)
     warmup_epochs: float = setting(0.0, Rule("number", minimum=0))  # linear warm-up; fractions allowed
+    lr_decay: str = setting("none", Rule("str", choices=LR_DECAYS))  # "linear": to 0 at the end of train.epochs
+    adam_beta2: float = setting(0.999, Rule("number", minimum=0, maximum=1, open_maximum=True))  # FrozenBiLM's: 0.95
     weight_decay: float = setting(0.0, Rule("number", minimum=0))
     clip_grad: float = setting(10.0, Rule("number", minimum=0))  # 0: no clipping
     epochs: int = setting(50, COUNT)  # 0: zero-shot, the untrained (or initialised) model is validated and saved

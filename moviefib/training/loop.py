@@ -169,7 +169,7 @@ def make_engine(model, cfg: TrainSection, *, env: DistributedEnv, device: torch.
     head = [p for n, p in named if n.startswith(prefixes)]
     rest = [p for n, p in named if not n.startswith(prefixes)]
     optimizer = torch.optim.Adam(param_groups(cfg, rest=rest, head=head),  # lr after train.lr_scaling
-                                 betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+                                 betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     return Engine(model, parallel_model(model, env, device), optimizer, scaler,
                   torch.nn.CrossEntropyLoss(ignore_index=-1), Collator(getattr(model, "tokenize", None)),
@@ -242,7 +242,7 @@ def train_epoch(engine: Engine, dataset, cfg: TrainSection, *, epoch: int, worke
                              torch.zeros((), dtype=torch.long, device=engine.device))
     progress.epoch_started(epoch + 1, cfg.epochs, total)
     for b, batch in enumerate(itertools.islice(loader, total)):
-        warm_up(engine.optimizer, cfg, step=epoch * total + b, steps_per_epoch=total)  # train.warmup_epochs
+        warm_up(engine.optimizer, cfg, step=epoch * total + b, steps_per_epoch=total)  # warm-up, decay
         _step(engine, batch, cfg.clip_grad, figures)
         progress.batch_done(b + 1, figures)
     # The epoch's figures over every process's share.

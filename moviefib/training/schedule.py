@@ -1,4 +1,4 @@
-"""The learning rate a run optimises with: the batch-size rule and the warm-up.
+"""The learning rate a run optimises with: the batch-size rule, the warm-up and the decay.
 
 Jastrzębski et al. ("Three factors influencing minima in SGD", 2017) found that where SGD ends is
 governed by the ratio of learning rate to batch size: growing the batch by k and the learning rate by
@@ -13,9 +13,16 @@ A large learning rate from the first step can throw a fresh model far off; ``tra
 (0: none) ramps the rate linearly over that many epochs' steps, step ``s`` at ``(s + 1) / steps`` of
 the full rate (Goyal et al., 2017, used it with the linear rule).
 
+``train.lr_decay = "linear"`` then lowers the rate linearly to 0 at the end of ``train.epochs``, step
+``s`` of ``N`` (warm-up ``W``) at ``(N - s) / (N - W)``: FrozenBiLM's ``linear_with_warmup``
+schedule, which its fine-tuning commands use. The rate of the last epochs is then small, so the
+best checkpoint is less a matter of where the noise of a constant rate left the weights. ``"none"``
+(the default) holds the full rate after the warm-up.
+
 A run resumed from ``last.pt`` trains at the rates of the config it is resumed with
 (:func:`set_rates`: a changed ``train.lr``, ``lr_scaling`` or batch takes effect, as ``metrics.json``
-says), its warm-up going on from the step reached; the optimiser's other state is the saved one.
+says), its warm-up and decay going on from the step reached (the decay over the ``train.epochs`` of
+that config); the optimiser's other state is the saved one.
 
 Torch-free: the optimiser is only handed its parameter groups and has their ``lr`` set.
 """
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
     from .config import TrainSection
 
 LR_SCALINGS = ("none", "linear", "sqrt")
+LR_DECAYS = ("none", "linear")
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,14 @@ def warmup_factor(step: int, steps: int) -> float:
     return 1.0 if step >= steps else (step + 1) / steps
 
 
+def decay_factor(step: int, *, warmup: int, total: int) -> float:
+    """The fraction of the full rate at 0-based ``step`` after a ``warmup``-step warm-up, decaying
+    linearly to 0 at step ``total`` (the first step past the run); 1 within the warm-up."""
+    if step < warmup:
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
 def set_rates(optimizer, cfg: TrainSection, *, factor: float = 1.0) -> None:
     """Set :func:`param_groups`' groups to ``cfg``'s effective rates times ``factor``: on resuming,
     the optimiser's saved state carries the saved run's rates, which ``cfg`` may have changed."""
@@ -91,8 +107,11 @@ def set_rates(optimizer, cfg: TrainSection, *, factor: float = 1.0) -> None:
 
 
 def warm_up(optimizer, cfg: TrainSection, *, step: int, steps_per_epoch: int) -> None:
-    """Set the rates of :func:`param_groups`' groups for 0-based global ``step``; nothing without a
-    warm-up (the rates are those :func:`param_groups` or :func:`set_rates` set)."""
+    """Set the rates of :func:`param_groups`' groups for 0-based global ``step`` (warm-up, then decay);
+    nothing without either (the rates are those :func:`param_groups` or :func:`set_rates` set)."""
     steps = warmup_steps(cfg, steps_per_epoch)
-    if steps:
-        set_rates(optimizer, cfg, factor=warmup_factor(step, steps))
+    factor = warmup_factor(step, steps)
+    if cfg.lr_decay == "linear":
+        factor *= decay_factor(step, warmup=steps, total=cfg.epochs * steps_per_epoch)
+    if steps or cfg.lr_decay != "none":
+        set_rates(optimizer, cfg, factor=factor)
