@@ -29,7 +29,7 @@ from moviefib.features.pipeline import (  # noqa: E402
 )
 from moviefib.features.store import StoreError, merge_stores, open_store  # noqa: E402
 from moviefib.fileio import LockHeldError, exclusive_lock  # noqa: E402
-from moviefib.video import EveryKth, Segment, Windows, write_synthetic_video  # noqa: E402
+from moviefib.video import EveryKth, FpsFilter, Segment, Uniform, Windows, write_synthetic_video  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,6 +174,19 @@ def test_a_2d_extractor_refuses_windows_of_several_frames(tmp_path, tiny_module,
     assert not list(tmp_path.iterdir())  # refused before any file
     s = extract(clips, tmp_path / "one.h5", tinyext.tiny(), Windows(1, fps=5.0), num_workers=0)
     assert s.failed == 0 and s.extracted == 2
+
+
+@pytest.mark.parametrize("sampling", [EveryKth(3), Uniform(4), Windows(1, fps=5.0), FpsFilter(1.0)],
+                         ids=["every", "uniform", "windows1", "ffmpeg-fps"])
+def test_a_3d_extractor_refuses_steps_of_one_frame(tmp_path, tiny_module, clip_folder, sampling):
+    """Each step was run through the 3D model as a clip of one frame, and stored as its features."""
+    _, tinyext = tiny_module
+    extractor = tinyext.tiny("3d")
+    with pytest.raises(ValueError, match=rf"^extractor 'tiny3d' is 3D and reads windows of frames "
+                                         rf"\({extractor.window} for its weights\); sampling \{{.*\}} gives one "
+                                         rf"frame per step: use windows:{extractor.window}"):
+        extract(clips_from_folder(clip_folder)[:2], tmp_path / "w.h5", extractor, sampling)
+    assert not list(tmp_path.iterdir())  # refused before any file
 
 
 @pytest.mark.parametrize("kind", ["2d", "3d"])

@@ -154,7 +154,7 @@ def extract(clips: Iterable[ClipSource], out: str | os.PathLike, extractor, samp
 
     t_start = time.perf_counter()
     settings = _with_overrides(settings, overrides).resolved(extractor)
-    check_sampling(extractor.name, extractor.kind, sampling)
+    check_sampling(extractor.name, extractor.kind, sampling, window=extractor.window)
     require_backend(settings.backend)
     all_clips = shard_clips(clips, settings.shard)
     out = shard_path(out, settings.shard)

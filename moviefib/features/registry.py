@@ -127,15 +127,22 @@ def native_sampling(kind: str, *, window: int, fps: float | None) -> Sampling:
     return EveryKth(1) if kind == "2d" else Windows(window, fps=fps)
 
 
-def check_sampling(name: str, kind: str, sampling: Sampling) -> None:
-    """ValueError for a sampling extractor ``name`` (of ``kind``) cannot read whole: a 2D model reads one
-    frame per step, so windows of several frames would be cut to their first (silently, before)."""
+def check_sampling(name: str, kind: str, sampling: Sampling, *, window: int = 1) -> None:
+    """ValueError for a sampling extractor ``name`` (of ``kind``, its own window ``window``) cannot read
+    whole: a 2D model reads one frame per step, so windows of several frames would be cut to their first;
+    a 3D model reads windows, so steps of one frame would each be a clip of one frame (both silently,
+    before)."""
     from ..video import Windows, sampling_to_dict
 
-    if kind == "2d" and isinstance(sampling, Windows) and sampling.window > 1:
+    frames = sampling.window if isinstance(sampling, Windows) else 1
+    if kind == "2d" and frames > 1:
         raise ValueError(f"extractor {name!r} is 2D and reads one frame per step; sampling "
-                         f"{sampling_to_dict(sampling)} gives windows of {sampling.window} frames: use "
+                         f"{sampling_to_dict(sampling)} gives windows of {frames} frames: use "
                          f"windows:1,fps=F, every:K, uniform:N or ffmpeg-fps:F")
+    if kind == "3d" and frames == 1:
+        raise ValueError(f"extractor {name!r} is 3D and reads windows of frames ({window} for its weights); "
+                         f"sampling {sampling_to_dict(sampling)} gives one frame per step: use "
+                         f"windows:{window}[,fps=F][,stride=S]")
 
 
 @dataclass(frozen=True)
