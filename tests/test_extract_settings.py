@@ -243,3 +243,24 @@ def test_the_cli_names_the_flag_of_a_bad_shard_or_device(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_USAGE and len(err) == 1 and words in err[0], err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("extractor", "sampling", "words"), [
+    ("i3d", "uniform:4", "extractor 'i3d' is 3D and reads windows of frames (16 for its weights); sampling "
+                         "{'type': 'Uniform', 'n': 4} gives one frame per step: use windows:16"),
+    ("resnet50", "windows:8", "extractor 'resnet50' is 2D and reads one frame per step"),
+])
+def test_the_cli_refuses_a_sampling_the_model_cannot_read_before_its_weights(tmp_path, capsys, extractor,
+                                                                             sampling, words):
+    """A weights file that is no file would be the error had the model been built first."""
+    pytest.importorskip("torch")
+    pytest.importorskip("av")
+    pytest.importorskip("h5py")
+    from moviefib.cli import EXIT_INVALID, main
+
+    (tmp_path / "videos").mkdir()
+    code = main(["extract", "--extractor", extractor, "--sampling", sampling, "--folder", str(tmp_path / "videos"),
+                 "-o", str(tmp_path / "o.h5"), "--weights", str(tmp_path / "missing.pt"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_INVALID and len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "o.h5").exists()

@@ -224,6 +224,8 @@ def _extract(args: argparse.Namespace) -> int:
     _output_file(args.output, "-o/--output")
     preset, name, options, sampling, short_side = _what_to_extract(args)
     settings = _settings(args, tolerance=tolerance, short_side=short_side)
+    if sampling is not None:
+        _check_sampling(name, options, sampling)
     clips = _inputs(args)
     if args.limit:
         clips = clips[: args.limit]
@@ -234,6 +236,19 @@ def _extract(args: argparse.Namespace) -> int:
     if args.check and summary.output:
         _print_check(summary.output, extractor, args.check, settings.device)
     return EXIT_PARTIAL if summary.failures else EXIT_OK
+
+
+def _check_sampling(name: str, options: dict, sampling) -> None:
+    """A sampling the model cannot read whole, refused before its weights are loaded (extract() checks
+    it too; a large model takes a while to load). An unknown name is left to :func:`_extractor`."""
+    from ..features.registry import check_sampling, extractor_meta, list_extractors
+
+    if name in list_extractors():
+        meta = extractor_meta(name)
+        try:
+            check_sampling(name, meta.kind, sampling, window=options.get("window", meta.window))
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
 
 
 def _what_to_extract(args: argparse.Namespace):
