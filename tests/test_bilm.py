@@ -134,9 +134,10 @@ def test_rigged_head_bias_makes_the_multi_piece_answer_win(lms, lm, tmp_path):
     assert torch.allclose(unbiased, scores - model.answer_bias, atol=1e-5)
 
 
+@pytest.mark.parametrize("tokens", ["step", "stream"])
 @pytest.mark.parametrize("lm", ["bert", "deberta"])
-def test_video_tokens_count_and_masked_steps_do_not(lms, lm):
-    model = _build("bilm_2d3d", lms[lm], mode="full").eval()
+def test_video_tokens_count_and_masked_steps_do_not(lms, lm, tokens):
+    model = _build("bilm_2d3d", lms[lm], mode="full", video_tokens=tokens).eval()
     samples = _samples(("2d", "3d"))
     batch = _batch(model, samples)
     with torch.no_grad():
@@ -168,6 +169,41 @@ def test_video_slots_come_before_cls_and_the_mask_state_is_read(lms):
     video_mask = torch.arange(slots)[None] < batch["video_len"][:, None]
     assert torch.equal(seen["attention_mask"].bool(), torch.cat([video_mask, batch["attention_mask"].bool()], 1))
     torch.testing.assert_close(at_mask, seen["states"][torch.arange(len(at_mask)), slots + batch["mask_pos"]])
+
+
+def test_a_token_per_stream_reads_that_streams_columns_alone(lms):
+    """video_tokens = "stream": the 2D steps' tokens, then the 3D steps', each through its columns of the
+    one projection; the mask in every stream's slots; the words' positions after both."""
+    model = _build("bilm_2d3d", lms["bert"], video_tokens="stream").eval()
+    step = _build("bilm_2d3d", lms["bert"]).eval()
+    batch = _batch(model, _samples(("2d", "3d")))
+    seen = {}
+    model.lm.base_model.register_forward_pre_hook(lambda m, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    slots, d2 = model.max_feats, DIMS["2d"]
+    assert model.max_length == step.max_length - slots  # BERT's positions: twice the slots taken
+    with torch.no_grad():
+        model.mask_states(batch)
+        video = torch.nn.functional.pad(batch["video"], (0, 0, 0, slots - batch["video"].shape[1]))
+        weight, bias = model.linear_video.weight, model.linear_video.bias
+        want_2d = video[..., :d2] @ weight[:, :d2].t() + bias
+        want_3d = video[..., d2:] @ weight[:, d2:].t() + bias
+        embeds = seen["inputs_embeds"]
+        torch.testing.assert_close(embeds[:, :slots], want_2d)
+        torch.testing.assert_close(embeds[:, slots:2 * slots], want_3d)
+        torch.testing.assert_close(embeds[:, 2 * slots:], model.lm.get_input_embeddings()(batch["input_ids"]))
+        video_mask = torch.arange(slots)[None] < batch["video_len"][:, None]
+        assert torch.equal(seen["attention_mask"].bool(),
+                           torch.cat([video_mask, video_mask, batch["attention_mask"].bool()], 1))
+        other = batch["video"].clone()
+        other[..., d2:] += 1.0  # other 3D features: only the 3D slots change
+        model.mask_states(dict(batch, video=other))
+        torch.testing.assert_close(seen["inputs_embeds"][:, :slots], embeds[:, :slots])
+        assert not torch.allclose(seen["inputs_embeds"][:, slots:2 * slots], embeds[:, slots:2 * slots])
+    one = _build("bilm_2d", lms["bert"], video_tokens="stream").eval()  # one stream: as "step"
+    two = _build("bilm_2d", lms["bert"]).eval()
+    batch = _batch(one, _samples(("2d",)))
+    with torch.no_grad():
+        torch.testing.assert_close(one(batch), two(batch), atol=0, rtol=0)
 
 
 def test_more_video_steps_than_slots_are_refused(lms):

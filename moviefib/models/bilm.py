@@ -12,6 +12,9 @@ video steps take positions 0..9, the words from 10) and token-type 0, DeBERTa-V2
 attention its relative positions only (``position_biased_input = False``), then the embedding
 LayerNorm, as FrozenBiLM's BERT and DeBERTa embeddings do. Padded video steps are masked out of the
 attention. ``modality_embedding`` (not in FrozenBiLM) adds a learnt vector per modality, zero at start.
+``video_tokens = "stream"`` (not in FrozenBiLM, which reads one stream) makes a token of each stream's
+features alone, ``max_feats`` slots a stream (the 2D steps, then the 3D ones), through that stream's
+columns of the one projection: the motion features are not summed into the appearance ones.
 
 Modes: ``frozen`` (FrozenBiLM's): adapters (:mod:`moviefib.models.adapters`) after the attention and
 feed-forward outputs of every layer; trained are the adapters, every LayerNorm of the LM (its MLM
@@ -102,8 +105,9 @@ class BiLMSettings(ModelSettings):
             after the blank are truncated, and a question whose mask would fall past them loses its
             first words instead (at least 3: ``[CLS] [MASK] [SEP]``); at most what an LM with absolute
             positions has left after the video slots (BERT's 512 - 10: 502).
-        max_feats: video slots before the words (FrozenBiLM's ``--max_feats``); a batch with more
-            video steps is refused (``data.max_steps`` must not exceed it).
+        max_feats: video slots before the words (FrozenBiLM's ``--max_feats``; a stream's with
+            ``video_tokens = "stream"``); a batch with more video steps is refused (``data.max_steps``
+            must not exceed it).
         max_answer_pieces: word pieces of an answer averaged (FrozenBiLM's ``--max_atokens``).
         answer_bias: ``mean``: each answer's bias is the mean of its pieces' output biases (the
             issue's reading of ``set_answer_embeddings``); ``zero``: no bias, which is what FrozenBiLM's
@@ -115,6 +119,8 @@ class BiLMSettings(ModelSettings):
         word_dropout: probability that a question word piece (never the blank's mask nor a special
             token) is replaced by the unknown token in training (not in FrozenBiLM): without it the LM
             learns the training sentences by heart before it reads the video.
+        video_tokens: ``step``: a token per video step, the streams' features concatenated; ``stream``:
+            a token per step and stream (``bilm_2d3d``: twice the video slots).
     """
 
     lm: str = setting("microsoft/deberta-v2-xlarge", TEXT)
@@ -132,6 +138,7 @@ class BiLMSettings(ModelSettings):
     standardise_video: bool = setting(False, FLAG)
     stream_dropout: float = setting(0.0, PROBABILITY)
     word_dropout: float = setting(0.0, PROBABILITY)
+    video_tokens: str = setting("step", Rule("str", choices=("step", "stream")))
 
     def check_available(self) -> None:
         check_available(self.lm)
@@ -331,6 +338,9 @@ class BiLM(VideoStatistics, nn.Module):
         self.max_length, self.max_feats, self.capitalize = int(s.max_length), int(s.max_feats), bool(s.capitalize)
         self.word_dropout = self._checked_word_dropout(float(s.word_dropout))
         self.stream_dropout = float(s.stream_dropout)
+        # Video slots before the words: max_feats, per stream with video_tokens = "stream".
+        self.stream_tokens = s.video_tokens == "stream" and len(self.streams) > 1
+        self.video_slots = self.max_feats * (len(self.streams) if self.stream_tokens else 1) if self.streams else 0
         self._check_lengths()
         width = self.lm.get_input_embeddings().embedding_dim
         self.linear_video = self._video_projection(video_dims or {}, width, s.standardise_video)
@@ -405,7 +415,7 @@ class BiLM(VideoStatistics, nn.Module):
         limit = getattr(config, "max_position_embeddings", None)
         if limit and getattr(config, "position_biased_input", True):
             offset = getattr(self.lm.base_model.embeddings, "padding_idx", -1) + 1
-            self.max_length = min(self.max_length, limit - offset - (self.max_feats if self.streams else 0))
+            self.max_length = min(self.max_length, limit - offset - self.video_slots)
         if self.max_length < 3:
             raise SettingError(f"model.max_length: {self.max_length} word pieces are left for a question (after "
                                f"the video slots, within the LM's positions); it needs at least 3 ([CLS], the "
@@ -495,7 +505,8 @@ class BiLM(VideoStatistics, nn.Module):
                 "mask_pos": is_mask.int().argmax(1)}
 
     def _video_tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The projected video steps padded to ``max_feats`` slots ``[B, max_feats, E]`` and their mask."""
+        """The projected video steps padded to ``max_feats`` slots ``[B, max_feats, E]`` and their mask
+        (``[B, streams x max_feats, E]`` with a token per stream)."""
         video, lengths = batch["video"], batch["video_len"].to(batch["video"].device)
         if video.shape[1] > self.max_feats:
             raise ValueError(f"{self.model_name}: a batch of {video.shape[1]} video steps, the model reads at most "
@@ -506,10 +517,21 @@ class BiLM(VideoStatistics, nn.Module):
             video = drop_streams(video, self._stream_dims, self.stream_dropout)
         video = nn.functional.pad(video, (0, 0, 0, self.max_feats - video.shape[1]))
         mask = torch.arange(self.max_feats, device=video.device)[None, :] < lengths[:, None]
-        tokens = self.linear_video(video)
+        if self.stream_tokens:
+            tokens = self._stream_tokens(video)
+            mask = mask.repeat(1, len(self.streams))
+        else:
+            tokens = self.linear_video(video)
         if self.modality_embedding is not None:
             tokens = tokens + self.modality_embedding.weight[_VIDEO]
         return tokens, mask
+
+    def _stream_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """Each stream's steps through its columns of the projection (and the bias), the streams one
+        after the other along the slots: ``[B, T, D]`` -> ``[B, streams x T, E]``."""
+        weights = self.linear_video.weight.split(self._stream_dims, dim=1)
+        parts = video.split(self._stream_dims, dim=-1)
+        return torch.cat([nn.functional.linear(x, w, self.linear_video.bias) for x, w in zip(parts, weights)], 1)
 
     def mask_states(self, batch: dict) -> torch.Tensor:
         """The LM's last hidden state at each question's mask token ``[B, H]``."""
