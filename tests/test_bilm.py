@@ -372,3 +372,24 @@ def test_stream_dropout_zeroes_whole_streams_of_training_samples_only(lms):
     assert 0.2 < float(zero.float().mean()) < 0.6
     model.eval()(batch)
     assert torch.equal(seen[-1][:, :3], video)
+
+
+def test_a_checkpoint_leaves_out_only_what_never_trains_and_is_still_the_lms(lms):
+    """Frozen: everything but the adapters, LayerNorms, projection (and every alias of a tied table);
+    freeze_embeddings: the word-piece table; weights changed since the LM was loaded (as train.init_from
+    does): nothing is left out."""
+    from moviefib.training.checkpoints import saved_state
+
+    frozen = _build("bilm_2d", lms["bert"])
+    kept, record = saved_state(frozen)
+    trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
+    assert set(kept) >= trainable and not set(record["keys"]) & trainable
+    word_table = "lm.bert.embeddings.word_embeddings.weight"
+    assert {word_table, "lm.cls.predictions.decoder.weight"} <= set(record["keys"])  # tied: both names
+    full = _build("bilm_2d", lms["bert"], mode="full", freeze_embeddings=True)
+    kept, record = saved_state(full)
+    assert word_table in record["keys"] and "lm.bert.encoder.layer.0.output.dense.weight" in kept
+    with torch.no_grad():
+        frozen.lm.bert.encoder.layer[0].output.dense.weight.add_(1.0)
+    kept, record = saved_state(frozen)
+    assert record is None and set(kept) == set(frozen.state_dict())

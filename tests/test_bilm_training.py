@@ -32,7 +32,7 @@ from test_train import COLOURS, TOY_FEATURES, write_toy  # noqa: E402
 
 from moviefib.cli import main as cli_main  # noqa: E402
 from moviefib.exits import EXIT_INVALID, EXIT_UNAVAILABLE  # noqa: E402
-from moviefib.train import ConfigError, load_checkpoint, load_config, train  # noqa: E402
+from moviefib.train import CheckpointError, ConfigError, load_checkpoint, load_config, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and fast; the recipe's own warm-up (2 epochs), clipping (0.1) and answers (top 1000) stay.
@@ -81,15 +81,20 @@ def _config(recipe: str, toy: Path, lm: str, out: Path, *extra: str):
 
 
 def _state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    """Every weight of a checkpoint's model (those the file leaves out, the frozen LM's, from model.lm)."""
+    return load_checkpoint(path)[0].state_dict()
 
 
-def _trained_as_the_mode_says(state: dict, lm: str, mode: str) -> None:
-    """Frozen: the LM's own weights are those of its folder and the adapters' up-projections (zero at
-    start) moved; full: the LM's weights moved."""
+def _trained_as_the_mode_says(path: Path, lm: str, mode: str) -> None:
+    """Frozen: the LM's own weights are left out of the checkpoint (they still hash as loaded from its
+    folder), filled back they are the folder's, and the adapters' up-projections (zero at start) moved;
+    full: the LM's weights moved, and are in the file."""
     from transformers import AutoModelForMaskedLM
 
     key = "bert.encoder.layer.0.attention.self.query.weight"
+    left_out = f"lm.{key}" not in torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    state = _state(path)
+    assert left_out == (mode == "frozen")
     assert torch.equal(state[f"lm.{key}"], AutoModelForMaskedLM.from_pretrained(lm).state_dict()[key]) == \
         (mode == "frozen")
     ups = [v for k, v in state.items() if k.endswith(".adapter.up.weight")]
@@ -153,7 +158,7 @@ def test_resume_makes_the_uninterrupted_run_bit_for_bit(two_epochs, toy, bert, t
     assert any(not torch.equal(v, after_two["state_dict"][k]) for k, v in after_three["state_dict"].items())
     whole = tmp_path / "whole"
     assert cli_main(_train_args("bilm_2d", toy, bert, whole, "train.epochs=3", *FROZEN)) == 0
-    a, b = _state(whole / "last.pt"), after_three["state_dict"]
+    a, b = _state(whole / "last.pt"), _state(part / "last.pt")
     assert set(a) == set(b) and [k for k in a if not torch.equal(a[k], b[k])] == []
     full = json.loads((whole / "metrics.json").read_text())
     assert [(h["train_loss"], h["val_acc"]) for h in full["history"]] == \
@@ -163,8 +168,9 @@ def test_resume_makes_the_uninterrupted_run_bit_for_bit(two_epochs, toy, bert, t
 def test_full_fine_tuning_reads_the_video_and_predict_scores_as_training_did(toy, bert, tmp_path):
     """Full mode learns the colour from the video tokens (bilm_text cannot); predict -> evaluate gives
     the accuracy metrics.json reports, on answers that differ from question to question."""
-    full = ["model.mode=full", "model.dropout=0.0", "train.lr=3e-3", "train.warmup_epochs=0", "train.epochs=4",
-            "train.patience=10"]
+    # A constant rate (the recipes decay it to 0 over their 20 epochs: too little in 4).
+    full = ["model.mode=full", "model.dropout=0.0", "train.lr=3e-3", "train.warmup_epochs=0", "train.lr_decay=none",
+            "train.epochs=4", "train.patience=10"]
     from transformers import AutoConfig
 
     video = train(_config("bilm_2d", toy, bert, tmp_path / "2d", *full))
@@ -245,7 +251,7 @@ def test_cuda_mixed_precision_steps(toy, bert, tmp_path, mode):
     assert ckpt["config"]["train"]["amp"] is True
     trained = _state(tmp_path / "run" / "last.pt")
     assert all(torch.isfinite(v).all() for v in trained.values() if v.is_floating_point())
-    _trained_as_the_mode_says(trained, bert, mode)  # the scaler did not skip every step
+    _trained_as_the_mode_says(tmp_path / "run" / "last.pt", bert, mode)  # the scaler did not skip every step
 
 
 # ----------------------------------------------------------------------------------------------- torchrun
@@ -273,7 +279,7 @@ def test_torchrun_makes_the_single_process_steps(toy, bert, tmp_path, mode):
     assert single.metrics["val_oov_rate"] == 0 and a["epoch"] == b["epoch"] == 1
     for k, v in a["state_dict"].items():
         assert torch.allclose(v, b["state_dict"][k], rtol=0, atol=1e-5), (k, (v - b["state_dict"][k]).abs().max())
-    _trained_as_the_mode_says(a["state_dict"], str(lm), mode)
+    _trained_as_the_mode_says(tmp_path / "single" / "last.pt", str(lm), mode)
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp["history"][0]["train_loss"] == pytest.approx(single.metrics["history"][0]["train_loss"], abs=1e-5)
     assert ddp["history"][0]["val_acc"] == single.metrics["history"][0]["val_acc"]
@@ -361,3 +367,30 @@ def test_a_bad_model_lm_is_one_line(toy, bert, tmp_path, capsys, monkeypatch, ca
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"moviefib train: error: model.lm = '{lm}'") and says.format(lm=lm) in lines[0]
+
+
+def test_a_frozen_run_leaves_the_lms_weights_out_and_refuses_another_lm(two_epochs, bert, tmp_path):
+    """best.pt holds what trains (and the recorded SHA-256 of the rest): a fraction of the model; read
+    back over the same LM it scores as trained, over an LM whose weights changed it is one line."""
+    raw = torch.load(two_epochs / "best.pt", map_location="cpu", weights_only=True)
+    model, _ = load_checkpoint(two_epochs / "best.pt")
+    every = model.state_dict()
+    kept, record = raw["state_dict"], raw["from_source"]
+    assert raw["version"] == 2 and record["source"] == bert and set(kept) | set(record["keys"]) == set(every)
+    assert sum(every[k].numel() for k in kept) < 0.01 * sum(v.numel() for v in every.values())
+    assert all(torch.equal(v, every[k]) for k, v in kept.items())
+    changed = tmp_path / "changed"
+    shutil.copytree(bert, changed)
+    from transformers import AutoModelForMaskedLM
+    lm = AutoModelForMaskedLM.from_pretrained(changed)
+    with torch.no_grad():
+        lm.bert.encoder.layer[1].output.dense.weight.mul_(1.01)
+    lm.save_pretrained(changed)
+    moved = tmp_path / "best.pt"
+    torch.save({**raw, "model_config": {**raw["model_config"], "lm": str(changed)}}, moved)
+    with pytest.raises(CheckpointError, match=rf"^{moved}: it leaves out the {len(record['keys'])} weights it took "
+                                              rf"unchanged from '{bert}', and the model built now loads other ones"):
+        load_checkpoint(moved)
+    torch.save({**raw, "from_source": {"keys": "all"}}, moved)
+    with pytest.raises(CheckpointError, match=r"from_source malformed"):
+        load_checkpoint(moved)

@@ -353,6 +353,7 @@ class BiLM(VideoStatistics, nn.Module):
             self.dropout = nn.Dropout(s.dropout)
             self.classifier = nn.Linear(self.lm.config.hidden_size, n_answers)
         self._set_trainable(s)
+        self._source = self._source_record(s.lm)
 
     def _video_projection(self, video_dims: dict[str, int], width: int, standardise: bool) -> nn.Linear | None:
         """The linear projection of a video step to the LM's embedding width (None: text only)."""
@@ -405,6 +406,24 @@ class BiLM(VideoStatistics, nn.Module):
             pooler.requires_grad_(False)
         for p in getattr(self, "_vocab_output", []):
             p.requires_grad_(False)
+
+    def _source_record(self, lm: str) -> dict | None:
+        """The weights that never train and come from ``model.lm`` as loaded (every alias of a tied one),
+        with their SHA-256 now: a checkpoint leaves them out while they still hash so (frozen mode: all
+        but the adapters and LayerNorms; ``freeze_embeddings``: the word-piece table)."""
+        from ..training.checkpoints import weights_sha256
+
+        fixed = {id(p) for p in self.lm.parameters() if not p.requires_grad}
+        if self.reads_mlm and not self.answer_embeddings.weight.requires_grad:
+            fixed |= {id(self.answer_embeddings.weight), id(self.answer_bias)}  # made from the LM's head
+        keys = [name for name, p in self.named_parameters(remove_duplicate=False) if id(p) in fixed]
+        if not keys:
+            return None
+        return {"source": lm, "keys": keys, "sha256": weights_sha256(self.state_dict(), keys)}
+
+    def weights_from_source(self) -> dict | None:
+        """What :func:`moviefib.training.checkpoints.saved_state` may leave out of a checkpoint."""
+        return self._source
 
     def _check_lengths(self) -> None:
         """An LM with absolute positions (BERT; DeBERTa-V2 with ``position_biased_input``) has

@@ -278,7 +278,7 @@ def _from_frozenbilm(model, path: Path, theirs) -> dict:
 
 def _from_moviefib(model, path: Path, ckpt: dict, *, answers: Sequence[str], words: Sequence[str]) -> dict:
     """Load a moviefib ``best.pt`` of the same model, trained on the same vocabularies."""
-    from ..training.checkpoints import CheckpointError, _check_content, check_state
+    from ..training.checkpoints import CheckpointError, _check_content, load_state
 
     _check_content(path, ckpt, resume=False)
     if ckpt["model_name"] != model.model_name:
@@ -286,8 +286,7 @@ def _from_moviefib(model, path: Path, ckpt: dict, *, answers: Sequence[str], wor
                               f"({_ORIGIN})")
     if ckpt["answer_vocab"] != list(answers) or ckpt["word_vocab"].get("words") != list(words):
         raise CheckpointError(f"{path}: its vocabularies differ from this config's data ({_ORIGIN})")
-    check_state(path, model, ckpt["state_dict"])
-    model.load_state_dict(ckpt["state_dict"])
+    load_state(path, model, ckpt)
     return {"kind": "moviefib", "keys_loaded": sorted(ckpt["state_dict"])}
 
 

@@ -5,12 +5,19 @@
 * ``last.pt``: the same after the last finished epoch plus what resuming needs (optimizer, history,
   early-stopping counter).
 
+Weights a model loads unchanged from files of its own when it is built and never trains (a bilm model's
+frozen LM: several GB for DeBERTa-V2-XLarge) are left out while they still equal what was loaded,
+recorded by name and SHA-256 (``from_source``); reading the checkpoint builds the model, which loads
+them again, and refuses it when they are no longer those (``model.lm`` changed). Version 2 files may
+leave weights out; version 1 files hold every weight.
+
 Files are written to a temporary name and renamed into place. A damaged, foreign or inconsistent file
 is :class:`CheckpointError` naming it and why, never torch's or pickle's own error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from collections.abc import Mapping
@@ -22,7 +29,7 @@ from ..fileio import TORCH_LOAD_ERRORS, atomic_output, torch_load_problem
 from .config import ConfigError, TrainingConfig, config_from_dict
 
 CHECKPOINT_FORMAT = "moviefib-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 # What every checkpoint holds, and what a last.pt adds for resuming.
 _CHECKPOINT_KEYS = ("model_name", "model_config", "state_dict", "config", "answer_vocab", "word_vocab", "features")
@@ -49,13 +56,37 @@ def stream_provenance(stores: Mapping) -> dict:
     return {s: {"path": str(st.path), "dim": st.dim, "provenance": st.provenance} for s, st in stores.items()}
 
 
+def weights_sha256(state: Mapping, keys) -> str:
+    """SHA-256 of the named entries of a state dict (name, dtype, shape and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for key in sorted(keys):
+        tensor = state[key].detach().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).cpu().numpy())
+    return digest.hexdigest()
+
+
+def saved_state(model) -> tuple[dict, dict | None]:
+    """The state dict a checkpoint keeps, and the record of what it leaves out (None: nothing): the
+    weights the model names as loaded from its source (``weights_from_source()``), while they still
+    hash as they did when it was built (not, e.g., after ``train.init_from`` replaced them)."""
+    state = model.state_dict()
+    source = getattr(model, "weights_from_source", None)
+    record = source() if callable(source) else None
+    if not record or weights_sha256(state, record["keys"]) != record["sha256"]:
+        return state, None
+    left_out = set(record["keys"])
+    return {k: v for k, v in state.items() if k not in left_out}, dict(record, keys=sorted(left_out))
+
+
 def build_checkpoint(model, config: TrainingConfig, answer_vocab, words, stores: Mapping, *, epoch: int,
                      val_acc: float | None) -> dict:
     """The content of a ``best.pt`` (a ``last.pt`` adds the resume keys to it)."""
+    state, from_source = saved_state(model)
     return {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "model_name": model.model_name, "model_config": model.model_config,
-        "state_dict": model.state_dict(), "config": config.to_dict(),
+        "state_dict": state, "from_source": from_source, "config": config.to_dict(),
         "answer_vocab": list(answer_vocab),
         "word_vocab": {"words": list(words.words), "lowercase": words.lowercase},
         "features": stream_provenance(stores),
@@ -139,6 +170,36 @@ def check_state(path: Path, model, state: Mapping) -> None:
                                   f"{tuple(v.shape)}")
 
 
+def _filled_state(path: Path, model, ckpt: Mapping) -> dict:
+    """The checkpoint's state dict with the weights it left out taken from ``model`` as built, once they
+    hash as they did when the checkpoint was written."""
+    state, record = dict(ckpt["state_dict"]), ckpt.get("from_source")
+    if record is None:
+        return state
+    keys = record.get("keys") if isinstance(record, dict) else None
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys) and isinstance(record.get("sha256"), str)):
+        raise CheckpointError(f"{path}: not a moviefib checkpoint (from_source malformed)")
+    own = model.state_dict()
+    absent = [k for k in keys if k not in own]
+    if absent:
+        raise CheckpointError(f"{path}: its weights do not fit a {model.model_name} model (it leaves out "
+                              f"{absent[0]}, which the model has not)")
+    if weights_sha256(own, keys) != record["sha256"]:
+        raise CheckpointError(f"{path}: it leaves out the {len(keys)} weights it took unchanged from "
+                              f"{record.get('source')!r}, and the model built now loads other ones there (another "
+                              f"model.lm, or its files changed): use the LM it was trained with")
+    state.update({k: own[k] for k in keys})
+    return state
+
+
+def load_state(path: Path, model, ckpt: Mapping) -> None:
+    """Put a checkpoint's weights into ``model`` (built from the checkpoint's or the run's config): the
+    ones it left out filled from the model's own, every entry and shape checked."""
+    state = _filled_state(path, model, ckpt)
+    check_state(path, model, state)
+    model.load_state_dict(state)
+
+
 def model_from_checkpoint(path: Path, ckpt: Mapping):
     """The model a checkpoint describes, with its weights."""
     from ..models import TRAINER_SETTINGS, available_models, create_model, model_settings
@@ -150,8 +211,7 @@ def model_from_checkpoint(path: Path, ckpt: Mapping):
     if unknown:
         raise CheckpointError(f"{path}: model settings {', '.join(unknown)} are not {name}'s")
     model = create_model(name, **cfg)
-    check_state(path, model, ckpt["state_dict"])
-    model.load_state_dict(ckpt["state_dict"])
+    load_state(path, model, ckpt)
     return model
 
 

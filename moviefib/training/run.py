@@ -28,7 +28,7 @@ import torch
 
 from ..distributed import DistributedEnv, distributed_env
 from ..fileio import atomic_write
-from .checkpoints import CheckpointError, build_checkpoint, check_state, is_neural, read_checkpoint, save_checkpoint
+from .checkpoints import CheckpointError, build_checkpoint, is_neural, load_state, read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainingConfig, TrainSection, as_config
 from .ddp import per_rank_batch, process_group
 from .inputs import RunData, prepare_data
@@ -178,8 +178,7 @@ def _resume(engine: Engine, ckpt: dict, config: TrainingConfig, data: RunData) -
         raise CheckpointError(f"{where}: vocabularies differ from this config's data; cannot resume")
     if ckpt["model_name"] != config.model.name:
         raise CheckpointError(f"{where}: a {ckpt['model_name']} run; this recipe trains {config.model.name}")
-    check_state(Path(where), engine.model, ckpt["state_dict"])
-    engine.model.load_state_dict(ckpt["state_dict"])
+    load_state(Path(where), engine.model, ckpt)
     engine.optimizer.load_state_dict(ckpt["optimizer"])
     set_rates(engine.optimizer, config.train)  # this config's rates, not the saved run's (see schedule)
     if ckpt.get("scaler"):  # empty when saved without mixed precision
