@@ -9,7 +9,14 @@ import math
 import pytest
 
 from moviefib.training.config import ConfigError, TrainSection, config_from_dict, load_config
-from moviefib.training.schedule import decay_factor, effective_lr, scale_factor, warm_up, warmup_factor, warmup_steps
+from moviefib.training.schedule import (
+    decay_factor,
+    effective_lr,
+    scale_factor,
+    schedule_step,
+    warmup_factor,
+    warmup_steps,
+)
 
 
 def _train(**kw) -> TrainSection:
@@ -78,12 +85,12 @@ class _Optimizer:
         self.param_groups = [{"lr": r} for r in rates]
 
 
-def test_warm_up_sets_both_groups_from_the_effective_rates():
+def test_the_warm_up_sets_both_groups_from_the_effective_rates():
     cfg = _train(batch_size=48, lr=1e-3, head_lr=2e-3, lr_scaling="linear", warmup_epochs=1)
     opt = _Optimizer(0.0, 0.0)
-    warm_up(opt, cfg, step=0, steps_per_epoch=4)
+    schedule_step(opt, cfg, step=0, steps_per_epoch=4)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3 / 4, 4e-3 / 4])
-    warm_up(opt, cfg, step=9, steps_per_epoch=4)
+    schedule_step(opt, cfg, step=9, steps_per_epoch=4)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3, 4e-3])
 
 
@@ -93,18 +100,18 @@ def test_warm_up_then_decay_over_the_run():
     opt = _Optimizer(0.0, 0.0)
     rates = []
     for step in range(8):
-        warm_up(opt, cfg, step=step, steps_per_epoch=4)
+        schedule_step(opt, cfg, step=step, steps_per_epoch=4)
         rates.append([g["lr"] / r for g, r in zip(opt.param_groups, (1e-3, 2e-3))])
     assert [r[0] for r in rates] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 0.75, 0.5, 0.25])
     assert [r[1] for r in rates] == pytest.approx([r[0] for r in rates])
-    warm_up(opt, _train(lr=1e-3, epochs=2, lr_decay="linear"), step=0, steps_per_epoch=4)  # no warm-up
+    schedule_step(opt, _train(lr=1e-3, epochs=2, lr_decay="linear"), step=0, steps_per_epoch=4)  # no warm-up
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
-def test_no_warm_up_leaves_the_rates_alone():
+def test_no_schedule_leaves_the_rates_alone():
     """Without a warm-up the optimiser's rates are not touched (make_engine and a resume set them)."""
     opt = _Optimizer(0.123, 0.456)
-    warm_up(opt, _train(lr_scaling="linear", batch_size=48), step=0, steps_per_epoch=4)
+    schedule_step(opt, _train(lr_scaling="linear", batch_size=48), step=0, steps_per_epoch=4)
     assert [g["lr"] for g in opt.param_groups] == [0.123, 0.456]
 
 

@@ -340,7 +340,8 @@ class BiLM(VideoStatistics, nn.Module):
         self.stream_dropout = float(s.stream_dropout)
         # Video slots before the words: max_feats, per stream with video_tokens = "stream".
         self.stream_tokens = s.video_tokens == "stream" and len(self.streams) > 1
-        self.video_slots = self.max_feats * (len(self.streams) if self.stream_tokens else 1) if self.streams else 0
+        per_stream = len(self.streams) if self.stream_tokens else 1
+        self.video_slots = self.max_feats * per_stream if self.streams else 0
         self._check_lengths()
         width = self.lm.get_input_embeddings().embedding_dim
         self.linear_video = self._video_projection(video_dims or {}, width, s.standardise_video)

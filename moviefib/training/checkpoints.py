@@ -184,12 +184,22 @@ def _filled_state(path: Path, model, ckpt: Mapping) -> dict:
     if absent:
         raise CheckpointError(f"{path}: its weights do not fit a {model.model_name} model (it leaves out "
                               f"{absent[0]}, which the model has not)")
-    if weights_sha256(own, keys) != record["sha256"]:
+    if _built_sha256(model, own, keys) != record["sha256"]:
         raise CheckpointError(f"{path}: it leaves out the {len(keys)} weights it took unchanged from "
                               f"{record.get('source')!r}, and the model built now loads other ones there (another "
                               f"model.lm, or its files changed): use the LM it was trained with")
     state.update({k: own[k] for k in keys})
     return state
+
+
+def _built_sha256(model, own: Mapping, keys: list[str]) -> str:
+    """SHA-256 of ``model``'s weights ``keys``: the one it recorded when built, for the same keys (every
+    reader loads into a model just built, so this saves hashing a frozen LM a second time), else hashed."""
+    source = getattr(model, "weights_from_source", None)
+    record = source() if callable(source) else None
+    if record and sorted(record["keys"]) == keys:
+        return record["sha256"]
+    return weights_sha256(own, keys)
 
 
 def load_state(path: Path, model, ckpt: Mapping) -> None:

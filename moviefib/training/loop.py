@@ -26,7 +26,7 @@ from .checkpoints import is_neural
 from .config import ConfigError, TrainSection
 from .ddp import parallel_model, per_rank_batch, sum_over_processes
 from .progress import RunningFigures, TrainProgress
-from .schedule import param_groups, warm_up
+from .schedule import param_groups, schedule_step
 
 if TYPE_CHECKING:
     from ..data import Collator
@@ -242,7 +242,7 @@ def train_epoch(engine: Engine, dataset, cfg: TrainSection, *, epoch: int, worke
                              torch.zeros((), dtype=torch.long, device=engine.device))
     progress.epoch_started(epoch + 1, cfg.epochs, total)
     for b, batch in enumerate(itertools.islice(loader, total)):
-        warm_up(engine.optimizer, cfg, step=epoch * total + b, steps_per_epoch=total)  # warm-up, decay
+        schedule_step(engine.optimizer, cfg, step=epoch * total + b, steps_per_epoch=total)  # warm-up, decay
         _step(engine, batch, cfg.clip_grad, figures)
         progress.batch_done(b + 1, figures)
     # The epoch's figures over every process's share.

@@ -74,7 +74,7 @@ def effective_lr(cfg: TrainSection) -> EffectiveLR:
 
 
 def param_groups(cfg: TrainSection, *, rest: list, head: list) -> list[dict]:
-    """The optimiser's two groups, in the order :func:`warm_up` reads: every parameter but the
+    """The optimiser's two groups, in the order :func:`schedule_step` reads: every parameter but the
     classifier's, then the classifier's, each at its effective rate."""
     rates = effective_lr(cfg)
     return [{"params": rest, "lr": rates.lr}, {"params": head, "lr": rates.head_lr}]
@@ -106,7 +106,7 @@ def set_rates(optimizer, cfg: TrainSection, *, factor: float = 1.0) -> None:
         group["lr"] = rate * factor
 
 
-def warm_up(optimizer, cfg: TrainSection, *, step: int, steps_per_epoch: int) -> None:
+def schedule_step(optimizer, cfg: TrainSection, *, step: int, steps_per_epoch: int) -> None:
     """Set the rates of :func:`param_groups`' groups for 0-based global ``step`` (warm-up, then decay);
     nothing without either (the rates are those :func:`param_groups` or :func:`set_rates` set)."""
     steps = warmup_steps(cfg, steps_per_epoch)
